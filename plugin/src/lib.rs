@@ -1,0 +1,2 @@
+//! flowtag's tag filter.
+pub mod forest;
