@@ -1,2 +1,29 @@
-//! flowtag's tag filter.
+//! flowtag's tag filter: model bundles, the featurizer, the scorer and the tagger.
+//!
+//! The bottom layer of flowtag: no async, no global state, no I/O beyond reading the bytes it
+//! is given (and, in [`Bundle::read_path`], a bundle's own files). The host links it as a
+//! library; the same code compiled for `wasm32-wasip1` is the WASM filter.
+//!
+//! ```no_run
+//! use flowtag_plugin::{Bundle, Filter, FilterOptions};
+//! let bundle = Bundle::read_path("models/unsw-supervised".as_ref()).unwrap();
+//! let mut filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
+//! let mut out = Vec::new();
+//! let stats = filter.tag_lines(br#"{"dur": 0.1, "proto": "tcp"}"#, &mut out);
+//! println!("{} anomalous: {}", stats.anomalous, String::from_utf8_lossy(&out));
+//! ```
+
+pub mod bundle;
+pub mod error;
+pub mod featurize;
+pub mod filter;
 pub mod forest;
+pub mod json;
+pub mod manifest;
+pub mod scorer;
+pub mod tagger;
+
+pub use bundle::Bundle;
+pub use error::BundleError;
+pub use filter::{BatchStats, Filter, FilterOptions, RecordResult};
+pub use tagger::{ReasonsMode, Verdict};

@@ -58,7 +58,11 @@ impl Finalizer {
         Finalizer {
             n_trees: spec.trees.len(),
             n_outputs: spec.n_outputs,
-            aggregate: if classifier.is_some() { Aggregate::Sum } else { spec.aggregate },
+            aggregate: if classifier.is_some() {
+                Aggregate::Sum
+            } else {
+                spec.aggregate
+            },
             post: spec.post_transform,
             base: spec.base_values.clone(),
             classifier,
@@ -92,12 +96,8 @@ impl Finalizer {
                 }
             }
         };
-        // onnxruntime applies no other post transform to a single target.
-        if self.post == PostTransform::Probit {
-            probit(score)
-        } else {
-            score
-        }
+        // onnxruntime applies no post transform but PROBIT (which we refuse) to a single target.
+        score
     }
 
     /// Finish one row of a multi-output regressor or a classifier: `acc`/`has` hold the
@@ -114,7 +114,7 @@ impl Finalizer {
                     Aggregate::Min | Aggregate::Max => base + if has[j] { acc[j] } else { 0.0 },
                 };
             }
-            write_scores(acc, self.post, z);
+            write_scores(acc, has, self.post, z);
             return None;
         };
 
@@ -133,7 +133,7 @@ impl Finalizer {
                     best = Some(k);
                 }
             }
-            write_scores(acc, self.post, z);
+            write_scores(acc, has, self.post, z);
             return Some(LabelPick::Index(best.unwrap_or(0)));
         }
 
@@ -144,6 +144,7 @@ impl Finalizer {
             2 => {
                 if has[1] {
                     // onnxruntime: base_values[0] is not used; it assumes both are equal.
+                    // (Class 0 still reads as 0 unless a leaf voted for it.)
                     acc[1] = self.base[1] + acc[0];
                     acc[0] = -acc[1];
                 } else {
@@ -161,7 +162,11 @@ impl Finalizer {
             }
         }
         let (s0, h0) = (acc[0], has[0]);
-        let (s1, h1) = if two && has[1] { (acc[1], true) } else { (0.0, false) };
+        let (s1, h1) = if two && has[1] {
+            (acc[1], true)
+        } else {
+            (0.0, false)
+        };
         let positive = if h1 {
             s1
         } else if h0 {
@@ -180,18 +185,29 @@ impl Finalizer {
             LabelPick::Literal(i64::from(positive > 0.0))
         };
         if two {
-            write_scores(&mut acc[..2], self.post, z);
+            write_scores(&mut acc[..2], &has[..2], self.post, z);
         } else {
-            write_binary_scores(acc[0], self.post, second_class, z);
+            write_binary_scores(
+                if has[0] { acc[0] } else { 0.0 },
+                self.post,
+                second_class,
+                z,
+            );
         }
         Some(label)
     }
 }
 
-/// onnxruntime's `write_scores` for two or more values.
-fn write_scores(scores: &mut [f32], post: PostTransform, z: &mut [f32]) {
+/// onnxruntime's `write_scores` for two or more values. An output no leaf voted for is
+/// written as 0 before the transform, whatever was added to it (its `ScoreValue` reads as 0
+/// while `has_score` is unset).
+fn write_scores(scores: &mut [f32], has: &[bool], post: PostTransform, z: &mut [f32]) {
+    for (s, h) in scores.iter_mut().zip(has) {
+        if !h {
+            *s = 0.0;
+        }
+    }
     match post {
-        PostTransform::Probit => scores.iter_mut().for_each(|s| *s = probit(*s)),
         PostTransform::Logistic => scores.iter_mut().for_each(|s| *s = logistic(*s)),
         PostTransform::Softmax => softmax(scores),
         PostTransform::SoftmaxZero => softmax_zero(scores),
@@ -203,17 +219,14 @@ fn write_scores(scores: &mut [f32], post: PostTransform, z: &mut [f32]) {
 /// onnxruntime's `write_binary_scores`: one score expanded to two columns.
 fn write_binary_scores(score: f32, post: PostTransform, second_class: i32, z: &mut [f32]) {
     z[1] = 0.0;
-    if post == PostTransform::Probit {
-        z[0] = probit(score);
-        return;
-    }
     let logistic_pair = || [logistic(-score), logistic(score)];
     let pair = match second_class {
         0 | 1 => [1.0 - score, score],
         2 if post == PostTransform::Logistic => logistic_pair(),
         2 => [-score, score],
         3 if post == PostTransform::Logistic => logistic_pair(),
-        3 => [score, -score],
+        // onnxruntime 1.31 writes the same pair for a positive and a negative winner.
+        3 => [-score, score],
         _ => {
             z[0] = score;
             return;
@@ -257,21 +270,6 @@ fn softmax_zero(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= sum);
 }
 
-/// onnxruntime's single-precision inverse error function (Winitzki's approximation).
-fn erf_inv(x: f32) -> f32 {
-    let sgn = if x < 0.0 { -1.0f32 } else { 1.0 };
-    let x = (1.0 - x) * (1.0 + x);
-    let log = libm::logf(x);
-    let v = 2.0 / (3.14159f32 * 0.147) + 0.5 * log;
-    let v2 = 1.0 / 0.147f32 * log;
-    let v3 = -v + libm::sqrtf(v * v - v2);
-    sgn * libm::sqrtf(v3)
-}
-
-pub fn probit(x: f32) -> f32 {
-    std::f32::consts::SQRT_2 * erf_inv(2.0 * x - 1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +279,6 @@ mod tests {
         assert_eq!(logistic(0.0), 0.5);
         assert!((logistic(3.0) + logistic(-3.0) - 1.0).abs() < 1e-7);
         assert!(logistic(100.0) <= 1.0 && logistic(-100.0) >= 0.0);
-    }
-
-    #[test]
-    fn probit_inverts_the_normal_cdf_roughly() {
-        assert!(probit(0.5).abs() < 1e-6);
-        assert!((probit(0.975) - 1.959964).abs() < 5e-3);
     }
 
     #[test]

@@ -90,8 +90,14 @@ pub struct LeafTable {
 impl LeafTable {
     #[inline(always)]
     pub fn weights(&self, leaf: u32) -> impl Iterator<Item = (usize, f32)> + '_ {
-        let (a, b) = (self.start[leaf as usize] as usize, self.start[leaf as usize + 1] as usize);
-        self.output[a..b].iter().map(|&o| o as usize).zip(self.weight[a..b].iter().copied())
+        let (a, b) = (
+            self.start[leaf as usize] as usize,
+            self.start[leaf as usize + 1] as usize,
+        );
+        self.output[a..b]
+            .iter()
+            .map(|&o| o as usize)
+            .zip(self.weight[a..b].iter().copied())
     }
 }
 
@@ -119,7 +125,10 @@ impl Layout {
             perfect: Vec::with_capacity(spec.trees.len()),
             perfect_nodes: Vec::new(),
             perfect_leaves: Vec::new(),
-            leaves: LeafTable { start: vec![0], ..LeafTable::default() },
+            leaves: LeafTable {
+                start: vec![0],
+                ..LeafTable::default()
+            },
             single: None,
         };
         for tree in &spec.trees {
@@ -147,7 +156,11 @@ impl Layout {
             && (0..n_leaves).all(|l| layout.leaves.start[l + 1] - layout.leaves.start[l] == 1);
         if single {
             let by_leaf: Vec<f32> = layout.leaves.weight.clone();
-            let by_slot = layout.perfect_leaves.iter().map(|&l| by_leaf[l as usize]).collect();
+            let by_slot = layout
+                .perfect_leaves
+                .iter()
+                .map(|&l| by_leaf[l as usize])
+                .collect();
             layout.single = Some((by_leaf, by_slot));
         }
         layout
@@ -170,7 +183,14 @@ impl Layout {
                     next: leaf_ids[id as usize],
                     flags: LEAF,
                 }),
-                Node::Branch { feature, threshold, mode, missing_tracks_true, true_child, false_child } => {
+                Node::Branch {
+                    feature,
+                    threshold,
+                    mode,
+                    missing_tracks_true,
+                    true_child,
+                    false_child,
+                } => {
                     self.sparse.push(SparseNode {
                         threshold,
                         feature,
@@ -196,7 +216,13 @@ impl Layout {
             leaves: self.perfect_leaves.len() as u32,
         };
         let n_branches = (1usize << depth) - 1;
-        let mut nodes = vec![PerfectNode { threshold: f32::INFINITY, feature: 0 }; n_branches];
+        let mut nodes = vec![
+            PerfectNode {
+                threshold: f32::INFINITY,
+                feature: 0
+            };
+            n_branches
+        ];
         let mut leaves = vec![u32::MAX; n_branches + 1];
         fill(tree, leaf_ids, 0, 0, &mut nodes, &mut leaves);
         debug_assert!(leaves.iter().all(|&l| l != u32::MAX));
@@ -216,7 +242,11 @@ fn depth(tree: &Tree) -> Option<u32> {
         }
         match tree.nodes[id as usize] {
             Node::Leaf(_) => deepest = deepest.max(d),
-            Node::Branch { true_child, false_child, .. } => {
+            Node::Branch {
+                true_child,
+                false_child,
+                ..
+            } => {
                 stack.push((true_child, d + 1));
                 stack.push((false_child, d + 1));
             }
@@ -228,7 +258,14 @@ fn depth(tree: &Tree) -> Option<u32> {
 /// The `x <= t` form of a branch: `(threshold, left child, right child)`, or `None` when the
 /// rewrite would not be exact for every non-NaN `x`.
 fn canonical(node: &Node) -> Option<(f32, u32, u32)> {
-    let Node::Branch { threshold: t, mode, true_child, false_child, .. } = *node else {
+    let Node::Branch {
+        threshold: t,
+        mode,
+        true_child,
+        false_child,
+        ..
+    } = *node
+    else {
         return None;
     };
     if t.is_nan() {
@@ -247,10 +284,19 @@ fn canonical(node: &Node) -> Option<(f32, u32, u32)> {
 }
 
 fn perfect_eligible(tree: &Tree) -> bool {
-    tree.nodes.iter().all(|n| matches!(n, Node::Leaf(_)) || canonical(n).is_some())
+    tree.nodes
+        .iter()
+        .all(|n| matches!(n, Node::Leaf(_)) || canonical(n).is_some())
 }
 
-fn fill(tree: &Tree, leaf_ids: &[u32], id: u32, pos: usize, nodes: &mut [PerfectNode], leaves: &mut [u32]) {
+fn fill(
+    tree: &Tree,
+    leaf_ids: &[u32],
+    id: u32,
+    pos: usize,
+    nodes: &mut [PerfectNode],
+    leaves: &mut [u32],
+) {
     let n_branches = nodes.len();
     if pos >= n_branches {
         leaves[pos - n_branches] = leaf_ids[id as usize];
@@ -259,7 +305,10 @@ fn fill(tree: &Tree, leaf_ids: &[u32], id: u32, pos: usize, nodes: &mut [Perfect
     match tree.nodes[id as usize] {
         // A leaf above the bottom level: an always-left padding node over two copies of it.
         Node::Leaf(_) => {
-            nodes[pos] = PerfectNode { threshold: f32::INFINITY, feature: 0 };
+            nodes[pos] = PerfectNode {
+                threshold: f32::INFINITY,
+                feature: 0,
+            };
             fill(tree, leaf_ids, id, 2 * pos + 1, nodes, leaves);
             fill(tree, leaf_ids, id, 2 * pos + 2, nodes, leaves);
         }

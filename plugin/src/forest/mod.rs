@@ -83,12 +83,19 @@ impl Forest {
     /// If `width < self.min_features()` or the output slices are too short: callers (the tract
     /// op) check shapes first.
     pub fn eval(&self, x: &[f32], width: usize, out: Outputs<'_>) {
-        assert!(width >= self.min_features, "input has {width} features, trees read {}", self.min_features);
+        assert!(
+            width >= self.min_features,
+            "input has {width} features, trees read {}",
+            self.min_features
+        );
         let n_rows = if width == 0 { 0 } else { x.len() / width };
         assert!(out.scores.len() >= n_rows * self.n_outputs);
         let single = self.layout.single.is_some()
             && self.labels.is_none()
-            && matches!(self.finalizer.aggregate(), Aggregate::Sum | Aggregate::Average);
+            && matches!(
+                self.finalizer.aggregate(),
+                Aggregate::Sum | Aggregate::Average
+            );
         let Outputs { scores, mut labels } = out;
         let mut acc = vec![0f32; BLOCK * self.n_outputs];
         let mut has = vec![false; BLOCK * self.n_outputs];
@@ -103,7 +110,13 @@ impl Forest {
                 }
             } else {
                 let n = self.n_outputs;
-                self.block_general(block, width, rows, &mut acc[..rows * n], &mut has[..rows * n]);
+                self.block_general(
+                    block,
+                    width,
+                    rows,
+                    &mut acc[..rows * n],
+                    &mut has[..rows * n],
+                );
                 for r in 0..rows {
                     let row = r * n..(r + 1) * n;
                     let z = &mut scores[(start + r) * n..(start + r + 1) * n];
@@ -111,7 +124,9 @@ impl Forest {
                         z[0] = self.finalizer.single(acc[r], has[r]);
                         continue;
                     }
-                    let pick = self.finalizer.multi(&mut acc[row.clone()], &mut has[row], z);
+                    let pick = self
+                        .finalizer
+                        .multi(&mut acc[row.clone()], &mut has[row], z);
                     if let (Some(labels), Some(pick)) = (labels.as_deref_mut(), pick) {
                         labels[start + r] = pick;
                     }
@@ -157,7 +172,14 @@ impl Forest {
     }
 
     /// Any ensemble: per row and output, the aggregated weight and whether any leaf voted.
-    fn block_general(&self, x: &[f32], width: usize, rows: usize, acc: &mut [f32], has: &mut [bool]) {
+    fn block_general(
+        &self,
+        x: &[f32],
+        width: usize,
+        rows: usize,
+        acc: &mut [f32],
+        has: &mut [bool],
+    ) {
         acc.fill(0.0);
         has.fill(false);
         let n = self.n_outputs;
@@ -202,7 +224,10 @@ impl Forest {
                 }
                 _ => {
                     for r in 0..rows {
-                        vote(r, walk_sparse(&self.layout.sparse, root, &x[r * width..][..width]));
+                        vote(
+                            r,
+                            walk_sparse(&self.layout.sparse, root, &x[r * width..][..width]),
+                        );
                     }
                 }
             }
@@ -245,7 +270,10 @@ fn walk_sparse(nodes: &[SparseNode], root: u32, row: &[f32]) -> u32 {
             return node.next;
         }
         let v = row[node.feature as usize];
-        i = if node.mode().takes_true(v, node.threshold, node.missing_tracks_true()) {
+        i = if node
+            .mode()
+            .takes_true(v, node.threshold, node.missing_tracks_true())
+        {
             i + 1
         } else {
             node.next as usize

@@ -1,0 +1,399 @@
+"""The feature spec: how a flow record becomes one row of model input.
+
+This is the `features` and `missing` part of a bundle manifest (format 1), and the one Python
+definition of featurization. Training builds a spec from data and featurizes whole frames with
+:meth:`FeatureSpec.transform_frame`; the plugin (Rust) executes the same spec record by record;
+:meth:`FeatureSpec.featurize_records` is that record-by-record path in Python, used for canary
+rows and parity tests. `docs/bundle-format.md` states the rules both sides follow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Values that mean "no value" in a numeric field, compared after trimming, ASCII-case-insensitively.
+DEFAULT_MISSING_TOKENS = ["", "-", "?", "nan", "null", "none", "(empty)"]
+
+# Exactly the grammar of Rust's `f64::from_str`, so both sides accept the same strings.
+_NUMBER = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)", re.IGNORECASE)
+_ASCII_WS = " \t\n\x0c\r"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class SpecError(ValueError):
+    """A spec or manifest section that cannot be used; the message names the key."""
+
+
+class RecordError(ValueError):
+    """A record that cannot be featurized; the message names the field."""
+
+
+class JsonNumber(str):
+    """A JSON number kept as its text, as the plugin keeps it (see :func:`loads_record`)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_record(line: str | bytes) -> Any:
+    """Parse one JSON record the way the plugin reads it: numbers keep their text, and the
+    non-standard `NaN`/`Infinity` literals Python would accept are refused."""
+    return json.loads(line, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_reject_constant)
+
+
+@dataclass
+class Transform:
+    """One step applied to a numeric value, in float64: `clip` (to [min, max]), `log1p`
+    (sign-preserving: sign(x) * log1p(|x|)) or `scale` ((x - mean) / std)."""
+
+    op: str
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def to_manifest(self) -> dict:
+        if self.op == "clip":
+            return {"op": "clip", "min": self.min, "max": self.max}
+        if self.op == "log1p":
+            return {"op": "log1p"}
+        if self.op == "scale":
+            return {"op": "scale", "mean": self.mean, "std": self.std}
+        raise SpecError(f"transform op {self.op!r} is not one of clip, log1p, scale")
+
+    @classmethod
+    def from_manifest(cls, d: dict, where: str) -> "Transform":
+        op = d.get("op")
+        try:
+            if op == "clip":
+                t = cls("clip", min=float(d["min"]), max=float(d["max"]))
+                if not t.min <= t.max:
+                    raise SpecError(f"{where}: clip min {t.min} is above max {t.max}")
+                return t
+            if op == "log1p":
+                return cls("log1p")
+            if op == "scale":
+                t = cls("scale", mean=float(d["mean"]), std=float(d["std"]))
+                if not (t.std > 0 and math.isfinite(t.std) and math.isfinite(t.mean)):
+                    raise SpecError(f"{where}: scale needs a finite mean and std > 0")
+                return t
+        except KeyError as e:
+            raise SpecError(f"{where}: transform {op!r} needs key {e.args[0]!r}") from None
+        raise SpecError(f"{where}.op: {op!r} is not one of clip, log1p, scale")
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if self.op == "clip":
+            return np.clip(x, self.min, self.max)
+        if self.op == "log1p":
+            return np.where(x < 0, -1.0, 1.0) * np.log1p(np.abs(x))
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class Feature:
+    """One manifest feature: where its value comes from and how it becomes columns."""
+
+    name: str
+    fields: list[str]
+    type: str = "numeric"  # numeric | categorical
+    required: bool = True
+    fill: float = 0.0
+    transforms: list[Transform] = field(default_factory=list)
+    encoding: str = "onehot"  # onehot | index (categorical only)
+    categories: list[str] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        if self.type == "categorical" and self.encoding == "onehot":
+            return len(self.categories) + 1
+        return 1
+
+    def column_names(self) -> list[str]:
+        if self.type == "categorical" and self.encoding == "onehot":
+            return [f"{self.name}={c}" for c in self.categories] + [f"{self.name}=<other>"]
+        return [self.name]
+
+    def to_manifest(self) -> dict:
+        d: dict[str, Any] = {"name": self.name, "fields": list(self.fields), "type": self.type, "required": self.required}
+        if self.type == "numeric":
+            d["fill"] = self.fill
+            d["transforms"] = [t.to_manifest() for t in self.transforms]
+        else:
+            d["encoding"] = self.encoding
+            d["categories"] = list(self.categories)
+        return d
+
+    @classmethod
+    def from_manifest(cls, d: dict, where: str) -> "Feature":
+        for key in ("name", "fields", "type"):
+            if key not in d:
+                raise SpecError(f"{where}: missing key {key!r}")
+        if not d["fields"] or not all(isinstance(f, str) for f in d["fields"]):
+            raise SpecError(f"{where}.fields: expected a non-empty list of field names")
+        kind = d["type"]
+        f = cls(name=d["name"], fields=list(d["fields"]), type=kind, required=bool(d.get("required", True)))
+        if kind == "numeric":
+            f.fill = float(d.get("fill", 0.0))
+            f.transforms = [Transform.from_manifest(t, f"{where}.transforms[{i}]") for i, t in enumerate(d.get("transforms", []))]
+        elif kind == "categorical":
+            f.encoding = d.get("encoding", "onehot")
+            if f.encoding not in ("onehot", "index"):
+                raise SpecError(f"{where}.encoding: {f.encoding!r} is not onehot or index")
+            f.categories = [str(c) for c in d.get("categories", [])]
+            if len(set(f.categories)) != len(f.categories):
+                raise SpecError(f"{where}.categories: duplicate category")
+        else:
+            raise SpecError(f"{where}.type: {kind!r} is not numeric or categorical")
+        return f
+
+
+@dataclass
+class MissingRule:
+    """What counts as a missing numeric value and what happens to it.
+
+    `tokens`: strings meaning "no value". `infinity`: `missing` treats +-Infinity as missing,
+    `clip` passes it to the transforms (a clip bounds it; if it is still infinite after the
+    transforms it is missing). `policy`: `fill` uses the feature's `fill` value (a raw value that
+    then goes through the transforms); `unscored` makes the record unscored.
+    """
+
+    tokens: list[str] = field(default_factory=lambda: list(DEFAULT_MISSING_TOKENS))
+    infinity: str = "clip"
+    policy: str = "fill"
+
+    def to_manifest(self) -> dict:
+        return {"tokens": list(self.tokens), "infinity": self.infinity, "policy": self.policy}
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> "MissingRule":
+        rule = cls(tokens=[str(t) for t in d.get("tokens", DEFAULT_MISSING_TOKENS)], infinity=d.get("infinity", "clip"), policy=d.get("policy", "fill"))
+        if rule.infinity not in ("missing", "clip"):
+            raise SpecError(f"missing.infinity: {rule.infinity!r} is not missing or clip")
+        if rule.policy not in ("fill", "unscored"):
+            raise SpecError(f"missing.policy: {rule.policy!r} is not fill or unscored")
+        return rule
+
+
+def _trim(s: str) -> str:
+    return s.strip(_ASCII_WS)
+
+
+@dataclass
+class FeatureSpec:
+    features: list[Feature]
+    missing: MissingRule = field(default_factory=MissingRule)
+
+    @property
+    def width(self) -> int:
+        return sum(f.width for f in self.features)
+
+    def column_names(self) -> list[str]:
+        return [c for f in self.features for c in f.column_names()]
+
+    def to_manifest(self) -> dict:
+        return {"features": [f.to_manifest() for f in self.features], "missing": self.missing.to_manifest()}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "FeatureSpec":
+        if not manifest.get("features"):
+            raise SpecError("features: expected a non-empty list")
+        feats = [Feature.from_manifest(f, f"features[{i}]") for i, f in enumerate(manifest["features"])]
+        names = [f.name for f in feats]
+        if len(set(names)) != len(names):
+            raise SpecError("features: two features share a name")
+        return cls(feats, MissingRule.from_manifest(manifest.get("missing", {})))
+
+    # -- whole frames (training) -------------------------------------------------------------
+
+    def _column(self, df: pd.DataFrame, feat: Feature) -> pd.Series | None:
+        stripped = {_trim(str(c)): c for c in df.columns}
+        for name in feat.fields:
+            if name in df.columns:
+                return df[name]
+            if _trim(name) in stripped:
+                return df[stripped[_trim(name)]]
+        return None
+
+    def numeric_values(self, df: pd.DataFrame, feat: Feature) -> np.ndarray:
+        """Raw float64 values of a numeric feature with the missing rule applied (before the
+        transforms), as the plugin reads them."""
+        col = self._column(df, feat)
+        if col is None:
+            if feat.required:
+                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+            values = np.full(len(df), np.nan)
+        elif pd.api.types.is_bool_dtype(col):
+            values = col.astype(np.float64).to_numpy()
+        elif pd.api.types.is_numeric_dtype(col):
+            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif col.map(type).eq(str).all():
+            values = self._parse_text_column(col, feat)
+        else:
+            values = np.array([self._parse_number(v, feat) for v in col.tolist()], dtype=np.float64)
+        return self._resolve_missing(values, feat)
+
+    def _parse_text_column(self, col: pd.Series, feat: Feature) -> np.ndarray:
+        """Vectorised :meth:`_parse_number` for a column of strings (CSV read as text)."""
+        text = col.str.strip(_ASCII_WS)
+        missing = text.str.translate(_ASCII_LOWER).isin(self._tokens).to_numpy()
+        valid = text.str.fullmatch(_NUMBER).to_numpy(dtype=bool)
+        bad = ~missing & ~valid
+        if bad.any():
+            first = col[bad].iloc[0]
+            raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {first!r} ({int(bad.sum())} rows)")
+        values = np.full(len(col), np.nan)
+        # Python's float() rounds correctly, like Rust's parser; pandas' own parser may not.
+        values[valid] = np.fromiter((float(v) for v in text[valid]), dtype=np.float64, count=int(valid.sum()))
+        return values
+
+    def _parse_number(self, v: Any, feat: Feature) -> float:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return math.nan
+        if isinstance(v, bool):
+            return 1.0 if v else 0.0
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, str):
+            return float(v)
+        if isinstance(v, str):
+            s = _trim(v)
+            if s.translate(_ASCII_LOWER) in self._tokens:
+                return math.nan
+            if _NUMBER.fullmatch(s):
+                return float(s)
+            raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {v!r}")
+        raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {type(v).__name__}")
+
+    @property
+    def _tokens(self) -> set[str]:
+        return {t.translate(_ASCII_LOWER) for t in self.missing.tokens}
+
+    def _resolve_missing(self, values: np.ndarray, feat: Feature) -> np.ndarray:
+        values = values.copy()
+        if self.missing.infinity == "missing":
+            values[np.isinf(values)] = np.nan
+        missing = np.isnan(values)
+        if missing.any():
+            if self.missing.policy == "unscored":
+                raise RecordError(f"field {feat.fields[0]!r} has no value")
+            values[missing] = feat.fill
+        return values
+
+    def _finish_numeric(self, values: np.ndarray, feat: Feature) -> np.ndarray:
+        x = values
+        for t in feat.transforms:
+            x = t.apply(x)
+        # Still infinite after the transforms (no clip): missing, then filled through them.
+        bad = ~np.isfinite(x)
+        if bad.any():
+            if self.missing.policy == "unscored":
+                raise RecordError(f"field {feat.fields[0]!r} has no usable value")
+            filled = np.array([feat.fill], dtype=np.float64)
+            for t in feat.transforms:
+                filled = t.apply(filled)
+            x = np.where(bad, filled[0], x)
+        return x
+
+    def category_codes(self, df: pd.DataFrame, feat: Feature) -> np.ndarray:
+        col = self._column(df, feat)
+        index = {c: i for i, c in enumerate(feat.categories)}
+        unknown = len(feat.categories)
+        if col is None:
+            if feat.required:
+                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+            return np.full(len(df), unknown, dtype=np.int64)
+        return np.array([index.get(self._category_key(v), unknown) for v in col.tolist()], dtype=np.int64)
+
+    @staticmethod
+    def _category_key(v: Any) -> str | None:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return _trim(v)
+        if isinstance(v, (np.integer, int)):
+            return str(int(v))
+        return str(v)
+
+    def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
+        """Featurize a whole frame: `[len(df), width]` float32. Raises :class:`RecordError` on
+        the first field that cannot be read (training data is expected to be clean by then)."""
+        cols = []
+        for feat in self.features:
+            if feat.type == "numeric":
+                cols.append(self._finish_numeric(self.numeric_values(df, feat), feat)[:, None])
+            else:
+                codes = self.category_codes(df, feat)
+                if feat.encoding == "index":
+                    cols.append(codes.astype(np.float64)[:, None])
+                else:
+                    onehot = np.zeros((len(df), feat.width))
+                    onehot[np.arange(len(df)), codes] = 1.0
+                    cols.append(onehot)
+        return np.hstack(cols).astype(np.float32) if cols else np.zeros((len(df), 0), np.float32)
+
+    # -- record by record (the plugin's path) ------------------------------------------------
+
+    def featurize_record(self, record: dict) -> np.ndarray:
+        """One record (as :func:`loads_record` returns it) to one float32 row, or
+        :class:`RecordError` naming the field."""
+        if not isinstance(record, dict):
+            raise RecordError("record is not a JSON object")
+        row: list[float] = []
+        for feat in self.features:
+            present = [record[k] for k in self._record_keys(record, feat)]
+            value = present[-1] if present else _ABSENT
+            if value is _ABSENT and feat.required:
+                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+            if feat.type == "numeric":
+                if isinstance(value, (dict, list)):
+                    raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {'an object' if isinstance(value, dict) else 'an array'}")
+                raw = math.nan if value is _ABSENT else self._parse_number(value, feat)
+                x = self._finish_numeric(self._resolve_missing(np.array([raw]), feat), feat)
+                row.append(float(x[0]))
+            else:
+                if isinstance(value, (dict, list)):
+                    raise RecordError(f"field {feat.fields[0]!r}: expected a category, got {'an object' if isinstance(value, dict) else 'an array'}")
+                key = None if value is _ABSENT else self._category_key(value)
+                code = feat.categories.index(key) if key in feat.categories else len(feat.categories)
+                if feat.encoding == "index":
+                    row.append(float(code))
+                else:
+                    onehot = [0.0] * feat.width
+                    onehot[code] = 1.0
+                    row.extend(onehot)
+        return np.array(row, dtype=np.float64).astype(np.float32)
+
+    def _record_keys(self, record: dict, feat: Feature) -> list[str]:
+        """Keys of `record` that name this feature, in record order (the last one wins, as
+        for duplicate keys in JSON)."""
+        names = {_trim(f) for f in feat.fields}
+        return [k for k in record if _trim(k) in names]
+
+    def featurize_records(self, records: Iterable[Any]) -> tuple[np.ndarray, list[str | None]]:
+        """Rows for many records; a record that fails gets a zero row and its error."""
+        rows, errors = [], []
+        for rec in records:
+            try:
+                rows.append(self.featurize_record(rec))
+                errors.append(None)
+            except RecordError as e:
+                rows.append(np.zeros(self.width, np.float32))
+                errors.append(str(e))
+        return (np.vstack(rows) if rows else np.zeros((0, self.width), np.float32)), errors
+
+
+_ABSENT = object()
+
+
+def check_fields(spec: FeatureSpec, columns: Sequence[str]) -> list[str]:
+    """Required feature fields that none of `columns` provides (after trimming)."""
+    have = {_trim(c) for c in columns}
+    return [f.fields[0] for f in spec.features if f.required and not any(_trim(n) in have for n in f.fields)]

@@ -1,0 +1,370 @@
+//! Record to feature row, exactly as the manifest says (and as `flowtag_export.spec` does in
+//! Python; `docs/bundle-format.md` holds the rules both follow).
+//!
+//! Per record: one pass over the top-level members ([`crate::json::scan_object`]), each key
+//! trimmed and looked up among every feature's field names and aliases; then each feature reads
+//! its value: numbers (or numbers written as strings), missing-value tokens, infinities, then the
+//! transforms in `f64`, then one rounding to `f32`. Categoricals index or one-hot, with an
+//! unknown bucket. The row is written into a caller's buffer and nothing is allocated per record
+//! unless a key or value carries a JSON escape.
+
+use rustc_hash::FxHashMap;
+
+use crate::json::{self, Kind, Span};
+use crate::manifest::{Encoding, FeatureKind, Infinity, Manifest, Policy, Transform};
+
+/// What a record's field holds for one feature, as found by the scan.
+pub type Slot = Option<Span>;
+
+#[derive(Clone, Debug)]
+enum Reader {
+    Numeric {
+        fill: f64,
+        transforms: Vec<Transform>,
+    },
+    Categorical {
+        index: FxHashMap<Box<str>, u32>,
+        unknown: u32,
+        onehot: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct FeatureReader {
+    /// The first field name, used in error messages.
+    field: Box<str>,
+    column: usize,
+    required: bool,
+    reader: Reader,
+}
+
+/// Featurizes records for one manifest.
+#[derive(Clone, Debug)]
+pub struct Featurizer {
+    features: Vec<FeatureReader>,
+    /// Trimmed field name or alias -> feature index.
+    lookup: FxHashMap<Box<str>, u32>,
+    /// Missing-value tokens, ASCII-lowercased.
+    tokens: Vec<Box<[u8]>>,
+    infinity: Infinity,
+    policy: Policy,
+    width: usize,
+    scratch: String,
+}
+
+/// Where a scanned record's object is, and whether it already has the reserved key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub object: json::Object,
+    pub has_reserved: bool,
+}
+
+/// A record that cannot be featurized: the message names the field and the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError(pub String);
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn trim(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
+impl Featurizer {
+    pub fn new(manifest: &Manifest) -> Featurizer {
+        let mut lookup = FxHashMap::default();
+        let mut features = Vec::with_capacity(manifest.features.len());
+        let mut column = 0;
+        for (i, f) in manifest.features.iter().enumerate() {
+            for name in &f.fields {
+                // First feature to claim a name keeps it.
+                lookup.entry(trim(name).into()).or_insert(i as u32);
+            }
+            let reader = match &f.kind {
+                FeatureKind::Numeric { fill, transforms } => Reader::Numeric {
+                    fill: *fill,
+                    transforms: transforms.clone(),
+                },
+                FeatureKind::Categorical {
+                    encoding,
+                    categories,
+                } => Reader::Categorical {
+                    index: categories
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| (c.as_str().into(), k as u32))
+                        .collect(),
+                    unknown: categories.len() as u32,
+                    onehot: *encoding == Encoding::Onehot,
+                },
+            };
+            features.push(FeatureReader {
+                field: f.fields[0].as_str().into(),
+                column,
+                required: f.required,
+                reader,
+            });
+            column += f.width();
+        }
+        Featurizer {
+            features,
+            lookup,
+            tokens: manifest
+                .missing
+                .tokens
+                .iter()
+                .map(|t| t.to_ascii_lowercase().into_bytes().into_boxed_slice())
+                .collect(),
+            infinity: manifest.missing.infinity,
+            policy: manifest.missing.policy,
+            width: column,
+            scratch: String::new(),
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.features.len()
+    }
+
+    /// Feature index and column range of each feature.
+    pub fn columns(&self, feature: usize) -> std::ops::Range<usize> {
+        let start = self.features[feature].column;
+        let end = self
+            .features
+            .get(feature + 1)
+            .map_or(self.width, |f| f.column);
+        start..end
+    }
+
+    /// Validate `record` as one JSON object and find each feature's value: `slots` gets one
+    /// span per feature (the last matching field wins). `reserved` is a key the caller will
+    /// write itself (the tag key): where the record already has it is reported.
+    pub fn scan(
+        &mut self,
+        record: &[u8],
+        slots: &mut [Slot],
+        reserved: &str,
+    ) -> Result<Shape, RecordError> {
+        debug_assert_eq!(slots.len(), self.features.len());
+        slots.fill(None);
+        if std::str::from_utf8(record).is_err() {
+            return Err(RecordError("record is not valid UTF-8".into()));
+        }
+        let lookup = &self.lookup;
+        let scratch = &mut self.scratch;
+        let mut has_reserved = false;
+        let object = json::scan_object(record, |m| {
+            let Kind::String { escaped } = m.key.kind else {
+                return;
+            };
+            let inner = m.key.inner(record);
+            let key: &str = if escaped {
+                json::unescape(inner, scratch);
+                scratch
+            } else {
+                // Valid UTF-8 was checked above.
+                std::str::from_utf8(inner).unwrap_or("")
+            };
+            has_reserved |= key == reserved;
+            if let Some(&f) = lookup.get(trim(key)) {
+                slots[f as usize] = Some(m.value);
+            }
+        })
+        .map_err(|e| RecordError(e.to_string()))?;
+        Ok(Shape {
+            object,
+            has_reserved,
+        })
+    }
+
+    /// Write the feature row of a scanned record into `row`.
+    pub fn fill(
+        &mut self,
+        record: &[u8],
+        slots: &[Slot],
+        row: &mut [f32],
+    ) -> Result<(), RecordError> {
+        debug_assert_eq!(row.len(), self.width);
+        for (i, slot) in slots.iter().enumerate() {
+            self.feature(i, *slot, record, row)?;
+        }
+        Ok(())
+    }
+
+    fn feature(
+        &mut self,
+        i: usize,
+        slot: Slot,
+        record: &[u8],
+        row: &mut [f32],
+    ) -> Result<(), RecordError> {
+        let f = &self.features[i];
+        if slot.is_none() && f.required {
+            return Err(RecordError(format!("missing field `{}`", f.field)));
+        }
+        match &f.reader {
+            Reader::Numeric { .. } => {
+                let raw = match slot {
+                    None => None,
+                    Some(span) => self.number(i, span, record)?,
+                };
+                let raw = match raw {
+                    Some(v) if v.is_infinite() && self.infinity == Infinity::Missing => None,
+                    v => v,
+                };
+                let (column, f) = (self.features[i].column, &self.features[i]);
+                let Reader::Numeric { fill, transforms } = &f.reader else {
+                    unreachable!()
+                };
+                let value = match raw {
+                    Some(v) => apply(transforms, v),
+                    None => None,
+                };
+                let value = match value {
+                    Some(v) => v,
+                    None if self.policy == Policy::Unscored => {
+                        return Err(RecordError(format!(
+                            "field `{}` has no usable value",
+                            f.field
+                        )));
+                    }
+                    // The fill value goes through the transforms as a present value would.
+                    None => apply(transforms, *fill).unwrap_or(0.0),
+                };
+                row[column] = value as f32;
+            }
+            Reader::Categorical {
+                unknown, onehot, ..
+            } => {
+                let (unknown, onehot, column) = (*unknown, *onehot, f.column);
+                let code = match slot {
+                    None => unknown,
+                    Some(span) => self.category(i, span, record)?.unwrap_or(unknown),
+                };
+                if onehot {
+                    let cols = &mut row[column..=column + unknown as usize];
+                    cols.fill(0.0);
+                    cols[code as usize] = 1.0;
+                } else {
+                    row[column] = code as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number a field holds; `None` when it is missing (null, a token, NaN).
+    fn number(&mut self, i: usize, span: Span, record: &[u8]) -> Result<Option<f64>, RecordError> {
+        let text: &str = match span.kind {
+            Kind::Number => std::str::from_utf8(span.inner(record)).unwrap_or(""),
+            Kind::True => return Ok(Some(1.0)),
+            Kind::False => return Ok(Some(0.0)),
+            Kind::Null => return Ok(None),
+            Kind::String { escaped } => {
+                let inner = span.inner(record);
+                if escaped {
+                    json::unescape(inner, &mut self.scratch);
+                    let t = trim(&self.scratch).to_string();
+                    return self.number_text(i, &t);
+                }
+                trim(std::str::from_utf8(inner).unwrap_or(""))
+            }
+            Kind::Object | Kind::Array => {
+                let what = if span.kind == Kind::Object {
+                    "an object"
+                } else {
+                    "an array"
+                };
+                return Err(RecordError(format!(
+                    "field `{}`: expected a number, got {what}",
+                    self.features[i].field
+                )));
+            }
+        };
+        if span.kind == Kind::Number {
+            // JSON numbers always parse; a huge exponent gives infinity.
+            return Ok(text.parse::<f64>().ok().filter(|v| !v.is_nan()));
+        }
+        self.number_text(i, text)
+    }
+
+    fn number_text(&self, i: usize, text: &str) -> Result<Option<f64>, RecordError> {
+        if self
+            .tokens
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(text.as_bytes()))
+        {
+            return Ok(None);
+        }
+        match text.parse::<f64>() {
+            Ok(v) if v.is_nan() => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(RecordError(format!(
+                "field `{}`: expected a number, got {:?}",
+                self.features[i].field, text
+            ))),
+        }
+    }
+
+    /// The category code a field holds: `None` for null; unknown categories get the
+    /// unknown bucket.
+    fn category(
+        &mut self,
+        i: usize,
+        span: Span,
+        record: &[u8],
+    ) -> Result<Option<u32>, RecordError> {
+        let Reader::Categorical { index, unknown, .. } = &self.features[i].reader else {
+            unreachable!("category() is only called for categorical features")
+        };
+        let key: &str = match span.kind {
+            Kind::String { escaped: true } => {
+                json::unescape(span.inner(record), &mut self.scratch);
+                trim(&self.scratch)
+            }
+            Kind::String { escaped: false } | Kind::Number => {
+                trim(std::str::from_utf8(span.inner(record)).unwrap_or(""))
+            }
+            Kind::True => "true",
+            Kind::False => "false",
+            Kind::Null => return Ok(None),
+            Kind::Object | Kind::Array => {
+                let what = if span.kind == Kind::Object {
+                    "an object"
+                } else {
+                    "an array"
+                };
+                return Err(RecordError(format!(
+                    "field `{}`: expected a category, got {what}",
+                    self.features[i].field
+                )));
+            }
+        };
+        Ok(Some(index.get(key).copied().unwrap_or(*unknown)))
+    }
+}
+
+/// The transforms, in order, in `f64`; `None` if the result is not finite.
+fn apply(transforms: &[Transform], mut x: f64) -> Option<f64> {
+    for t in transforms {
+        x = match *t {
+            Transform::Clip { min, max } => x.clamp(min, max),
+            Transform::Log1p => {
+                if x < 0.0 {
+                    -libm::log1p(-x)
+                } else {
+                    libm::log1p(x)
+                }
+            }
+            Transform::Scale { mean, std } => (x - mean) / std,
+        };
+    }
+    x.is_finite().then_some(x)
+}

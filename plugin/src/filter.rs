@@ -1,0 +1,367 @@
+//! The tag filter: a batch of JSON records in, the same records tagged out, in order.
+//!
+//! Nothing is dropped. A record that is valid JSON keeps every byte of its object and gains one
+//! member, the tags (a tag member it already had is replaced). A record that cannot be scored
+//! (a field missing or unreadable) gets `verdict: "unscored"` and an `error`. A line that is not
+//! a JSON object is wrapped as `{"message": <the line>, <tags>}`. If the model itself fails on a
+//! batch, every record of the batch is forwarded unscored with the model's error.
+//!
+//! Per batch: scan and featurize every record into one reused buffer, run the model once on the
+//! rows that featurized, then write each record with its tags.
+
+use crate::bundle::Bundle;
+use crate::error::BundleError;
+use crate::featurize::{Featurizer, Shape, Slot};
+use crate::json;
+use crate::manifest::Manifest;
+use crate::scorer::Scorer;
+use crate::tagger::{Reason, ReasonsMode, Tagger, Verdict};
+
+/// How far a canary's raw score may be from the expected one, relative to max(1, |expected|).
+pub const CANARY_TOLERANCE: f64 = 1e-5;
+
+/// How the filter tags.
+#[derive(Clone, Debug)]
+pub struct FilterOptions {
+    /// The member the tags go under.
+    pub key: String,
+    /// Which records carry `reasons`.
+    pub reasons: ReasonsMode,
+    /// How many reasons at most.
+    pub max_reasons: usize,
+}
+
+impl Default for FilterOptions {
+    fn default() -> Self {
+        FilterOptions {
+            key: "anomaly".into(),
+            reasons: ReasonsMode::Anomalous,
+            max_reasons: 3,
+        }
+    }
+}
+
+/// What happened to one record of the last batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecordResult {
+    pub verdict: Verdict,
+    /// Calibrated score, 0..1 (0 when unscored).
+    pub score: f64,
+    /// The model's raw score (NaN when unscored).
+    pub raw: f32,
+}
+
+/// Counts for one batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchStats {
+    pub records: usize,
+    pub anomalous: usize,
+    pub normal: usize,
+    pub unscored: usize,
+    /// Set when the model failed on the whole batch (every record then went out unscored).
+    pub model_error: Option<String>,
+}
+
+pub struct Filter {
+    id: String,
+    manifest: Manifest,
+    key: String,
+    featurizer: Featurizer,
+    scorer: Scorer,
+    tagger: Tagger,
+    // Reused per batch.
+    x: Vec<f32>,
+    slots: Vec<Slot>,
+    prepared: Vec<Prepared>,
+    results: Vec<RecordResult>,
+    reasons: Vec<Reason>,
+}
+
+/// A record after scanning and featurizing.
+enum Prepared {
+    /// Featurized into row `row` of the batch matrix.
+    Row { shape: Shape, row: usize },
+    /// A JSON object whose features cannot be read.
+    Unscorable { shape: Shape, error: String },
+    /// Not a JSON object at all.
+    NotObject { error: String },
+}
+
+impl Filter {
+    /// Load a bundle: the manifest was checked and the model hash verified by [`Bundle`];
+    /// here the model is optimised and its input width and outputs checked.
+    pub fn new(bundle: &Bundle, options: FilterOptions) -> Result<Filter, BundleError> {
+        let manifest = bundle.manifest.clone();
+        let scorer = Scorer::new(&bundle.model_bytes, &manifest)?;
+        Ok(Filter {
+            id: bundle.id(),
+            featurizer: Featurizer::new(&manifest),
+            tagger: Tagger::new(
+                &manifest,
+                &options.key,
+                options.reasons,
+                options.max_reasons,
+            ),
+            key: options.key,
+            manifest,
+            scorer,
+            x: Vec::new(),
+            slots: Vec::new(),
+            prepared: Vec::new(),
+            results: Vec::new(),
+            reasons: Vec::new(),
+        })
+    }
+
+    /// `name@version`.
+    pub fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Results of the last batch, one per record.
+    pub fn results(&self) -> &[RecordResult] {
+        &self.results
+    }
+
+    /// Tag newline-delimited records (a trailing `\r` is dropped; blank lines carry no record
+    /// and are skipped). Output: one tagged record per line.
+    pub fn tag_lines(&mut self, input: &[u8], out: &mut Vec<u8>) -> BatchStats {
+        let records: Vec<&[u8]> = input
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.trim_ascii().is_empty())
+            .collect();
+        self.run(&records, out, None, true)
+    }
+
+    /// Tag `records` (one JSON object each), appending each tagged record to `out`; `ends[i]`
+    /// is where record `i` ends in `out`.
+    pub fn tag_batch(
+        &mut self,
+        records: &[&[u8]],
+        out: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
+    ) -> BatchStats {
+        self.run(records, out, Some(ends), false)
+    }
+
+    fn run(
+        &mut self,
+        records: &[&[u8]],
+        out: &mut Vec<u8>,
+        mut ends: Option<&mut Vec<usize>>,
+        newline: bool,
+    ) -> BatchStats {
+        let n = records.len();
+        let width = self.featurizer.width();
+        let n_features = self.featurizer.n_features();
+        self.slots.resize(n * n_features, None);
+        self.x.resize(n * width, 0.0);
+        self.prepared.clear();
+        let mut valid = 0;
+        for (i, record) in records.iter().enumerate() {
+            let slots = &mut self.slots[i * n_features..(i + 1) * n_features];
+            let prepared = match self.featurizer.scan(record, slots, &self.key) {
+                Err(e) => Prepared::NotObject { error: e.0 },
+                Ok(shape) => match self.featurizer.fill(
+                    record,
+                    slots,
+                    &mut self.x[valid * width..(valid + 1) * width],
+                ) {
+                    Ok(()) => {
+                        valid += 1;
+                        Prepared::Row {
+                            shape,
+                            row: valid - 1,
+                        }
+                    }
+                    Err(e) => Prepared::Unscorable { shape, error: e.0 },
+                },
+            };
+            self.prepared.push(prepared);
+        }
+
+        let mut stats = BatchStats {
+            records: n,
+            ..BatchStats::default()
+        };
+        let scores = match valid {
+            0 => None,
+            _ => match self.scorer.run(&self.x[..valid * width], valid) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    stats.model_error = Some(e);
+                    None
+                }
+            },
+        };
+        self.results.clear();
+        for (i, record) in records.iter().enumerate() {
+            let verdict = match &self.prepared[i] {
+                Prepared::Row { shape, row } => {
+                    let raw = scores.as_ref().map(|s| s.raw[*row]);
+                    open_record(out, record, *shape, &self.key);
+                    match (raw, &stats.model_error) {
+                        (Some(raw), _) if raw.is_finite() => {
+                            let (score, verdict) = self.tagger.assess(raw);
+                            let reasons = if self.tagger.wants_reasons(verdict) {
+                                let scores = scores.as_ref().expect("scored");
+                                let residual = (!scores.residual.is_empty())
+                                    .then(|| &scores.residual[row * width..(row + 1) * width]);
+                                self.tagger.reasons_for(
+                                    &self.x[row * width..(row + 1) * width],
+                                    residual,
+                                    &mut self.reasons,
+                                );
+                                Some(&self.reasons[..])
+                            } else {
+                                None
+                            };
+                            let slots = &self.slots[i * n_features..(i + 1) * n_features];
+                            self.tagger
+                                .write_scored(out, raw, score, verdict, reasons, |f| {
+                                    slots[f].map(|s| &record[s.start..s.end])
+                                });
+                            self.results.push(RecordResult {
+                                verdict,
+                                score,
+                                raw,
+                            });
+                            verdict
+                        }
+                        (Some(_), _) => self.unscored(out, "model returned a non-finite score"),
+                        (None, Some(e)) => {
+                            let e = e.clone();
+                            self.unscored(out, &e)
+                        }
+                        (None, None) => unreachable!("rows are scored unless the model failed"),
+                    }
+                }
+                Prepared::Unscorable { shape, error } => {
+                    open_record(out, record, *shape, &self.key);
+                    let error = error.clone();
+                    self.unscored(out, &error)
+                }
+                Prepared::NotObject { error } => {
+                    wrap_line(out, record);
+                    let error = error.clone();
+                    self.unscored(out, &error)
+                }
+            };
+            out.push(b'}');
+            if newline {
+                out.push(b'\n');
+            }
+            match verdict {
+                Verdict::Anomalous => stats.anomalous += 1,
+                Verdict::Normal => stats.normal += 1,
+                Verdict::Unscored => stats.unscored += 1,
+            }
+            if let Some(ends) = ends.as_deref_mut() {
+                ends.push(out.len());
+            }
+        }
+        stats
+    }
+
+    /// Score the manifest's canary rows and compare with their expected raw scores (and
+    /// verdicts, unless the score sits on the threshold): a bundle that fails this would tag
+    /// differently from the way it was trained and must not go live.
+    pub fn check_canaries(&mut self) -> Result<usize, BundleError> {
+        let canaries = self.manifest.canaries.clone();
+        let records: Vec<Vec<u8>> = canaries
+            .iter()
+            .map(|c| serde_json::to_vec(&c.record).expect("a JSON map serializes"))
+            .collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        let stats = self.run(&refs, &mut out, Some(&mut ends), false);
+        if let Some(e) = stats.model_error {
+            return Err(BundleError::Canary {
+                index: 0,
+                problem: e,
+            });
+        }
+        for (index, (c, r)) in canaries.iter().zip(&self.results).enumerate() {
+            if r.verdict == Verdict::Unscored {
+                let start = if index == 0 { 0 } else { ends[index - 1] };
+                let tagged = String::from_utf8_lossy(&out[start..ends[index]]);
+                return Err(BundleError::Canary {
+                    index,
+                    problem: format!("could not be scored: {tagged}"),
+                });
+            }
+            let raw = f64::from(r.raw);
+            if (raw - c.raw_score).abs() > CANARY_TOLERANCE * c.raw_score.abs().max(1.0) {
+                return Err(BundleError::Canary {
+                    index,
+                    problem: format!("scored {raw}, expected raw_score {} (the featurizer or model disagrees with training)", c.raw_score),
+                });
+            }
+            let on_threshold = (raw - self.manifest.threshold).abs()
+                <= CANARY_TOLERANCE * self.manifest.threshold.abs().max(1.0);
+            if let Some(v) = &c.verdict {
+                if !on_threshold && v != r.verdict.as_str() {
+                    return Err(BundleError::Canary {
+                        index,
+                        problem: format!("verdict {}, expected {v}", r.verdict.as_str()),
+                    });
+                }
+            }
+        }
+        Ok(canaries.len())
+    }
+
+    fn unscored(&mut self, out: &mut Vec<u8>, error: &str) -> Verdict {
+        self.tagger.write_unscored(out, error);
+        self.results.push(RecordResult {
+            verdict: Verdict::Unscored,
+            score: 0.0,
+            raw: f32::NAN,
+        });
+        Verdict::Unscored
+    }
+}
+/// Write the record's object up to (not including) its closing brace, followed by a comma if
+/// members precede the tags. A record that already has the tag key is rewritten without it.
+fn open_record(out: &mut Vec<u8>, record: &[u8], shape: Shape, key: &str) {
+    let obj = shape.object;
+    if !shape.has_reserved {
+        out.extend_from_slice(&record[obj.open..obj.close]);
+        // Drop whitespace before the closing brace so the comma sits after the last value.
+        while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            out.pop();
+        }
+        if obj.members > 0 {
+            out.push(b',');
+        }
+        return;
+    }
+    out.push(b'{');
+    let mut scratch = String::new();
+    let _ = json::scan_object(record, |m| {
+        let inner = m.key.inner(record);
+        let is_tag = match m.key.kind {
+            json::Kind::String { escaped: true } => {
+                json::unescape(inner, &mut scratch);
+                scratch == key
+            }
+            _ => inner == key.as_bytes(),
+        };
+        if !is_tag {
+            out.extend_from_slice(&record[m.key.start..m.value.end]);
+            out.push(b',');
+        }
+    });
+}
+
+/// A line that is not a JSON object, as `{"message": <line>,`.
+fn wrap_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(b"{\"message\":");
+    json::write_string(out, &String::from_utf8_lossy(line));
+    out.push(b',');
+}

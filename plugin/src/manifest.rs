@@ -1,0 +1,331 @@
+//! `manifest.json`, format 1: the typed document and its validation.
+//!
+//! Every rule here is stated in `docs/bundle-format.md`, and `flowtag_export.manifest.validate`
+//! applies the same ones before a bundle is written. Errors name the key and what was expected.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use crate::error::BundleError;
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub created: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub schema: String,
+    #[serde(default)]
+    pub training: serde_json::Value,
+    pub input: Input,
+    pub output: Output,
+    pub features: Vec<Feature>,
+    #[serde(default)]
+    pub missing: MissingRule,
+    pub threshold: f64,
+    pub calibration: Calibration,
+    pub reference: Vec<Reference>,
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    pub model_sha256: String,
+    #[serde(default)]
+    pub canaries: Vec<Canary>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    IsolationForest,
+    Autoencoder,
+    Classifier,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::IsolationForest => "isolation_forest",
+            Kind::Autoencoder => "autoencoder",
+            Kind::Classifier => "classifier",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Input {
+    pub name: String,
+    pub width: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Output {
+    /// The graph output holding the raw score.
+    pub name: String,
+    /// Which column of that output (for `[N, k]` outputs).
+    #[serde(default)]
+    pub column: usize,
+    /// For autoencoders: the `[N, width]` output of per-column residuals.
+    #[serde(default)]
+    pub residual: Option<String>,
+    #[serde(default = "yes")]
+    pub higher_is_anomalous: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeatureKind {
+    Numeric {
+        #[serde(default)]
+        fill: f64,
+        #[serde(default)]
+        transforms: Vec<Transform>,
+    },
+    Categorical {
+        #[serde(default = "onehot")]
+        encoding: Encoding,
+        #[serde(default)]
+        categories: Vec<String>,
+    },
+}
+
+fn onehot() -> Encoding {
+    Encoding::Onehot
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    Onehot,
+    Index,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub fields: Vec<String>,
+    #[serde(default = "yes")]
+    pub required: bool,
+    #[serde(flatten)]
+    pub kind: FeatureKind,
+}
+
+impl Feature {
+    /// Columns this feature occupies in the model input.
+    pub fn width(&self) -> usize {
+        match &self.kind {
+            FeatureKind::Categorical {
+                encoding: Encoding::Onehot,
+                categories,
+            } => categories.len() + 1,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Transform {
+    Clip { min: f64, max: f64 },
+    Log1p,
+    Scale { mean: f64, std: f64 },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MissingRule {
+    #[serde(default = "default_tokens")]
+    pub tokens: Vec<String>,
+    #[serde(default)]
+    pub infinity: Infinity,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl Default for MissingRule {
+    fn default() -> Self {
+        MissingRule {
+            tokens: default_tokens(),
+            infinity: Infinity::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+fn default_tokens() -> Vec<String> {
+    ["", "-", "?", "nan", "null", "none", "(empty)"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Infinity {
+    Missing,
+    #[default]
+    Clip,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Fill,
+    Unscored,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Calibration {
+    pub quantiles: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Reference {
+    Numeric { mean: f64, std: f64 },
+    Categorical { frequencies: Vec<f64> },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Canary {
+    pub record: serde_json::Map<String, serde_json::Value>,
+    pub raw_score: f64,
+    #[serde(default)]
+    pub score: Option<f64>,
+    #[serde(default)]
+    pub verdict: Option<String>,
+}
+
+impl Manifest {
+    /// Parse and check `manifest.json` bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, BundleError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| BundleError::Manifest {
+            key: "(document)".into(),
+            problem: format!("not a format-1 manifest: {e}"),
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Columns the features make, in order.
+    pub fn width(&self) -> usize {
+        self.features.iter().map(Feature::width).sum()
+    }
+
+    fn validate(&self) -> Result<(), BundleError> {
+        let bad = |key: String, problem: String| Err(BundleError::Manifest { key, problem });
+        if self.format != FORMAT {
+            return bad(
+                "format".into(),
+                format!("expected {FORMAT}, got {}", self.format),
+            );
+        }
+        if self.features.is_empty() {
+            return bad("features".into(), "expected at least one feature".into());
+        }
+        let mut names = BTreeMap::new();
+        for (i, f) in self.features.iter().enumerate() {
+            if let Some(j) = names.insert(f.name.as_str(), i) {
+                return bad(
+                    format!("features[{i}].name"),
+                    format!("{:?} is also features[{j}]", f.name),
+                );
+            }
+            if f.fields.is_empty() {
+                return bad(
+                    format!("features[{i}].fields"),
+                    "expected at least one field name".into(),
+                );
+            }
+            match &f.kind {
+                FeatureKind::Numeric { fill, transforms } => {
+                    if !fill.is_finite() {
+                        return bad(
+                            format!("features[{i}].fill"),
+                            "expected a finite number".into(),
+                        );
+                    }
+                    for (k, t) in transforms.iter().enumerate() {
+                        let key = format!("features[{i}].transforms[{k}]");
+                        match *t {
+                            Transform::Clip { min, max } if !(min <= max) => {
+                                return bad(key, format!("clip min {min} is above max {max}"))
+                            }
+                            Transform::Scale { mean, std }
+                                if !(std > 0.0 && std.is_finite() && mean.is_finite()) =>
+                            {
+                                return bad(key, "scale needs a finite mean and std > 0".into())
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                FeatureKind::Categorical { categories, .. } => {
+                    let mut seen = std::collections::BTreeSet::new();
+                    if let Some(dup) = categories.iter().find(|c| !seen.insert(c.as_str())) {
+                        return bad(
+                            format!("features[{i}].categories"),
+                            format!("{dup:?} appears twice"),
+                        );
+                    }
+                }
+            }
+        }
+        if self.input.width != self.width() {
+            return bad(
+                "input.width".into(),
+                format!(
+                    "{} but the features make {} columns",
+                    self.input.width,
+                    self.width()
+                ),
+            );
+        }
+        if self.reference.len() != self.features.len() {
+            return bad(
+                "reference".into(),
+                format!(
+                    "{} entries, expected one per feature ({})",
+                    self.reference.len(),
+                    self.features.len()
+                ),
+            );
+        }
+        for (i, (r, f)) in self.reference.iter().zip(&self.features).enumerate() {
+            match (r, &f.kind) {
+                (Reference::Numeric { .. }, FeatureKind::Numeric { .. }) => {}
+                (Reference::Categorical { frequencies }, FeatureKind::Categorical { categories, .. })
+                    if frequencies.len() == categories.len() + 1 => {}
+                _ => {
+                    return bad(
+                        format!("reference[{i}]"),
+                        format!("does not fit feature {:?} (numeric: mean/std; categorical: one frequency per category plus unknown)", f.name),
+                    )
+                }
+            }
+        }
+        let q = &self.calibration.quantiles;
+        if q.len() < 2 || q.iter().any(|v| !v.is_finite()) || q.windows(2).any(|w| w[1] < w[0]) {
+            return bad(
+                "calibration.quantiles".into(),
+                "expected at least 2 finite, non-decreasing values".into(),
+            );
+        }
+        if !self.threshold.is_finite() {
+            return bad("threshold".into(), "expected a finite number".into());
+        }
+        if self.model_sha256.len() != 64
+            || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return bad("model_sha256".into(), "expected 64 hex digits".into());
+        }
+        Ok(())
+    }
+}

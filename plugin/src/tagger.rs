@@ -1,0 +1,389 @@
+//! From a raw model score to the tags: calibrated score, verdict, reasons, model id.
+//!
+//! * `score`: the percentile of the raw score among normal validation traffic, from the
+//!   manifest's calibration quantiles (linear between them), rounded to 6 decimals.
+//! * `verdict`: `anomalous` when the raw score reaches the manifest's threshold.
+//! * `reasons`: the features that drove the score, most first: for tree models the deviation of
+//!   each feature from the manifest's reference statistics of normal traffic (|z| for numbers,
+//!   rarity `sqrt((1 - p) / p)` for categories); for autoencoders each feature's share of the
+//!   reconstruction error. Each names the feature, its value as the record has it, and a
+//!   direction.
+
+use crate::json;
+use crate::manifest::{Encoding, FeatureKind, Kind, Manifest, Reference};
+
+/// Which records carry reasons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReasonsMode {
+    #[default]
+    Anomalous,
+    All,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Anomalous,
+    Normal,
+    Unscored,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Anomalous => "anomalous",
+            Verdict::Normal => "normal",
+            Verdict::Unscored => "unscored",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Ref {
+    Numeric {
+        column: usize,
+        mean: f64,
+        std: f64,
+    },
+    Categorical {
+        columns: std::ops::Range<usize>,
+        onehot: bool,
+        frequencies: Vec<f64>,
+    },
+}
+
+/// One reason: feature index, how far it deviates, which way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reason {
+    pub feature: usize,
+    pub deviation: f64,
+    pub direction: Direction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    High,
+    Low,
+    Rare,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::High => "high",
+            Direction::Low => "low",
+            Direction::Rare => "rare",
+        }
+    }
+}
+
+/// Floor for category frequencies, so an unseen category has a finite rarity.
+const MIN_FREQUENCY: f64 = 1e-4;
+
+pub struct Tagger {
+    threshold: f64,
+    higher_is_anomalous: bool,
+    /// Calibration quantiles, oriented so that higher means more anomalous.
+    quantiles: Vec<f64>,
+    refs: Vec<Ref>,
+    /// Feature names as JSON strings, ready to copy.
+    names: Vec<Vec<u8>>,
+    autoencoder: bool,
+    /// `"<key>":`
+    key_prefix: Vec<u8>,
+    /// `"model":"name@version"`
+    model_member: Vec<u8>,
+    pub reasons: ReasonsMode,
+    pub max_reasons: usize,
+}
+
+impl Tagger {
+    pub fn new(manifest: &Manifest, key: &str, reasons: ReasonsMode, max_reasons: usize) -> Tagger {
+        let mut refs = Vec::with_capacity(manifest.features.len());
+        let mut column = 0;
+        for (f, r) in manifest.features.iter().zip(&manifest.reference) {
+            let width = f.width();
+            refs.push(match (r, &f.kind) {
+                (Reference::Numeric { mean, std }, _) => Ref::Numeric {
+                    column,
+                    mean: *mean,
+                    std: *std,
+                },
+                (
+                    Reference::Categorical { frequencies },
+                    FeatureKind::Categorical { encoding, .. },
+                ) => Ref::Categorical {
+                    columns: column..column + width,
+                    onehot: *encoding == Encoding::Onehot,
+                    frequencies: frequencies.clone(),
+                },
+                // Manifest validation pairs numeric features with numeric references.
+                (Reference::Categorical { .. }, FeatureKind::Numeric { .. }) => Ref::Numeric {
+                    column,
+                    mean: 0.0,
+                    std: 1.0,
+                },
+            });
+            column += width;
+        }
+        let higher = manifest.output.higher_is_anomalous;
+        let quantiles = if higher {
+            manifest.calibration.quantiles.clone()
+        } else {
+            manifest
+                .calibration
+                .quantiles
+                .iter()
+                .rev()
+                .map(|q| -q)
+                .collect()
+        };
+        let mut key_prefix = Vec::new();
+        json::write_string(&mut key_prefix, key);
+        key_prefix.push(b':');
+        let mut model_member = b"\"model\":".to_vec();
+        json::write_string(
+            &mut model_member,
+            &format!("{}@{}", manifest.name, manifest.version),
+        );
+        Tagger {
+            threshold: manifest.threshold,
+            higher_is_anomalous: higher,
+            quantiles,
+            refs,
+            names: manifest
+                .features
+                .iter()
+                .map(|f| {
+                    let mut v = Vec::new();
+                    json::write_string(&mut v, &f.name);
+                    v
+                })
+                .collect(),
+            autoencoder: manifest.kind == Kind::Autoencoder,
+            key_prefix,
+            model_member,
+            reasons,
+            max_reasons,
+        }
+    }
+
+    /// Calibrated score (0..1) and verdict of a raw score.
+    pub fn assess(&self, raw: f32) -> (f64, Verdict) {
+        let raw = f64::from(raw);
+        let (s, anomalous) = if self.higher_is_anomalous {
+            (raw, raw >= self.threshold)
+        } else {
+            (-raw, raw <= self.threshold)
+        };
+        let verdict = if anomalous {
+            Verdict::Anomalous
+        } else {
+            Verdict::Normal
+        };
+        (round6(percentile(s, &self.quantiles)), verdict)
+    }
+
+    pub fn wants_reasons(&self, verdict: Verdict) -> bool {
+        match self.reasons {
+            ReasonsMode::All => verdict != Verdict::Unscored,
+            ReasonsMode::Anomalous => verdict == Verdict::Anomalous,
+            ReasonsMode::None => false,
+        }
+    }
+
+    /// The top reasons for one row (`residual` for autoencoders), into `out`.
+    pub fn reasons_for(&self, row: &[f32], residual: Option<&[f32]>, out: &mut Vec<Reason>) {
+        out.clear();
+        for (feature, r) in self.refs.iter().enumerate() {
+            let reason = match (r, residual.filter(|_| self.autoencoder)) {
+                (Ref::Numeric { column, .. }, Some(res)) => {
+                    let e = f64::from(res[*column]);
+                    Reason {
+                        feature,
+                        deviation: e * e,
+                        direction: if e >= 0.0 {
+                            Direction::High
+                        } else {
+                            Direction::Low
+                        },
+                    }
+                }
+                (Ref::Categorical { columns, .. }, Some(res)) => Reason {
+                    feature,
+                    deviation: res[columns.clone()]
+                        .iter()
+                        .map(|&e| f64::from(e) * f64::from(e))
+                        .sum(),
+                    direction: Direction::Rare,
+                },
+                (Ref::Numeric { column, mean, std }, None) => {
+                    let z = (f64::from(row[*column]) - mean) / std;
+                    Reason {
+                        feature,
+                        deviation: z.abs(),
+                        direction: if z >= 0.0 {
+                            Direction::High
+                        } else {
+                            Direction::Low
+                        },
+                    }
+                }
+                (
+                    Ref::Categorical {
+                        columns,
+                        onehot,
+                        frequencies,
+                    },
+                    None,
+                ) => {
+                    let code = if *onehot {
+                        row[columns.clone()]
+                            .iter()
+                            .position(|&v| v != 0.0)
+                            .unwrap_or(frequencies.len() - 1)
+                    } else {
+                        (row[columns.start] as usize).min(frequencies.len() - 1)
+                    };
+                    let p = frequencies[code].max(MIN_FREQUENCY);
+                    Reason {
+                        feature,
+                        deviation: ((1.0 - p) / p).max(0.0).sqrt(),
+                        direction: Direction::Rare,
+                    }
+                }
+            };
+            out.push(reason);
+        }
+        // Largest deviation first; ties by feature order, so output is deterministic.
+        out.sort_by(|a, b| {
+            b.deviation
+                .total_cmp(&a.deviation)
+                .then(a.feature.cmp(&b.feature))
+        });
+        out.truncate(self.max_reasons);
+    }
+
+    /// Write the tag member of a scored record: `"anomaly":{...}`. `value(feature)` gives the
+    /// record's own JSON text for a feature's value, if it has one.
+    pub fn write_scored<'v>(
+        &self,
+        out: &mut Vec<u8>,
+        raw: f32,
+        score: f64,
+        verdict: Verdict,
+        reasons: Option<&[Reason]>,
+        value: impl Fn(usize) -> Option<&'v [u8]>,
+    ) {
+        out.extend_from_slice(&self.key_prefix);
+        out.extend_from_slice(b"{\"score\":");
+        push_f64(out, score);
+        out.extend_from_slice(b",\"raw_score\":");
+        push_f32(out, raw);
+        out.extend_from_slice(b",\"verdict\":\"");
+        out.extend_from_slice(verdict.as_str().as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&self.model_member);
+        if let Some(reasons) = reasons {
+            out.extend_from_slice(b",\"reasons\":[");
+            for (k, r) in reasons.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"feature\":");
+                out.extend_from_slice(&self.names[r.feature]);
+                out.extend_from_slice(b",\"value\":");
+                out.extend_from_slice(value(r.feature).unwrap_or(b"null"));
+                out.extend_from_slice(if self.autoencoder {
+                    b",\"error\":"
+                } else {
+                    b",\"z\":"
+                });
+                push_f64(out, round3(r.deviation));
+                out.extend_from_slice(b",\"direction\":\"");
+                out.extend_from_slice(r.direction.as_str().as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+    }
+
+    /// Write the tag member of a record that could not be scored.
+    pub fn write_unscored(&self, out: &mut Vec<u8>, error: &str) {
+        out.extend_from_slice(&self.key_prefix);
+        out.extend_from_slice(b"{\"verdict\":\"unscored\",");
+        out.extend_from_slice(&self.model_member);
+        out.extend_from_slice(b",\"error\":");
+        json::write_string(out, error);
+        out.push(b'}');
+    }
+}
+
+/// Fraction of normal traffic scoring at most `s`, linear between the quantiles
+/// (the same as `flowtag_export.manifest.calibrate`).
+pub fn percentile(s: f64, q: &[f64]) -> f64 {
+    let k = q.len() - 1;
+    if s < q[0] {
+        return 0.0;
+    }
+    if s >= q[k] {
+        return 1.0;
+    }
+    // Largest i with q[i] <= s; i < k because s < q[k].
+    let i = q.partition_point(|&v| v <= s) - 1;
+    let (lo, hi) = (q[i], q[i + 1]);
+    let frac = if hi > lo { (s - lo) / (hi - lo) } else { 0.0 };
+    (i as f64 + frac) / k as f64
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e3).round() / 1e3
+    } else {
+        f64::MAX
+    }
+}
+
+fn push_f64(out: &mut Vec<u8>, x: f64) {
+    let mut b = ryu::Buffer::new();
+    out.extend_from_slice(
+        if x.is_finite() {
+            b.format_finite(x)
+        } else {
+            "null"
+        }
+        .as_bytes(),
+    );
+}
+
+fn push_f32(out: &mut Vec<u8>, x: f32) {
+    let mut b = ryu::Buffer::new();
+    out.extend_from_slice(
+        if x.is_finite() {
+            b.format_finite(x)
+        } else {
+            "null"
+        }
+        .as_bytes(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_interpolates_and_handles_ties() {
+        let q = [0.0, 0.0, 0.0, 1.0, 2.0];
+        assert_eq!(percentile(-1.0, &q), 0.0);
+        assert_eq!(percentile(0.0, &q), 0.5);
+        assert_eq!(percentile(0.5, &q), 0.625);
+        assert_eq!(percentile(2.0, &q), 1.0);
+        assert_eq!(percentile(9.0, &q), 1.0);
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install everything flowtag needs on a bare machine of our kind (Debian 12, Rust stable via
+# rustup, Python 3.11): the wasm32-wasip1 target, Debian packages for the monitoring tests, and
+# one Python virtual environment (.venv) with the pinned requirements.lock plus our two packages.
+# Idempotent: each step is skipped when already done, so `make test` can always call it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# --- Rust ------------------------------------------------------------------------------------
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+    say "adding Rust target wasm32-wasip1"
+    rustup target add wasm32-wasip1
+fi
+
+# --- Debian packages -------------------------------------------------------------------------
+# prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests.
+APT_PACKAGES=(prometheus prometheus-alertmanager)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # The packages' init scripts try to start daemons; the tests start their own on 127.0.0.1.
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Stop anything the packages started, so ports 9090/9093 stay free.
+    $SUDO pkill -x prometheus 2>/dev/null || true
+    $SUDO pkill -f prometheus-alertmanager 2>/dev/null || true
+fi
+
+# --- Python ----------------------------------------------------------------------------------
+PY=${PYTHON:-python3.11}
+stamp=.venv/.flowtag-setup
+want="$(sha256sum requirements.lock onnx-export/pyproject.toml training/pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "creating the Python environment (.venv) from requirements.lock"
+    [ -x .venv/bin/python ] || "$PY" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r requirements.lock
+    .venv/bin/pip install -q --no-deps -e onnx-export -e training
+    echo "$want" > "$stamp"
+fi
+
+say "ready: $ROOT/.venv, Rust targets, Debian packages"

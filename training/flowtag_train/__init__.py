@@ -1,0 +1,1 @@
+"""flowtag-train: loaders, features, models, evaluation and MLflow tracking for flowtag."""
