@@ -21,9 +21,11 @@ pub mod forest;
 pub mod json;
 pub mod manifest;
 pub mod scorer;
+pub mod signature;
 pub mod tagger;
 
 pub use bundle::Bundle;
 pub use error::BundleError;
 pub use filter::{BatchStats, Filter, FilterOptions, RecordResult};
+pub use signature::PublicKey;
 pub use tagger::{ReasonsMode, Verdict};
