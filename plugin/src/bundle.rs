@@ -36,17 +36,9 @@ impl Bundle {
         let manifest = Manifest::parse(&manifest_bytes)?;
         let actual = sha256_hex(&model_bytes);
         if !actual.eq_ignore_ascii_case(&manifest.model_sha256) {
-            return Err(BundleError::Sha256 {
-                expected: manifest.model_sha256.clone(),
-                actual,
-            });
+            return Err(BundleError::Sha256 { expected: manifest.model_sha256.clone(), actual });
         }
-        Ok(Bundle {
-            manifest,
-            manifest_bytes,
-            model_bytes,
-            signature,
-        })
+        Ok(Bundle { manifest, manifest_bytes, model_bytes, signature })
     }
 
     /// From the bytes of an uncompressed tar holding the files at its root (or under one
@@ -54,24 +46,14 @@ impl Bundle {
     pub fn from_tar(bytes: &[u8]) -> Result<Bundle, BundleError> {
         let (mut manifest, mut model, mut signature) = (None, None, None);
         let mut archive = tar::Archive::new(bytes);
-        let entries = archive.entries().map_err(|e| BundleError::Tar {
-            problem: e.to_string(),
-        })?;
+        let entries = archive.entries().map_err(|e| BundleError::Tar { problem: e.to_string() })?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| BundleError::Tar {
-                problem: e.to_string(),
-            })?;
+            let mut entry = entry.map_err(|e| BundleError::Tar { problem: e.to_string() })?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let path = entry.path().map_err(|e| BundleError::Tar {
-                problem: e.to_string(),
-            })?;
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("")
-                .to_string();
+            let path = entry.path().map_err(|e| BundleError::Tar { problem: e.to_string() })?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
             let target = match name.as_str() {
                 MANIFEST => &mut manifest,
                 MODEL => &mut model,
@@ -79,9 +61,7 @@ impl Bundle {
                 _ => continue,
             };
             let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data).map_err(|e| BundleError::Tar {
-                problem: format!("{name}: {e}"),
-            })?;
+            entry.read_to_end(&mut data).map_err(|e| BundleError::Tar { problem: format!("{name}: {e}") })?;
             *target = Some(data);
         }
         Bundle::from_parts(
@@ -94,10 +74,7 @@ impl Bundle {
     /// From a bundle directory or a `.tar` file.
     pub fn read_path(path: &Path) -> Result<Bundle, BundleError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| BundleError::Read {
-                path: p.display().to_string(),
-                problem: e.to_string(),
-            })
+            std::fs::read(p).map_err(|e| BundleError::Read { path: p.display().to_string(), problem: e.to_string() })
         };
         if path.is_dir() {
             let file = |name: &'static str| {
@@ -126,18 +103,14 @@ impl Bundle {
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
             header.set_cksum();
-            builder
-                .append_data(&mut header, name, data)
-                .expect("writing a tar to memory cannot fail");
+            builder.append_data(&mut header, name, data).expect("writing a tar to memory cannot fail");
         };
         add(MANIFEST, &self.manifest_bytes);
         add(MODEL, &self.model_bytes);
         if let Some(sig) = &self.signature {
             add(SIGNATURE, sig);
         }
-        builder
-            .into_inner()
-            .expect("writing a tar to memory cannot fail")
+        builder.into_inner().expect("writing a tar to memory cannot fail")
     }
 
     pub fn model_sha256(&self) -> &str {

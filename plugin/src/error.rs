@@ -19,11 +19,7 @@ pub enum BundleError {
     /// The model's input width differs from the manifest's feature columns.
     Width { model: usize, manifest: usize },
     /// A named output is not among the model's outputs.
-    Output {
-        key: &'static str,
-        name: String,
-        available: Vec<String>,
-    },
+    Output { key: &'static str, name: String, available: Vec<String> },
     /// The signature is missing or does not verify.
     Signature { problem: String },
     /// A canary row did not reproduce its expected score.

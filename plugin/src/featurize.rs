@@ -18,15 +18,8 @@ pub type Slot = Option<Span>;
 
 #[derive(Clone, Debug)]
 enum Reader {
-    Numeric {
-        fill: f64,
-        transforms: Vec<Transform>,
-    },
-    Categorical {
-        index: FxHashMap<Box<str>, u32>,
-        unknown: u32,
-        onehot: bool,
-    },
+    Numeric { fill: f64, transforms: Vec<Transform> },
+    Categorical { index: FxHashMap<Box<[u8]>, u32>, unknown: u32, onehot: bool },
 }
 
 #[derive(Clone, Debug)]
@@ -43,7 +36,7 @@ struct FeatureReader {
 pub struct Featurizer {
     features: Vec<FeatureReader>,
     /// Trimmed field name or alias -> feature index.
-    lookup: FxHashMap<Box<str>, u32>,
+    lookup: FxHashMap<Box<[u8]>, u32>,
     /// Missing-value tokens, ASCII-lowercased.
     tokens: Vec<Box<[u8]>>,
     infinity: Infinity,
@@ -69,6 +62,15 @@ impl std::fmt::Display for RecordError {
     }
 }
 
+/// A piece of a record as text. Records are checked to be UTF-8 before they are scanned, and
+/// the scanner cuts them only at ASCII delimiters (quotes, commas, brackets), so every piece
+/// is UTF-8 too; this skips checking it again on the hot path.
+fn text(piece: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(piece).is_ok());
+    // SAFETY: see above: `piece` is a delimiter-bounded slice of a validated UTF-8 record.
+    unsafe { std::str::from_utf8_unchecked(piece) }
+}
+
 fn trim(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_ascii_whitespace())
 }
@@ -81,32 +83,19 @@ impl Featurizer {
         for (i, f) in manifest.features.iter().enumerate() {
             for name in &f.fields {
                 // First feature to claim a name keeps it.
-                lookup.entry(trim(name).into()).or_insert(i as u32);
+                lookup.entry(trim(name).as_bytes().into()).or_insert(i as u32);
             }
             let reader = match &f.kind {
-                FeatureKind::Numeric { fill, transforms } => Reader::Numeric {
-                    fill: *fill,
-                    transforms: transforms.clone(),
-                },
-                FeatureKind::Categorical {
-                    encoding,
-                    categories,
-                } => Reader::Categorical {
-                    index: categories
-                        .iter()
-                        .enumerate()
-                        .map(|(k, c)| (c.as_str().into(), k as u32))
-                        .collect(),
+                FeatureKind::Numeric { fill, transforms } => {
+                    Reader::Numeric { fill: *fill, transforms: transforms.clone() }
+                }
+                FeatureKind::Categorical { encoding, categories } => Reader::Categorical {
+                    index: categories.iter().enumerate().map(|(k, c)| (c.as_bytes().into(), k as u32)).collect(),
                     unknown: categories.len() as u32,
                     onehot: *encoding == Encoding::Onehot,
                 },
             };
-            features.push(FeatureReader {
-                field: f.fields[0].as_str().into(),
-                column,
-                required: f.required,
-                reader,
-            });
+            features.push(FeatureReader { field: f.fields[0].as_str().into(), column, required: f.required, reader });
             column += f.width();
         }
         Featurizer {
@@ -136,22 +125,14 @@ impl Featurizer {
     /// Feature index and column range of each feature.
     pub fn columns(&self, feature: usize) -> std::ops::Range<usize> {
         let start = self.features[feature].column;
-        let end = self
-            .features
-            .get(feature + 1)
-            .map_or(self.width, |f| f.column);
+        let end = self.features.get(feature + 1).map_or(self.width, |f| f.column);
         start..end
     }
 
     /// Validate `record` as one JSON object and find each feature's value: `slots` gets one
     /// span per feature (the last matching field wins). `reserved` is a key the caller will
     /// write itself (the tag key): where the record already has it is reported.
-    pub fn scan(
-        &mut self,
-        record: &[u8],
-        slots: &mut [Slot],
-        reserved: &str,
-    ) -> Result<Shape, RecordError> {
+    pub fn scan(&mut self, record: &[u8], slots: &mut [Slot], reserved: &str) -> Result<Shape, RecordError> {
         debug_assert_eq!(slots.len(), self.features.len());
         slots.fill(None);
         if std::str::from_utf8(record).is_err() {
@@ -165,32 +146,23 @@ impl Featurizer {
                 return;
             };
             let inner = m.key.inner(record);
-            let key: &str = if escaped {
+            let key: &[u8] = if escaped {
                 json::unescape(inner, scratch);
-                scratch
+                scratch.as_bytes()
             } else {
-                // Valid UTF-8 was checked above.
-                std::str::from_utf8(inner).unwrap_or("")
+                inner
             };
-            has_reserved |= key == reserved;
-            if let Some(&f) = lookup.get(trim(key)) {
+            has_reserved |= key == reserved.as_bytes();
+            if let Some(&f) = lookup.get(key.trim_ascii()) {
                 slots[f as usize] = Some(m.value);
             }
         })
         .map_err(|e| RecordError(e.to_string()))?;
-        Ok(Shape {
-            object,
-            has_reserved,
-        })
+        Ok(Shape { object, has_reserved })
     }
 
     /// Write the feature row of a scanned record into `row`.
-    pub fn fill(
-        &mut self,
-        record: &[u8],
-        slots: &[Slot],
-        row: &mut [f32],
-    ) -> Result<(), RecordError> {
+    pub fn fill(&mut self, record: &[u8], slots: &[Slot], row: &mut [f32]) -> Result<(), RecordError> {
         debug_assert_eq!(row.len(), self.width);
         for (i, slot) in slots.iter().enumerate() {
             self.feature(i, *slot, record, row)?;
@@ -198,13 +170,7 @@ impl Featurizer {
         Ok(())
     }
 
-    fn feature(
-        &mut self,
-        i: usize,
-        slot: Slot,
-        record: &[u8],
-        row: &mut [f32],
-    ) -> Result<(), RecordError> {
+    fn feature(&mut self, i: usize, slot: Slot, record: &[u8], row: &mut [f32]) -> Result<(), RecordError> {
         let f = &self.features[i];
         if slot.is_none() && f.required {
             return Err(RecordError(format!("missing field `{}`", f.field)));
@@ -220,9 +186,7 @@ impl Featurizer {
                     v => v,
                 };
                 let (column, f) = (self.features[i].column, &self.features[i]);
-                let Reader::Numeric { fill, transforms } = &f.reader else {
-                    unreachable!()
-                };
+                let Reader::Numeric { fill, transforms } = &f.reader else { unreachable!() };
                 let value = match raw {
                     Some(v) => apply(transforms, v),
                     None => None,
@@ -230,19 +194,14 @@ impl Featurizer {
                 let value = match value {
                     Some(v) => v,
                     None if self.policy == Policy::Unscored => {
-                        return Err(RecordError(format!(
-                            "field `{}` has no usable value",
-                            f.field
-                        )));
+                        return Err(RecordError(format!("field `{}` has no usable value", f.field)));
                     }
                     // The fill value goes through the transforms as a present value would.
                     None => apply(transforms, *fill).unwrap_or(0.0),
                 };
                 row[column] = value as f32;
             }
-            Reader::Categorical {
-                unknown, onehot, ..
-            } => {
+            Reader::Categorical { unknown, onehot, .. } => {
                 let (unknown, onehot, column) = (*unknown, *onehot, f.column);
                 let code = match slot {
                     None => unknown,
@@ -263,7 +222,7 @@ impl Featurizer {
     /// The number a field holds; `None` when it is missing (null, a token, NaN).
     fn number(&mut self, i: usize, span: Span, record: &[u8]) -> Result<Option<f64>, RecordError> {
         let text: &str = match span.kind {
-            Kind::Number => std::str::from_utf8(span.inner(record)).unwrap_or(""),
+            Kind::Number => text(span.inner(record)),
             Kind::True => return Ok(Some(1.0)),
             Kind::False => return Ok(Some(0.0)),
             Kind::Null => return Ok(None),
@@ -274,18 +233,11 @@ impl Featurizer {
                     let t = trim(&self.scratch).to_string();
                     return self.number_text(i, &t);
                 }
-                trim(std::str::from_utf8(inner).unwrap_or(""))
+                trim(text(inner))
             }
             Kind::Object | Kind::Array => {
-                let what = if span.kind == Kind::Object {
-                    "an object"
-                } else {
-                    "an array"
-                };
-                return Err(RecordError(format!(
-                    "field `{}`: expected a number, got {what}",
-                    self.features[i].field
-                )));
+                let what = if span.kind == Kind::Object { "an object" } else { "an array" };
+                return Err(RecordError(format!("field `{}`: expected a number, got {what}", self.features[i].field)));
             }
         };
         if span.kind == Kind::Number {
@@ -296,51 +248,35 @@ impl Featurizer {
     }
 
     fn number_text(&self, i: usize, text: &str) -> Result<Option<f64>, RecordError> {
-        if self
-            .tokens
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(text.as_bytes()))
-        {
+        if self.tokens.iter().any(|t| t.eq_ignore_ascii_case(text.as_bytes())) {
             return Ok(None);
         }
         match text.parse::<f64>() {
             Ok(v) if v.is_nan() => Ok(None),
             Ok(v) => Ok(Some(v)),
-            Err(_) => Err(RecordError(format!(
-                "field `{}`: expected a number, got {:?}",
-                self.features[i].field, text
-            ))),
+            Err(_) => {
+                Err(RecordError(format!("field `{}`: expected a number, got {:?}", self.features[i].field, text)))
+            }
         }
     }
 
     /// The category code a field holds: `None` for null; unknown categories get the
     /// unknown bucket.
-    fn category(
-        &mut self,
-        i: usize,
-        span: Span,
-        record: &[u8],
-    ) -> Result<Option<u32>, RecordError> {
+    fn category(&mut self, i: usize, span: Span, record: &[u8]) -> Result<Option<u32>, RecordError> {
         let Reader::Categorical { index, unknown, .. } = &self.features[i].reader else {
             unreachable!("category() is only called for categorical features")
         };
-        let key: &str = match span.kind {
+        let key: &[u8] = match span.kind {
             Kind::String { escaped: true } => {
                 json::unescape(span.inner(record), &mut self.scratch);
-                trim(&self.scratch)
+                self.scratch.as_bytes().trim_ascii()
             }
-            Kind::String { escaped: false } | Kind::Number => {
-                trim(std::str::from_utf8(span.inner(record)).unwrap_or(""))
-            }
-            Kind::True => "true",
-            Kind::False => "false",
+            Kind::String { escaped: false } | Kind::Number => span.inner(record).trim_ascii(),
+            Kind::True => b"true",
+            Kind::False => b"false",
             Kind::Null => return Ok(None),
             Kind::Object | Kind::Array => {
-                let what = if span.kind == Kind::Object {
-                    "an object"
-                } else {
-                    "an array"
-                };
+                let what = if span.kind == Kind::Object { "an object" } else { "an array" };
                 return Err(RecordError(format!(
                     "field `{}`: expected a category, got {what}",
                     self.features[i].field

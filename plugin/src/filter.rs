@@ -33,11 +33,7 @@ pub struct FilterOptions {
 
 impl Default for FilterOptions {
     fn default() -> Self {
-        FilterOptions {
-            key: "anomaly".into(),
-            reasons: ReasonsMode::Anomalous,
-            max_reasons: 3,
-        }
+        FilterOptions { key: "anomaly".into(), reasons: ReasonsMode::Anomalous, max_reasons: 3 }
     }
 }
 
@@ -96,12 +92,7 @@ impl Filter {
         Ok(Filter {
             id: bundle.id(),
             featurizer: Featurizer::new(&manifest),
-            tagger: Tagger::new(
-                &manifest,
-                &options.key,
-                options.reasons,
-                options.max_reasons,
-            ),
+            tagger: Tagger::new(&manifest, &options.key, options.reasons, options.max_reasons),
             key: options.key,
             manifest,
             scorer,
@@ -140,12 +131,7 @@ impl Filter {
 
     /// Tag `records` (one JSON object each), appending each tagged record to `out`; `ends[i]`
     /// is where record `i` ends in `out`.
-    pub fn tag_batch(
-        &mut self,
-        records: &[&[u8]],
-        out: &mut Vec<u8>,
-        ends: &mut Vec<usize>,
-    ) -> BatchStats {
+    pub fn tag_batch(&mut self, records: &[&[u8]], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> BatchStats {
         self.run(records, out, Some(ends), false)
     }
 
@@ -167,17 +153,11 @@ impl Filter {
             let slots = &mut self.slots[i * n_features..(i + 1) * n_features];
             let prepared = match self.featurizer.scan(record, slots, &self.key) {
                 Err(e) => Prepared::NotObject { error: e.0 },
-                Ok(shape) => match self.featurizer.fill(
-                    record,
-                    slots,
-                    &mut self.x[valid * width..(valid + 1) * width],
-                ) {
+                Ok(shape) => match self.featurizer.fill(record, slots, &mut self.x[valid * width..(valid + 1) * width])
+                {
                     Ok(()) => {
                         valid += 1;
-                        Prepared::Row {
-                            shape,
-                            row: valid - 1,
-                        }
+                        Prepared::Row { shape, row: valid - 1 }
                     }
                     Err(e) => Prepared::Unscorable { shape, error: e.0 },
                 },
@@ -185,10 +165,7 @@ impl Filter {
             self.prepared.push(prepared);
         }
 
-        let mut stats = BatchStats {
-            records: n,
-            ..BatchStats::default()
-        };
+        let mut stats = BatchStats { records: n, ..BatchStats::default() };
         let scores = match valid {
             0 => None,
             _ => match self.scorer.run(&self.x[..valid * width], valid) {
@@ -222,15 +199,10 @@ impl Filter {
                                 None
                             };
                             let slots = &self.slots[i * n_features..(i + 1) * n_features];
-                            self.tagger
-                                .write_scored(out, raw, score, verdict, reasons, |f| {
-                                    slots[f].map(|s| &record[s.start..s.end])
-                                });
-                            self.results.push(RecordResult {
-                                verdict,
-                                score,
-                                raw,
+                            self.tagger.write_scored(out, raw, score, verdict, reasons, |f| {
+                                slots[f].map(|s| &record[s.start..s.end])
                             });
+                            self.results.push(RecordResult { verdict, score, raw });
                             verdict
                         }
                         (Some(_), _) => self.unscored(out, "model returned a non-finite score"),
@@ -273,37 +245,32 @@ impl Filter {
     /// differently from the way it was trained and must not go live.
     pub fn check_canaries(&mut self) -> Result<usize, BundleError> {
         let canaries = self.manifest.canaries.clone();
-        let records: Vec<Vec<u8>> = canaries
-            .iter()
-            .map(|c| serde_json::to_vec(&c.record).expect("a JSON map serializes"))
-            .collect();
+        let records: Vec<Vec<u8>> =
+            canaries.iter().map(|c| serde_json::to_vec(&c.record).expect("a JSON map serializes")).collect();
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let (mut out, mut ends) = (Vec::new(), Vec::new());
         let stats = self.run(&refs, &mut out, Some(&mut ends), false);
         if let Some(e) = stats.model_error {
-            return Err(BundleError::Canary {
-                index: 0,
-                problem: e,
-            });
+            return Err(BundleError::Canary { index: 0, problem: e });
         }
         for (index, (c, r)) in canaries.iter().zip(&self.results).enumerate() {
             if r.verdict == Verdict::Unscored {
                 let start = if index == 0 { 0 } else { ends[index - 1] };
                 let tagged = String::from_utf8_lossy(&out[start..ends[index]]);
-                return Err(BundleError::Canary {
-                    index,
-                    problem: format!("could not be scored: {tagged}"),
-                });
+                return Err(BundleError::Canary { index, problem: format!("could not be scored: {tagged}") });
             }
             let raw = f64::from(r.raw);
             if (raw - c.raw_score).abs() > CANARY_TOLERANCE * c.raw_score.abs().max(1.0) {
                 return Err(BundleError::Canary {
                     index,
-                    problem: format!("scored {raw}, expected raw_score {} (the featurizer or model disagrees with training)", c.raw_score),
+                    problem: format!(
+                        "scored {raw}, expected raw_score {} (the featurizer or model disagrees with training)",
+                        c.raw_score
+                    ),
                 });
             }
-            let on_threshold = (raw - self.manifest.threshold).abs()
-                <= CANARY_TOLERANCE * self.manifest.threshold.abs().max(1.0);
+            let on_threshold =
+                (raw - self.manifest.threshold).abs() <= CANARY_TOLERANCE * self.manifest.threshold.abs().max(1.0);
             if let Some(v) = &c.verdict {
                 if !on_threshold && v != r.verdict.as_str() {
                     return Err(BundleError::Canary {
@@ -318,11 +285,7 @@ impl Filter {
 
     fn unscored(&mut self, out: &mut Vec<u8>, error: &str) -> Verdict {
         self.tagger.write_unscored(out, error);
-        self.results.push(RecordResult {
-            verdict: Verdict::Unscored,
-            score: 0.0,
-            raw: f32::NAN,
-        });
+        self.results.push(RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN });
         Verdict::Unscored
     }
 }

@@ -80,11 +80,7 @@ pub fn scan_object(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, J
     let mut p = Parser { s, i: 0 };
     p.ws();
     if p.peek() != Some(b'{') {
-        return Err(p.err(if p.i == s.len() {
-            "a JSON object, got an empty line"
-        } else {
-            "a JSON object"
-        }));
+        return Err(p.err(if p.i == s.len() { "a JSON object, got an empty line" } else { "a JSON object" }));
     }
     let open = p.i;
     p.i += 1;
@@ -118,11 +114,7 @@ pub fn scan_object(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, J
     if p.i != s.len() {
         return Err(p.err("end of record after the object"));
     }
-    Ok(Object {
-        open,
-        close,
-        members,
-    })
+    Ok(Object { open, close, members })
 }
 
 struct Parser<'a> {
@@ -144,10 +136,7 @@ impl Parser<'_> {
     }
 
     fn err(&self, expected: &'static str) -> JsonError {
-        JsonError {
-            offset: self.i,
-            expected,
-        }
+        JsonError { offset: self.i, expected }
     }
 
     fn err_at(&self, offset: usize, expected: &'static str) -> JsonError {
@@ -200,11 +189,7 @@ impl Parser<'_> {
             }
             _ => return Err(self.err("a value")),
         };
-        Ok(Span {
-            kind,
-            start,
-            end: self.i,
-        })
+        Ok(Span { kind, start, end: self.i })
     }
 
     fn literal(&mut self, word: &'static [u8]) -> Result<(), JsonError> {
@@ -269,23 +254,14 @@ impl Parser<'_> {
                 self.i += 1;
             }
             match self.next() {
-                Some(b'"') => {
-                    return Ok(Span {
-                        kind: Kind::String { escaped },
-                        start,
-                        end: self.i,
-                    })
-                }
+                Some(b'"') => return Ok(Span { kind: Kind::String { escaped }, start, end: self.i }),
                 Some(b'\\') => {
                     escaped = true;
                     match self.next() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
                         Some(b'u') => {
                             for _ in 0..4 {
-                                if !matches!(
-                                    self.next(),
-                                    Some(b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-                                ) {
+                                if !matches!(self.next(), Some(b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F')) {
                                     return Err(self.err_at(self.i - 1, "4 hex digits after \\u"));
                                 }
                             }
@@ -330,11 +306,7 @@ impl Parser<'_> {
                 _ => {
                     return Err(self.err_at(
                         self.i.saturating_sub(1),
-                        if is_object {
-                            "',' or '}' in an object"
-                        } else {
-                            "',' or ']' in an array"
-                        },
+                        if is_object { "',' or '}' in an object" } else { "',' or ']' in an array" },
                     ))
                 }
             }
@@ -350,10 +322,7 @@ pub fn unescape(inner: &[u8], out: &mut String) {
     while i < inner.len() {
         let c = inner[i];
         if c != b'\\' {
-            let run_end = inner[i..]
-                .iter()
-                .position(|&b| b == b'\\')
-                .map_or(inner.len(), |p| i + p);
+            let run_end = inner[i..].iter().position(|&b| b == b'\\').map_or(inner.len(), |p| i + p);
             out.push_str(&String::from_utf8_lossy(&inner[i..run_end]));
             i = run_end;
             continue;
@@ -389,9 +358,7 @@ pub fn unescape(inner: &[u8], out: &mut String) {
 }
 
 fn hex4(h: &[u8]) -> u32 {
-    h.iter().fold(0, |acc, &c| {
-        acc * 16 + (c as char).to_digit(16).unwrap_or(0)
-    })
+    h.iter().fold(0, |acc, &c| acc * 16 + (c as char).to_digit(16).unwrap_or(0))
 }
 
 /// Write `s` as a JSON string literal (with quotes).
@@ -437,8 +404,7 @@ mod tests {
 
     #[test]
     fn reads_top_level_members() {
-        let m = members(r#" {"a": 1.5e3, "b":"x\"y", "c": {"d": [1, {"e": null}]}, "t": true} "#)
-            .unwrap();
+        let m = members(r#" {"a": 1.5e3, "b":"x\"y", "c": {"d": [1, {"e": null}]}, "t": true} "#).unwrap();
         assert_eq!(m.len(), 4);
         assert_eq!(m[0], ("a".into(), Kind::Number, "1.5e3".into()));
         assert_eq!(m[1].1, Kind::String { escaped: true });
@@ -484,8 +450,7 @@ mod tests {
         ];
         for c in cases {
             let ours = scan_object(c.as_bytes(), |_| {}).is_ok();
-            let serde =
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(c).is_ok();
+            let serde = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(c).is_ok();
             assert_eq!(ours, serde, "{c:?}");
         }
     }
@@ -493,10 +458,7 @@ mod tests {
     #[test]
     fn refuses_deep_nesting() {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
-        assert!(scan_object(deep.as_bytes(), |_| {})
-            .unwrap_err()
-            .expected
-            .contains("nesting"));
+        assert!(scan_object(deep.as_bytes(), |_| {}).unwrap_err().expected.contains("nesting"));
     }
 
     #[test]

@@ -121,10 +121,7 @@ impl Feature {
     /// Columns this feature occupies in the model input.
     pub fn width(&self) -> usize {
         match &self.kind {
-            FeatureKind::Categorical {
-                encoding: Encoding::Onehot,
-                categories,
-            } => categories.len() + 1,
+            FeatureKind::Categorical { encoding: Encoding::Onehot, categories } => categories.len() + 1,
             _ => 1,
         }
     }
@@ -150,19 +147,12 @@ pub struct MissingRule {
 
 impl Default for MissingRule {
     fn default() -> Self {
-        MissingRule {
-            tokens: default_tokens(),
-            infinity: Infinity::default(),
-            policy: Policy::default(),
-        }
+        MissingRule { tokens: default_tokens(), infinity: Infinity::default(), policy: Policy::default() }
     }
 }
 
 fn default_tokens() -> Vec<String> {
-    ["", "-", "?", "nan", "null", "none", "(empty)"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    ["", "-", "?", "nan", "null", "none", "(empty)"].iter().map(|s| s.to_string()).collect()
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -222,10 +212,7 @@ impl Manifest {
     fn validate(&self) -> Result<(), BundleError> {
         let bad = |key: String, problem: String| Err(BundleError::Manifest { key, problem });
         if self.format != FORMAT {
-            return bad(
-                "format".into(),
-                format!("expected {FORMAT}, got {}", self.format),
-            );
+            return bad("format".into(), format!("expected {FORMAT}, got {}", self.format));
         }
         if self.features.is_empty() {
             return bad("features".into(), "expected at least one feature".into());
@@ -233,34 +220,23 @@ impl Manifest {
         let mut names = BTreeMap::new();
         for (i, f) in self.features.iter().enumerate() {
             if let Some(j) = names.insert(f.name.as_str(), i) {
-                return bad(
-                    format!("features[{i}].name"),
-                    format!("{:?} is also features[{j}]", f.name),
-                );
+                return bad(format!("features[{i}].name"), format!("{:?} is also features[{j}]", f.name));
             }
             if f.fields.is_empty() {
-                return bad(
-                    format!("features[{i}].fields"),
-                    "expected at least one field name".into(),
-                );
+                return bad(format!("features[{i}].fields"), "expected at least one field name".into());
             }
             match &f.kind {
                 FeatureKind::Numeric { fill, transforms } => {
                     if !fill.is_finite() {
-                        return bad(
-                            format!("features[{i}].fill"),
-                            "expected a finite number".into(),
-                        );
+                        return bad(format!("features[{i}].fill"), "expected a finite number".into());
                     }
                     for (k, t) in transforms.iter().enumerate() {
                         let key = format!("features[{i}].transforms[{k}]");
                         match *t {
-                            Transform::Clip { min, max } if !(min <= max) => {
+                            Transform::Clip { min, max } if min.partial_cmp(&max).is_none_or(|o| o.is_gt()) => {
                                 return bad(key, format!("clip min {min} is above max {max}"))
                             }
-                            Transform::Scale { mean, std }
-                                if !(std > 0.0 && std.is_finite() && mean.is_finite()) =>
-                            {
+                            Transform::Scale { mean, std } if !(std > 0.0 && std.is_finite() && mean.is_finite()) => {
                                 return bad(key, "scale needs a finite mean and std > 0".into())
                             }
                             _ => {}
@@ -270,10 +246,7 @@ impl Manifest {
                 FeatureKind::Categorical { categories, .. } => {
                     let mut seen = std::collections::BTreeSet::new();
                     if let Some(dup) = categories.iter().find(|c| !seen.insert(c.as_str())) {
-                        return bad(
-                            format!("features[{i}].categories"),
-                            format!("{dup:?} appears twice"),
-                        );
+                        return bad(format!("features[{i}].categories"), format!("{dup:?} appears twice"));
                     }
                 }
             }
@@ -281,21 +254,13 @@ impl Manifest {
         if self.input.width != self.width() {
             return bad(
                 "input.width".into(),
-                format!(
-                    "{} but the features make {} columns",
-                    self.input.width,
-                    self.width()
-                ),
+                format!("{} but the features make {} columns", self.input.width, self.width()),
             );
         }
         if self.reference.len() != self.features.len() {
             return bad(
                 "reference".into(),
-                format!(
-                    "{} entries, expected one per feature ({})",
-                    self.reference.len(),
-                    self.features.len()
-                ),
+                format!("{} entries, expected one per feature ({})", self.reference.len(), self.features.len()),
             );
         }
         for (i, (r, f)) in self.reference.iter().zip(&self.features).enumerate() {
@@ -313,17 +278,12 @@ impl Manifest {
         }
         let q = &self.calibration.quantiles;
         if q.len() < 2 || q.iter().any(|v| !v.is_finite()) || q.windows(2).any(|w| w[1] < w[0]) {
-            return bad(
-                "calibration.quantiles".into(),
-                "expected at least 2 finite, non-decreasing values".into(),
-            );
+            return bad("calibration.quantiles".into(), "expected at least 2 finite, non-decreasing values".into());
         }
         if !self.threshold.is_finite() {
             return bad("threshold".into(), "expected a finite number".into());
         }
-        if self.model_sha256.len() != 64
-            || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if self.model_sha256.len() != 64 || !self.model_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad("model_sha256".into(), "expected 64 hex digits".into());
         }
         Ok(())

@@ -39,14 +39,10 @@ pub struct Scores {
 
 impl Scorer {
     pub fn new(model_bytes: &[u8], manifest: &Manifest) -> Result<Scorer, BundleError> {
-        let model_err = |e: TractError| BundleError::Model {
-            problem: format!("{e:#}"),
-        };
+        let model_err = |e: TractError| BundleError::Model { problem: format!("{e:#}") };
         let mut onnx = tract_onnx::onnx();
         tract_op::register(&mut onnx.op_register);
-        let mut model = onnx
-            .model_for_read(&mut &model_bytes[..])
-            .map_err(model_err)?;
+        let mut model = onnx.model_for_read(&mut &model_bytes[..]).map_err(model_err)?;
         if model.inputs.len() != 1 {
             return Err(BundleError::Model {
                 problem: format!("expected 1 input, the graph has {}", model.inputs.len()),
@@ -60,68 +56,39 @@ impl Scorer {
             .shape
             .dims()
             .nth(1)
-            .and_then(|d| tract_onnx::tract_hir::infer::Factoid::concretize(d));
+            .and_then(tract_onnx::tract_hir::infer::Factoid::concretize);
         if let Some(w) = declared.and_then(|d| d.as_i64()).map(|w| w as usize) {
             if w != width {
-                return Err(BundleError::Width {
-                    model: w,
-                    manifest: width,
-                });
+                return Err(BundleError::Width { model: w, manifest: width });
             }
         }
         let names: Vec<String> = model
             .outputs
             .iter()
-            .map(|o| {
-                model
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
-            })
+            .map(|o| model.outlet_label(*o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone()))
             .collect();
         let find = |key: &'static str, name: &str| {
-            names
-                .iter()
-                .position(|n| n == name)
-                .ok_or_else(|| BundleError::Output {
-                    key,
-                    name: name.to_string(),
-                    available: names.clone(),
-                })
+            names.iter().position(|n| n == name).ok_or_else(|| BundleError::Output {
+                key,
+                name: name.to_string(),
+                available: names.clone(),
+            })
         };
-        let score = OutputRef {
-            index: find("output.name", &manifest.output.name)?,
-            column: manifest.output.column,
-        };
+        let score = OutputRef { index: find("output.name", &manifest.output.name)?, column: manifest.output.column };
         let residual = match &manifest.output.residual {
-            Some(name) => Some(OutputRef {
-                index: find("output.residual", name)?,
-                column: width,
-            }),
+            Some(name) => Some(OutputRef { index: find("output.residual", name)?, column: width }),
             None => None,
         };
         let n = model.symbols.sym("N");
-        model
-            .set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into())
-            .map_err(model_err)?;
+        model.set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into()).map_err(model_err)?;
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| BundleError::Model {
-                problem: format!("cannot run with {width} input columns: {e:#}"),
-            })?;
+            .map_err(|e| BundleError::Model { problem: format!("cannot run with {width} input columns: {e:#}") })?;
         let state = plan.spawn().map_err(model_err)?;
-        let mut scorer = Scorer {
-            plan,
-            state,
-            width,
-            score,
-            residual,
-        };
+        let mut scorer = Scorer { plan, state, width, score, residual };
         // One row of zeros proves the graph runs and the outputs have the shapes we read.
-        scorer
-            .run(&vec![0.0; width], 1)
-            .map_err(|problem| BundleError::Model { problem })?;
+        scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
         Ok(scorer)
     }
 
@@ -133,10 +100,7 @@ impl Scorer {
     pub fn run(&mut self, x: &[f32], n: usize) -> Result<Scores, String> {
         debug_assert_eq!(x.len(), n * self.width);
         let input = Tensor::from_shape(&[n, self.width], x).map_err(|e| e.to_string())?;
-        let outputs = self
-            .state
-            .run(tvec!(input.into_tvalue()))
-            .map_err(|e| format!("model failed: {e:#}"))?;
+        let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(|e| format!("model failed: {e:#}"))?;
         let raw = read_column(&outputs[self.score.index], n, self.score.column, "score")?;
         let residual = match self.residual {
             Some(r) => {
@@ -147,12 +111,7 @@ impl Scorer {
                     .and_then(|p| p.as_slice::<f32>().map(|s| s.to_vec()))
                     .map_err(|e| e.to_string())?;
                 if s.len() != n * r.column {
-                    return Err(format!(
-                        "residual output has {} values, expected {} x {}",
-                        s.len(),
-                        n,
-                        r.column
-                    ));
+                    return Err(format!("residual output has {} values, expected {} x {}", s.len(), n, r.column));
                 }
                 s
             }
@@ -180,9 +139,7 @@ fn read_column(t: &TValue, n: usize, column: usize, what: &str) -> Result<Vec<f3
     }
     let k = s.len() / n;
     if column >= k {
-        return Err(format!(
-            "{what} output has {k} columns, manifest `output.column` is {column}"
-        ));
+        return Err(format!("{what} output has {k} columns, manifest `output.column` is {column}"));
     }
     Ok((0..n).map(|r| s[r * k + column]).collect())
 }

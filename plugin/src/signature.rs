@@ -48,12 +48,16 @@ impl Bundle {
         let sig = self.signature.as_ref().ok_or_else(|| BundleError::Signature {
             problem: "missing: the bundle is unsigned and a public key is configured".into(),
         })?;
-        let text = std::str::from_utf8(sig).map_err(|_| BundleError::Signature { problem: "not base64 text".into() })?;
+        let text =
+            std::str::from_utf8(sig).map_err(|_| BundleError::Signature { problem: "not base64 text".into() })?;
         let bytes = b64(text).ok_or_else(|| BundleError::Signature { problem: "not valid base64".into() })?;
-        let sig = Signature::from_slice(&bytes)
-            .map_err(|_| BundleError::Signature { problem: format!("expected 64 signature bytes, got {}", bytes.len()) })?;
+        let sig = Signature::from_slice(&bytes).map_err(|_| BundleError::Signature {
+            problem: format!("expected 64 signature bytes, got {}", bytes.len()),
+        })?;
         key.0.verify(&self.manifest_bytes, &sig).map_err(|_| BundleError::Signature {
-            problem: "does not match manifest.json for the configured public key (tampered, or signed with another key)".into(),
+            problem:
+                "does not match manifest.json for the configured public key (tampered, or signed with another key)"
+                    .into(),
         })
     }
 }

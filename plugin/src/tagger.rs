@@ -40,16 +40,8 @@ impl Verdict {
 
 #[derive(Clone, Debug)]
 enum Ref {
-    Numeric {
-        column: usize,
-        mean: f64,
-        std: f64,
-    },
-    Categorical {
-        columns: std::ops::Range<usize>,
-        onehot: bool,
-        frequencies: Vec<f64>,
-    },
+    Numeric { column: usize, mean: f64, std: f64 },
+    Categorical { columns: std::ops::Range<usize>, onehot: bool, frequencies: Vec<f64> },
 }
 
 /// One reason: feature index, how far it deviates, which way.
@@ -104,25 +96,18 @@ impl Tagger {
         for (f, r) in manifest.features.iter().zip(&manifest.reference) {
             let width = f.width();
             refs.push(match (r, &f.kind) {
-                (Reference::Numeric { mean, std }, _) => Ref::Numeric {
-                    column,
-                    mean: *mean,
-                    std: *std,
-                },
-                (
-                    Reference::Categorical { frequencies },
-                    FeatureKind::Categorical { encoding, .. },
-                ) => Ref::Categorical {
-                    columns: column..column + width,
-                    onehot: *encoding == Encoding::Onehot,
-                    frequencies: frequencies.clone(),
-                },
+                (Reference::Numeric { mean, std }, _) => Ref::Numeric { column, mean: *mean, std: *std },
+                (Reference::Categorical { frequencies }, FeatureKind::Categorical { encoding, .. }) => {
+                    Ref::Categorical {
+                        columns: column..column + width,
+                        onehot: *encoding == Encoding::Onehot,
+                        frequencies: frequencies.clone(),
+                    }
+                }
                 // Manifest validation pairs numeric features with numeric references.
-                (Reference::Categorical { .. }, FeatureKind::Numeric { .. }) => Ref::Numeric {
-                    column,
-                    mean: 0.0,
-                    std: 1.0,
-                },
+                (Reference::Categorical { .. }, FeatureKind::Numeric { .. }) => {
+                    Ref::Numeric { column, mean: 0.0, std: 1.0 }
+                }
             });
             column += width;
         }
@@ -130,22 +115,13 @@ impl Tagger {
         let quantiles = if higher {
             manifest.calibration.quantiles.clone()
         } else {
-            manifest
-                .calibration
-                .quantiles
-                .iter()
-                .rev()
-                .map(|q| -q)
-                .collect()
+            manifest.calibration.quantiles.iter().rev().map(|q| -q).collect()
         };
         let mut key_prefix = Vec::new();
         json::write_string(&mut key_prefix, key);
         key_prefix.push(b':');
         let mut model_member = b"\"model\":".to_vec();
-        json::write_string(
-            &mut model_member,
-            &format!("{}@{}", manifest.name, manifest.version),
-        );
+        json::write_string(&mut model_member, &format!("{}@{}", manifest.name, manifest.version));
         Tagger {
             threshold: manifest.threshold,
             higher_is_anomalous: higher,
@@ -171,16 +147,9 @@ impl Tagger {
     /// Calibrated score (0..1) and verdict of a raw score.
     pub fn assess(&self, raw: f32) -> (f64, Verdict) {
         let raw = f64::from(raw);
-        let (s, anomalous) = if self.higher_is_anomalous {
-            (raw, raw >= self.threshold)
-        } else {
-            (-raw, raw <= self.threshold)
-        };
-        let verdict = if anomalous {
-            Verdict::Anomalous
-        } else {
-            Verdict::Normal
-        };
+        let (s, anomalous) =
+            if self.higher_is_anomalous { (raw, raw >= self.threshold) } else { (-raw, raw <= self.threshold) };
+        let verdict = if anomalous { Verdict::Anomalous } else { Verdict::Normal };
         (round6(percentile(s, &self.quantiles)), verdict)
     }
 
@@ -202,19 +171,12 @@ impl Tagger {
                     Reason {
                         feature,
                         deviation: e * e,
-                        direction: if e >= 0.0 {
-                            Direction::High
-                        } else {
-                            Direction::Low
-                        },
+                        direction: if e >= 0.0 { Direction::High } else { Direction::Low },
                     }
                 }
                 (Ref::Categorical { columns, .. }, Some(res)) => Reason {
                     feature,
-                    deviation: res[columns.clone()]
-                        .iter()
-                        .map(|&e| f64::from(e) * f64::from(e))
-                        .sum(),
+                    deviation: res[columns.clone()].iter().map(|&e| f64::from(e) * f64::from(e)).sum(),
                     direction: Direction::Rare,
                 },
                 (Ref::Numeric { column, mean, std }, None) => {
@@ -222,45 +184,23 @@ impl Tagger {
                     Reason {
                         feature,
                         deviation: z.abs(),
-                        direction: if z >= 0.0 {
-                            Direction::High
-                        } else {
-                            Direction::Low
-                        },
+                        direction: if z >= 0.0 { Direction::High } else { Direction::Low },
                     }
                 }
-                (
-                    Ref::Categorical {
-                        columns,
-                        onehot,
-                        frequencies,
-                    },
-                    None,
-                ) => {
+                (Ref::Categorical { columns, onehot, frequencies }, None) => {
                     let code = if *onehot {
-                        row[columns.clone()]
-                            .iter()
-                            .position(|&v| v != 0.0)
-                            .unwrap_or(frequencies.len() - 1)
+                        row[columns.clone()].iter().position(|&v| v != 0.0).unwrap_or(frequencies.len() - 1)
                     } else {
                         (row[columns.start] as usize).min(frequencies.len() - 1)
                     };
                     let p = frequencies[code].max(MIN_FREQUENCY);
-                    Reason {
-                        feature,
-                        deviation: ((1.0 - p) / p).max(0.0).sqrt(),
-                        direction: Direction::Rare,
-                    }
+                    Reason { feature, deviation: ((1.0 - p) / p).max(0.0).sqrt(), direction: Direction::Rare }
                 }
             };
             out.push(reason);
         }
         // Largest deviation first; ties by feature order, so output is deterministic.
-        out.sort_by(|a, b| {
-            b.deviation
-                .total_cmp(&a.deviation)
-                .then(a.feature.cmp(&b.feature))
-        });
+        out.sort_by(|a, b| b.deviation.total_cmp(&a.deviation).then(a.feature.cmp(&b.feature)));
         out.truncate(self.max_reasons);
     }
 
@@ -294,11 +234,7 @@ impl Tagger {
                 out.extend_from_slice(&self.names[r.feature]);
                 out.extend_from_slice(b",\"value\":");
                 out.extend_from_slice(value(r.feature).unwrap_or(b"null"));
-                out.extend_from_slice(if self.autoencoder {
-                    b",\"error\":"
-                } else {
-                    b",\"z\":"
-                });
+                out.extend_from_slice(if self.autoencoder { b",\"error\":" } else { b",\"z\":" });
                 push_f64(out, round3(r.deviation));
                 out.extend_from_slice(b",\"direction\":\"");
                 out.extend_from_slice(r.direction.as_str().as_bytes());
@@ -351,26 +287,12 @@ fn round3(x: f64) -> f64 {
 
 fn push_f64(out: &mut Vec<u8>, x: f64) {
     let mut b = ryu::Buffer::new();
-    out.extend_from_slice(
-        if x.is_finite() {
-            b.format_finite(x)
-        } else {
-            "null"
-        }
-        .as_bytes(),
-    );
+    out.extend_from_slice(if x.is_finite() { b.format_finite(x) } else { "null" }.as_bytes());
 }
 
 fn push_f32(out: &mut Vec<u8>, x: f32) {
     let mut b = ryu::Buffer::new();
-    out.extend_from_slice(
-        if x.is_finite() {
-            b.format_finite(x)
-        } else {
-            "null"
-        }
-        .as_bytes(),
-    );
+    out.extend_from_slice(if x.is_finite() { b.format_finite(x) } else { "null" }.as_bytes());
 }
 
 #[cfg(test)]

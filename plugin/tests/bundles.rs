@@ -46,13 +46,17 @@ fn a_changed_model_fails_the_sha256_check() {
 
 #[test]
 fn manifest_errors_name_the_key() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("`format`: expected 1, got 2", Box::new(|m| m["format"] = 2.into())),
         ("`input.width`", Box::new(|m| m["input"]["width"] = 3.into())),
         ("`features[1].name`", Box::new(|m| m["features"][1]["name"] = m["features"][0]["name"].clone())),
         ("`reference`", Box::new(|m| m["reference"].as_array_mut().unwrap().pop().map(|_| ()).unwrap())),
         ("`calibration.quantiles`", Box::new(|m| m["calibration"]["quantiles"] = serde_json::json!([1.0, 0.5]))),
-        ("`features[0].transforms[0]`", Box::new(|m| m["features"][0]["transforms"][0] = serde_json::json!({"op": "clip", "min": 5, "max": 1}))),
+        (
+            "`features[0].transforms[0]`",
+            Box::new(|m| m["features"][0]["transforms"][0] = serde_json::json!({"op": "clip", "min": 5, "max": 1})),
+        ),
         ("`model_sha256`", Box::new(|m| m["model_sha256"] = "abc".into())),
         ("manifest.json: `(document)`", Box::new(|m| m["kind"] = "svm".into())),
     ];

@@ -14,18 +14,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn lines() -> Vec<String> {
-    std::fs::read_to_string(fixtures().join("records.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    std::fs::read_to_string(fixtures().join("records.jsonl")).unwrap().lines().map(str::to_string).collect()
 }
 
 const BUNDLES: [&str; 4] = ["iforest", "classifier", "forest", "autoencoder"];
@@ -46,31 +39,22 @@ fn featurizer_matches_python_row_for_row() {
     let (mut rows, mut errors) = (0, 0);
     for (i, line) in lines().iter().enumerate() {
         let want = &expected["rows"][i];
-        let got = f
-            .scan(line.as_bytes(), &mut slots, "anomaly")
-            .and_then(|_| f.fill(line.as_bytes(), &slots, &mut row));
+        let got =
+            f.scan(line.as_bytes(), &mut slots, "anomaly").and_then(|_| f.fill(line.as_bytes(), &slots, &mut row));
         match (got, want) {
             (Ok(()), Value::Array(want)) => {
                 rows += 1;
                 for (c, w) in want.iter().enumerate() {
                     let w = w.as_f64().unwrap();
                     // f32 values computed from the same f64 steps; log1p may differ by an ulp.
-                    assert!(
-                        close(row[c] as f64, w, 1e-6),
-                        "line {i} column {c}: rust {} python {w}\n{line}",
-                        row[c]
-                    );
+                    assert!(close(row[c] as f64, w, 1e-6), "line {i} column {c}: rust {} python {w}\n{line}", row[c]);
                 }
             }
             (Err(_), Value::Null) => errors += 1,
             (got, want) => panic!(
                 "line {i}: rust {:?}, python {}\n{line}",
                 got.map(|_| row.clone()),
-                if want.is_null() {
-                    expected["errors"][i].to_string()
-                } else {
-                    "a row".into()
-                }
+                if want.is_null() { expected["errors"][i].to_string() } else { "a row".into() }
             ),
         }
     }
@@ -85,12 +69,7 @@ fn every_bundle_matches_onnxruntime() {
         .unwrap()
         .iter()
         .filter(|r| !r.is_null())
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-        })
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
         .collect();
     for name in BUNDLES {
         let bundle = Bundle::read_path(&fixtures().join(name)).unwrap();
@@ -106,9 +85,7 @@ fn every_bundle_matches_onnxruntime() {
                 break;
             }
             let take = (*size).min(n - start);
-            let s = scorer
-                .run(&rows[start * width..(start + take) * width], take)
-                .unwrap();
+            let s = scorer.run(&rows[start * width..(start + take) * width], take).unwrap();
             raw.extend(s.raw);
             residual.extend(s.residual);
             start += take;
@@ -121,10 +98,7 @@ fn every_bundle_matches_onnxruntime() {
                 Value::Array(v) => v[col].as_f64().unwrap(),
                 v => v.as_f64().unwrap(),
             };
-            assert!(
-                close(*got as f64, w, 1e-5),
-                "{name} row {r}: rust {got} onnxruntime {w}"
-            );
+            assert!(close(*got as f64, w, 1e-5), "{name} row {r}: rust {got} onnxruntime {w}");
         }
         if let Some(res) = out.get("residual").and_then(Value::as_str) {
             let want: Vec<f64> = expected["outputs"][res]
@@ -135,10 +109,7 @@ fn every_bundle_matches_onnxruntime() {
                 .collect();
             assert_eq!(want.len(), residual.len());
             for (k, (g, w)) in residual.iter().zip(&want).enumerate() {
-                assert!(
-                    close(*g as f64, *w, 1e-5),
-                    "{name} residual {k}: rust {g} onnxruntime {w}"
-                );
+                assert!(close(*g as f64, *w, 1e-5), "{name} residual {k}: rust {g} onnxruntime {w}");
             }
         }
     }
@@ -150,35 +121,20 @@ fn filter_tags_every_line_in_order_and_loses_none() {
     let features = json(&fixtures().join("features.json"));
     for name in BUNDLES {
         let bundle = Bundle::read_path(&fixtures().join(name)).unwrap();
-        let mut filter = Filter::new(
-            &bundle,
-            FilterOptions {
-                reasons: ReasonsMode::All,
-                ..FilterOptions::default()
-            },
-        )
-        .unwrap();
+        let mut filter =
+            Filter::new(&bundle, FilterOptions { reasons: ReasonsMode::All, ..FilterOptions::default() }).unwrap();
         let mut out = Vec::new();
         let stats = filter.tag_lines(&input, &mut out);
         let text = String::from_utf8(out).unwrap();
         let tagged: Vec<Value> = text
             .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{name}: output is not JSON: {e}\n{l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: output is not JSON: {e}\n{l}")))
             .collect();
         // The empty line carries no record; every other line comes out, in order.
-        let non_blank: Vec<String> = lines()
-            .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
+        let non_blank: Vec<String> = lines().into_iter().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(tagged.len(), non_blank.len(), "{name}");
         assert_eq!(stats.records, tagged.len());
-        assert_eq!(
-            stats.anomalous + stats.normal + stats.unscored,
-            stats.records
-        );
+        assert_eq!(stats.anomalous + stats.normal + stats.unscored, stats.records);
         let python_errors: Vec<bool> = features["errors"]
             .as_array()
             .unwrap()
@@ -216,9 +172,7 @@ fn canaries_reproduce_their_expected_scores() {
     for name in BUNDLES {
         let bundle = Bundle::read_path(&fixtures().join(name)).unwrap();
         let mut filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
-        filter
-            .check_canaries()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        filter.check_canaries().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 
@@ -239,15 +193,10 @@ fn anomalous_records_carry_reasons_with_their_values() {
     assert_eq!(reasons[0]["feature"], "state", "{t}");
     assert_eq!(reasons[0]["value"], "INT");
     assert_eq!(reasons[0]["direction"], "rare");
-    let spkts = reasons
-        .iter()
-        .find(|r| r["feature"] == "spkts")
-        .unwrap_or_else(|| panic!("spkts is among the reasons: {t}"));
+    let spkts =
+        reasons.iter().find(|r| r["feature"] == "spkts").unwrap_or_else(|| panic!("spkts is among the reasons: {t}"));
     assert_eq!(spkts["value"], 50000);
     assert_eq!(spkts["direction"], "high");
     let z: Vec<f64> = reasons.iter().map(|r| r["z"].as_f64().unwrap()).collect();
-    assert!(
-        z.windows(2).all(|w| w[0] >= w[1]),
-        "reasons come most deviant first: {z:?}"
-    );
+    assert!(z.windows(2).all(|w| w[0] >= w[1]), "reasons come most deviant first: {z:?}");
 }

@@ -32,14 +32,10 @@ fn tree_ops_match_onnxruntime_case_by_case() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_stem().unwrap().to_string_lossy().to_string();
-        let expected: Value =
-            serde_json::from_slice(&std::fs::read(case.with_extension("json")).unwrap()).unwrap();
+        let expected: Value = serde_json::from_slice(&std::fs::read(case.with_extension("json")).unwrap()).unwrap();
         let rows = expected["input"].as_array().unwrap();
         let width = rows[0].as_array().unwrap().len();
-        let x: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().iter().map(value_to_f32))
-            .collect();
+        let x: Vec<f32> = rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(value_to_f32)).collect();
         let mut onnx = tract_onnx::onnx();
         tract_op::register(&mut onnx.op_register);
         let model = onnx
@@ -49,12 +45,7 @@ fn tree_ops_match_onnxruntime_case_by_case() {
             .and_then(|m| m.into_runnable());
         if name.contains("probit") {
             // PROBIT is refused rather than scored differently from onnxruntime.
-            let err = format!(
-                "{:#}",
-                model
-                    .err()
-                    .unwrap_or_else(|| panic!("{name}: PROBIT model was accepted"))
-            );
+            let err = format!("{:#}", model.err().unwrap_or_else(|| panic!("{name}: PROBIT model was accepted")));
             assert!(err.contains("PROBIT is not supported"), "{name}: {err}");
             continue;
         }
@@ -79,9 +70,7 @@ fn tree_ops_match_onnxruntime_case_by_case() {
                 let got = got.as_slice::<String>().unwrap();
                 for (r, (g, w)) in got.iter().zip(&want).enumerate() {
                     if w.as_str() != Some(g.as_str()) {
-                        failures.push(format!(
-                            "{name} output {k} row {r}: tract {g:?} onnxruntime {w}"
-                        ));
+                        failures.push(format!("{name} output {k} row {r}: tract {g:?} onnxruntime {w}"));
                     }
                 }
                 continue;
@@ -106,11 +95,6 @@ fn tree_ops_match_onnxruntime_case_by_case() {
         failures.is_empty(),
         "{} mismatches:\n{}",
         failures.len(),
-        failures
-            .iter()
-            .take(3000)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.iter().take(3000).cloned().collect::<Vec<_>>().join("\n")
     );
 }

@@ -58,11 +58,7 @@ impl Finalizer {
         Finalizer {
             n_trees: spec.trees.len(),
             n_outputs: spec.n_outputs,
-            aggregate: if classifier.is_some() {
-                Aggregate::Sum
-            } else {
-                spec.aggregate
-            },
+            aggregate: if classifier.is_some() { Aggregate::Sum } else { spec.aggregate },
             post: spec.post_transform,
             base: spec.base_values.clone(),
             classifier,
@@ -162,11 +158,7 @@ impl Finalizer {
             }
         }
         let (s0, h0) = (acc[0], has[0]);
-        let (s1, h1) = if two && has[1] {
-            (acc[1], true)
-        } else {
-            (0.0, false)
-        };
+        let (s1, h1) = if two && has[1] { (acc[1], true) } else { (0.0, false) };
         let positive = if h1 {
             s1
         } else if h0 {
@@ -187,12 +179,7 @@ impl Finalizer {
         if two {
             write_scores(&mut acc[..2], &has[..2], self.post, z);
         } else {
-            write_binary_scores(
-                if has[0] { acc[0] } else { 0.0 },
-                self.post,
-                second_class,
-                z,
-            );
+            write_binary_scores(if has[0] { acc[0] } else { 0.0 }, self.post, second_class, z);
         }
         Some(label)
     }

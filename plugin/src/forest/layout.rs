@@ -5,9 +5,11 @@
 //! and NaN exactly as onnxruntime does.
 //!
 //! Trees no deeper than [`MAX_PERFECT_DEPTH`] also get a *perfect* layout: the tree padded to a
-//! complete binary tree of its depth, stored breadth-first, every comparison rewritten as
-//! `x <= t` (go left) so that a row descends with `i = 2i + 1 + !(x <= t)`: no branches, a fixed
-//! number of steps, and several rows can walk the same tree in lock-step. Padding a leaf that
+//! complete binary tree of its depth, stored breadth-first from index 1 (the children of `i` are
+//! `2i` and `2i + 1`), every comparison rewritten as `x <= t` (go left). Values and thresholds
+//! are compared as order-preserving integer keys ([`order_key`]), so a row descends with
+//! `i = 2i + (key(t) < key(x))`: no branches, a fixed number of
+//! steps, and several rows walk the same tree in lock-step. Padding a leaf that
 //! sits above the bottom level adds nodes with `t = +inf` (always left) whose leaves all repeat
 //! the original leaf. The rewrite is exact for every non-NaN `x`; rows with a NaN use the sparse
 //! layout.
@@ -17,12 +19,31 @@ use super::spec::{EnsembleSpec, Mode, Node, Tree};
 /// Deepest tree that gets a perfect layout (1023 branch nodes, 8 KiB).
 pub const MAX_PERFECT_DEPTH: u32 = 10;
 
-/// A branch of a perfect tree: go left when `x[feature] <= threshold`.
+/// Rows evaluated together, tree after tree, so each tree stays in cache for the whole block
+/// (a multiple of the evaluator's lane count).
+pub const BLOCK: usize = 120;
+
+/// A branch of a perfect tree: go left when `order_key(x[feature]) <= key`. `offset` is
+/// `feature * BLOCK`: where the feature's keys start in a column-major block.
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(C)]
+#[repr(C, align(8))]
 pub struct PerfectNode {
-    pub threshold: f32,
-    pub feature: u32,
+    pub key: u32,
+    pub offset: u32,
+}
+
+/// An integer that orders like the float, for every non-NaN value: `a <= b` exactly when
+/// `order_key(a) <= order_key(b)` (compared unsigned, as `u32`). Negative floats have all bits
+/// flipped, positive ones the sign bit set; `-0.0` is read as `+0.0` first, since the two
+/// compare equal.
+#[inline(always)]
+pub fn order_key(x: f32) -> u32 {
+    let bits = (x + 0.0).to_bits();
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    }
 }
 
 /// A node of a sparse tree. For a branch, the true child is the next node and `next` is the
@@ -73,7 +94,8 @@ fn mode_bits(mode: Mode) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PerfectTree {
     pub depth: u32,
-    /// Offset of the tree's `2^depth - 1` branches in [`Layout::perfect_nodes`].
+    /// Offset of the tree's `2^depth` entries in [`Layout::perfect_nodes`]: branches at
+    /// `1..2^depth`, entry 0 unused.
     pub nodes: u32,
     /// Offset of the tree's `2^depth` leaf ids in [`Layout::perfect_leaves`].
     pub leaves: u32,
@@ -90,14 +112,8 @@ pub struct LeafTable {
 impl LeafTable {
     #[inline(always)]
     pub fn weights(&self, leaf: u32) -> impl Iterator<Item = (usize, f32)> + '_ {
-        let (a, b) = (
-            self.start[leaf as usize] as usize,
-            self.start[leaf as usize + 1] as usize,
-        );
-        self.output[a..b]
-            .iter()
-            .map(|&o| o as usize)
-            .zip(self.weight[a..b].iter().copied())
+        let (a, b) = (self.start[leaf as usize] as usize, self.start[leaf as usize + 1] as usize);
+        self.output[a..b].iter().map(|&o| o as usize).zip(self.weight[a..b].iter().copied())
     }
 }
 
@@ -113,7 +129,7 @@ pub struct Layout {
     pub perfect_leaves: Vec<u32>,
     pub leaves: LeafTable,
     /// When every leaf carries exactly one weight for output 0 of a single-output ensemble:
-    /// that weight, by leaf id, and the same by position in `perfect_leaves`.
+    /// that weight by leaf id, and by position in `perfect_leaves` (one load less per tree).
     pub single: Option<(Vec<f32>, Vec<f32>)>,
 }
 
@@ -125,10 +141,7 @@ impl Layout {
             perfect: Vec::with_capacity(spec.trees.len()),
             perfect_nodes: Vec::new(),
             perfect_leaves: Vec::new(),
-            leaves: LeafTable {
-                start: vec![0],
-                ..LeafTable::default()
-            },
+            leaves: LeafTable { start: vec![0], ..LeafTable::default() },
             single: None,
         };
         for tree in &spec.trees {
@@ -152,15 +165,11 @@ impl Layout {
             layout.perfect.push(perfect);
         }
         let n_leaves = layout.leaves.start.len() - 1;
-        let single = spec.n_outputs == 1
-            && (0..n_leaves).all(|l| layout.leaves.start[l + 1] - layout.leaves.start[l] == 1);
+        let single =
+            spec.n_outputs == 1 && (0..n_leaves).all(|l| layout.leaves.start[l + 1] - layout.leaves.start[l] == 1);
         if single {
-            let by_leaf: Vec<f32> = layout.leaves.weight.clone();
-            let by_slot = layout
-                .perfect_leaves
-                .iter()
-                .map(|&l| by_leaf[l as usize])
-                .collect();
+            let by_leaf = layout.leaves.weight.clone();
+            let by_slot = layout.perfect_leaves.iter().map(|&l| by_leaf[l as usize]).collect();
             layout.single = Some((by_leaf, by_slot));
         }
         layout
@@ -183,14 +192,7 @@ impl Layout {
                     next: leaf_ids[id as usize],
                     flags: LEAF,
                 }),
-                Node::Branch {
-                    feature,
-                    threshold,
-                    mode,
-                    missing_tracks_true,
-                    true_child,
-                    false_child,
-                } => {
+                Node::Branch { feature, threshold, mode, missing_tracks_true, true_child, false_child } => {
                     self.sparse.push(SparseNode {
                         threshold,
                         feature,
@@ -210,21 +212,12 @@ impl Layout {
         if depth > MAX_PERFECT_DEPTH || !perfect_eligible(tree) {
             return None;
         }
-        let placed = PerfectTree {
-            depth,
-            nodes: self.perfect_nodes.len() as u32,
-            leaves: self.perfect_leaves.len() as u32,
-        };
-        let n_branches = (1usize << depth) - 1;
-        let mut nodes = vec![
-            PerfectNode {
-                threshold: f32::INFINITY,
-                feature: 0
-            };
-            n_branches
-        ];
-        let mut leaves = vec![u32::MAX; n_branches + 1];
-        fill(tree, leaf_ids, 0, 0, &mut nodes, &mut leaves);
+        let placed =
+            PerfectTree { depth, nodes: self.perfect_nodes.len() as u32, leaves: self.perfect_leaves.len() as u32 };
+        let n_leaves = 1usize << depth;
+        let mut nodes = vec![PerfectNode { key: order_key(f32::INFINITY), offset: 0 }; n_leaves];
+        let mut leaves = vec![u32::MAX; n_leaves];
+        fill(tree, leaf_ids, 0, 1, &mut nodes, &mut leaves);
         debug_assert!(leaves.iter().all(|&l| l != u32::MAX));
         self.perfect_nodes.extend(nodes);
         self.perfect_leaves.extend(leaves);
@@ -242,11 +235,7 @@ fn depth(tree: &Tree) -> Option<u32> {
         }
         match tree.nodes[id as usize] {
             Node::Leaf(_) => deepest = deepest.max(d),
-            Node::Branch {
-                true_child,
-                false_child,
-                ..
-            } => {
+            Node::Branch { true_child, false_child, .. } => {
                 stack.push((true_child, d + 1));
                 stack.push((false_child, d + 1));
             }
@@ -258,14 +247,7 @@ fn depth(tree: &Tree) -> Option<u32> {
 /// The `x <= t` form of a branch: `(threshold, left child, right child)`, or `None` when the
 /// rewrite would not be exact for every non-NaN `x`.
 fn canonical(node: &Node) -> Option<(f32, u32, u32)> {
-    let Node::Branch {
-        threshold: t,
-        mode,
-        true_child,
-        false_child,
-        ..
-    } = *node
-    else {
+    let Node::Branch { threshold: t, mode, true_child, false_child, .. } = *node else {
         return None;
     };
     if t.is_nan() {
@@ -284,40 +266,44 @@ fn canonical(node: &Node) -> Option<(f32, u32, u32)> {
 }
 
 fn perfect_eligible(tree: &Tree) -> bool {
-    tree.nodes
-        .iter()
-        .all(|n| matches!(n, Node::Leaf(_)) || canonical(n).is_some())
+    tree.nodes.iter().all(|n| matches!(n, Node::Leaf(_)) || canonical(n).is_some())
 }
 
-fn fill(
-    tree: &Tree,
-    leaf_ids: &[u32],
-    id: u32,
-    pos: usize,
-    nodes: &mut [PerfectNode],
-    leaves: &mut [u32],
-) {
-    let n_branches = nodes.len();
-    if pos >= n_branches {
-        leaves[pos - n_branches] = leaf_ids[id as usize];
+/// Place node `id` at position `pos` (1-based, breadth-first); positions from `nodes.len()` on
+/// are leaf slots.
+fn fill(tree: &Tree, leaf_ids: &[u32], id: u32, pos: usize, nodes: &mut [PerfectNode], leaves: &mut [u32]) {
+    let n_leaves = nodes.len();
+    if pos >= n_leaves {
+        leaves[pos - n_leaves] = leaf_ids[id as usize];
         return;
     }
     match tree.nodes[id as usize] {
         // A leaf above the bottom level: an always-left padding node over two copies of it.
         Node::Leaf(_) => {
-            nodes[pos] = PerfectNode {
-                threshold: f32::INFINITY,
-                feature: 0,
-            };
+            nodes[pos] = PerfectNode { key: order_key(f32::INFINITY), offset: 0 };
+            fill(tree, leaf_ids, id, 2 * pos, nodes, leaves);
             fill(tree, leaf_ids, id, 2 * pos + 1, nodes, leaves);
-            fill(tree, leaf_ids, id, 2 * pos + 2, nodes, leaves);
         }
         Node::Branch { feature, .. } => {
-            let (threshold, left, right) =
-                canonical(&tree.nodes[id as usize]).expect("checked by perfect_eligible");
-            nodes[pos] = PerfectNode { threshold, feature };
-            fill(tree, leaf_ids, left, 2 * pos + 1, nodes, leaves);
-            fill(tree, leaf_ids, right, 2 * pos + 2, nodes, leaves);
+            let (threshold, left, right) = canonical(&tree.nodes[id as usize]).expect("checked by perfect_eligible");
+            nodes[pos] = PerfectNode { key: order_key(threshold), offset: feature * BLOCK as u32 };
+            fill(tree, leaf_ids, left, 2 * pos, nodes, leaves);
+            fill(tree, leaf_ids, right, 2 * pos + 1, nodes, leaves);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_key;
+
+    #[test]
+    fn order_keys_order_like_floats() {
+        let v = [f32::NEG_INFINITY, -3.5, -1e-40, -0.0, 0.0, 1e-40, 1.0, 7.25, f32::MAX, f32::INFINITY];
+        for a in v {
+            for b in v {
+                assert_eq!(a <= b, order_key(a) <= order_key(b), "{a} <= {b}");
+            }
         }
     }
 }

@@ -157,10 +157,7 @@ impl fmt::Display for SpecError {
 impl std::error::Error for SpecError {}
 
 fn err(attribute: &'static str, message: impl Into<String>) -> SpecError {
-    SpecError {
-        attribute,
-        message: message.into(),
-    }
+    SpecError { attribute, message: message.into() }
 }
 
 /// The attribute lists of an ONNX tree ensemble node, before validation. Field names follow the
@@ -197,10 +194,7 @@ impl RawEnsemble<'_> {
             if len == n {
                 Ok(())
             } else {
-                Err(err(
-                    name,
-                    format!("has {len} entries, expected {n} (one per node)"),
-                ))
+                Err(err(name, format!("has {len} entries, expected {n} (one per node)")))
             }
         };
         same_len("nodes_treeids", self.nodes_treeids.len())?;
@@ -212,11 +206,7 @@ impl RawEnsemble<'_> {
         if let Some(m) = self.nodes_missing_value_tracks_true {
             same_len("nodes_missing_value_tracks_true", m.len())?;
         }
-        let leaf_name = if self.labels.is_some() {
-            "class_ids"
-        } else {
-            "target_ids"
-        };
+        let leaf_name = if self.labels.is_some() { "class_ids" } else { "target_ids" };
         let w = self.leaf_ids.len();
         for (name, len) in [
             ("leaf tree ids", self.leaf_treeids.len()),
@@ -224,41 +214,24 @@ impl RawEnsemble<'_> {
             ("leaf weights", self.leaf_weights.len()),
         ] {
             if len != w {
-                return Err(err(
-                    leaf_name,
-                    format!("{name} has {len} entries, expected {w}"),
-                ));
+                return Err(err(leaf_name, format!("{name} has {len} entries, expected {w}")));
             }
         }
         if self.n_outputs == 0 {
             return Err(err(
-                if self.labels.is_some() {
-                    "classlabels_int64s"
-                } else {
-                    "n_targets"
-                },
+                if self.labels.is_some() { "classlabels_int64s" } else { "n_targets" },
                 "must be at least 1",
             ));
         }
         if let Some(labels) = &self.labels {
             if labels.len() < 2 {
-                return Err(err(
-                    "classlabels_int64s",
-                    "a classifier needs at least 2 classes",
-                ));
+                return Err(err("classlabels_int64s", "a classifier needs at least 2 classes"));
             }
         }
-        if !self.base_values.is_empty()
-            && self.base_values.len() != self.n_outputs
-            && self.base_values.len() != 1
-        {
+        if !self.base_values.is_empty() && self.base_values.len() != self.n_outputs && self.base_values.len() != 1 {
             return Err(err(
                 "base_values",
-                format!(
-                    "has {} entries, expected 0, 1 or {}",
-                    self.base_values.len(),
-                    self.n_outputs
-                ),
+                format!("has {} entries, expected 0, 1 or {}", self.base_values.len(), self.n_outputs),
             ));
         }
 
@@ -269,10 +242,7 @@ impl RawEnsemble<'_> {
             if nodes.insert(self.nodes_nodeids[i], i).is_some() {
                 return Err(err(
                     "nodes_nodeids",
-                    format!(
-                        "node {} appears twice in tree {}",
-                        self.nodes_nodeids[i], self.nodes_treeids[i]
-                    ),
+                    format!("node {} appears twice in tree {}", self.nodes_nodeids[i], self.nodes_treeids[i]),
                 ));
             }
         }
@@ -284,20 +254,13 @@ impl RawEnsemble<'_> {
             if nodes.keys().copied().ne(0..count as i64) {
                 return Err(err(
                     "nodes_nodeids",
-                    format!(
-                        "tree {tree_id}: node ids must be 0, 1, ... {} without gaps",
-                        count - 1
-                    ),
+                    format!("tree {tree_id}: node ids must be 0, 1, ... {} without gaps", count - 1),
                 ));
             }
             let mut tree_nodes = Vec::with_capacity(count);
             for &i in nodes.values() {
-                let mode = Mode::parse(self.nodes_modes[i]).ok_or_else(|| {
-                    err(
-                        "nodes_modes",
-                        format!("unknown mode {:?}", self.nodes_modes[i]),
-                    )
-                })?;
+                let mode = Mode::parse(self.nodes_modes[i])
+                    .ok_or_else(|| err("nodes_modes", format!("unknown mode {:?}", self.nodes_modes[i])))?;
                 tree_nodes.push(match mode {
                     None => Node::Leaf(Vec::new()),
                     Some(mode) => {
@@ -305,26 +268,18 @@ impl RawEnsemble<'_> {
                             if v >= 0 && (v as usize) < count {
                                 Ok(v as u32)
                             } else {
-                                Err(err(
-                                    name,
-                                    format!("tree {tree_id}: child {v} does not exist"),
-                                ))
+                                Err(err(name, format!("tree {tree_id}: child {v} does not exist")))
                             }
                         };
                         let feature = self.nodes_featureids[i];
                         if !(0..=u32::MAX as i64).contains(&feature) {
-                            return Err(err(
-                                "nodes_featureids",
-                                format!("invalid feature {feature}"),
-                            ));
+                            return Err(err("nodes_featureids", format!("invalid feature {feature}")));
                         }
                         Node::Branch {
                             feature: feature as u32,
                             threshold: self.nodes_values[i],
                             mode,
-                            missing_tracks_true: self
-                                .nodes_missing_value_tracks_true
-                                .is_some_and(|m| m[i] != 0),
+                            missing_tracks_true: self.nodes_missing_value_tracks_true.is_some_and(|m| m[i] != 0),
                             true_child: child("nodes_truenodeids", self.nodes_truenodeids[i])?,
                             false_child: child("nodes_falsenodeids", self.nodes_falsenodeids[i])?,
                         }
@@ -337,23 +292,14 @@ impl RawEnsemble<'_> {
 
         for k in 0..w {
             let tree = *tree_index.get(&self.leaf_treeids[k]).ok_or_else(|| {
-                err(
-                    leaf_name,
-                    format!(
-                        "weight {k} names tree {} which has no nodes",
-                        self.leaf_treeids[k]
-                    ),
-                )
+                err(leaf_name, format!("weight {k} names tree {} which has no nodes", self.leaf_treeids[k]))
             })?;
             let node = self.leaf_nodeids[k];
             let target = self.leaf_ids[k];
             if !(0..self.n_outputs as i64).contains(&target) {
                 return Err(err(
                     leaf_name,
-                    format!(
-                        "weight {k} is for output {target}, but there are {}",
-                        self.n_outputs
-                    ),
+                    format!("weight {k} is for output {target}, but there are {}", self.n_outputs),
                 ));
             }
             let nodes = &mut trees[tree].nodes;
@@ -364,10 +310,7 @@ impl RawEnsemble<'_> {
                 None => {
                     return Err(err(
                         leaf_name,
-                        format!(
-                            "weight {k} names node {node} which tree {} does not have",
-                            self.leaf_treeids[k]
-                        ),
+                        format!("weight {k} names node {node} which tree {} does not have", self.leaf_treeids[k]),
                     ))
                 }
             }
@@ -395,16 +338,9 @@ fn check_is_tree(tree: &Tree) -> Result<(), String> {
     while let Some(i) = stack.pop() {
         let i = i as usize;
         if std::mem::replace(&mut seen[i], true) {
-            return Err(format!(
-                "node {i} is reached twice (a cycle or a shared subtree)"
-            ));
+            return Err(format!("node {i} is reached twice (a cycle or a shared subtree)"));
         }
-        if let Node::Branch {
-            true_child,
-            false_child,
-            ..
-        } = tree.nodes[i]
-        {
+        if let Node::Branch { true_child, false_child, .. } = tree.nodes[i] {
             stack.push(true_child);
             stack.push(false_child);
         }
@@ -462,9 +398,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_mode_and_bad_children() {
-        let e = stump(vec!["BRANCH_XX", "LEAF", "LEAF"])
-            .build()
-            .unwrap_err();
+        let e = stump(vec!["BRANCH_XX", "LEAF", "LEAF"]).build().unwrap_err();
         assert_eq!(e.attribute, "nodes_modes");
         let mut raw = stump(vec!["BRANCH_LEQ", "LEAF", "LEAF"]);
         raw.nodes_falsenodeids = &[7, 0, 0];

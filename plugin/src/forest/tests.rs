@@ -24,22 +24,9 @@ impl Rng {
     }
 }
 
-const MODES: [Mode; 6] = [
-    Mode::Leq,
-    Mode::Lt,
-    Mode::Gte,
-    Mode::Gt,
-    Mode::Eq,
-    Mode::Neq,
-];
+const MODES: [Mode; 6] = [Mode::Leq, Mode::Lt, Mode::Gte, Mode::Gt, Mode::Eq, Mode::Neq];
 
-fn random_tree(
-    rng: &mut Rng,
-    max_depth: u32,
-    n_features: u32,
-    n_outputs: u32,
-    modes: &[Mode],
-) -> Tree {
+fn random_tree(rng: &mut Rng, max_depth: u32, n_features: u32, n_outputs: u32, modes: &[Mode]) -> Tree {
     let mut nodes = Vec::new();
     grow(rng, &mut nodes, 0, max_depth, n_features, n_outputs, modes);
     Tree { nodes }
@@ -57,31 +44,13 @@ fn grow(
     let id = nodes.len() as u32;
     if depth == max_depth || (depth > 0 && rng.below(4) == 0) {
         let n_weights = 1 + rng.below(n_outputs as u64) as u32;
-        let weights = (0..n_weights)
-            .map(|k| ((k + id) % n_outputs, rng.value() + id as f32 * 0.01))
-            .collect();
+        let weights = (0..n_weights).map(|k| ((k + id) % n_outputs, rng.value() + id as f32 * 0.01)).collect();
         nodes.push(Node::Leaf(weights));
         return id;
     }
     nodes.push(Node::Leaf(vec![]));
-    let true_child = grow(
-        rng,
-        nodes,
-        depth + 1,
-        max_depth,
-        n_features,
-        n_outputs,
-        modes,
-    );
-    let false_child = grow(
-        rng,
-        nodes,
-        depth + 1,
-        max_depth,
-        n_features,
-        n_outputs,
-        modes,
-    );
+    let true_child = grow(rng, nodes, depth + 1, max_depth, n_features, n_outputs, modes);
+    let false_child = grow(rng, nodes, depth + 1, max_depth, n_features, n_outputs, modes);
     nodes[id as usize] = Node::Branch {
         feature: rng.below(n_features as u64) as u32,
         threshold: rng.value(),
@@ -99,16 +68,8 @@ fn reference_leaf<'a>(tree: &'a Tree, row: &[f32]) -> &'a [(u32, f32)] {
     loop {
         match &tree.nodes[id] {
             Node::Leaf(w) => return w,
-            Node::Branch {
-                feature,
-                threshold,
-                mode,
-                missing_tracks_true,
-                true_child,
-                false_child,
-            } => {
-                let take =
-                    mode.takes_true(row[*feature as usize], *threshold, *missing_tracks_true);
+            Node::Branch { feature, threshold, mode, missing_tracks_true, true_child, false_child } => {
+                let take = mode.takes_true(row[*feature as usize], *threshold, *missing_tracks_true);
                 id = if take { *true_child } else { *false_child } as usize;
             }
         }
@@ -153,14 +114,7 @@ fn random_rows(rng: &mut Rng, n: usize, width: usize, with_nan: bool) -> Vec<f32
 fn eval(forest: &Forest, x: &[f32], width: usize) -> Vec<f32> {
     let n = x.len() / width;
     let mut scores = vec![0f32; n * forest.n_outputs()];
-    forest.eval(
-        x,
-        width,
-        Outputs {
-            scores: &mut scores,
-            labels: None,
-        },
-    );
+    forest.eval(x, width, Outputs { scores: &mut scores, labels: None });
     scores
 }
 
@@ -193,9 +147,7 @@ fn perfect_and_sparse_layouts_agree_with_the_trees() {
 #[test]
 fn shallow_leq_trees_get_the_perfect_layout_and_deep_ones_do_not() {
     let mut rng = Rng(7);
-    let shallow: Vec<Tree> = (0..5)
-        .map(|_| random_tree(&mut rng, 6, 4, 1, &MODES[..4]))
-        .collect();
+    let shallow: Vec<Tree> = (0..5).map(|_| random_tree(&mut rng, 6, 4, 1, &MODES[..4])).collect();
     let forest = Forest::new(&regressor(shallow, 1));
     assert_eq!(forest.n_perfect_trees(), 5);
     let mut deep = Vec::new();
@@ -226,31 +178,19 @@ fn deep_chain_is_walked_right() {
     let mut nodes = Vec::new();
     grow_chain(&mut nodes, 14);
     let forest = Forest::new(&regressor(vec![Tree { nodes }], 1));
-    assert_eq!(
-        eval(&forest, &[0.5, 3.0, 100.0, -1.0], 1),
-        vec![1.0, 3.0, -1.0, 0.0]
-    );
+    assert_eq!(eval(&forest, &[0.5, 3.0, 100.0, -1.0], 1), vec![1.0, 3.0, -1.0, 0.0]);
 }
 
 #[test]
 fn average_min_and_max_aggregate_like_onnxruntime() {
-    let leaf = |w: f32| Tree {
-        nodes: vec![Node::Leaf(vec![(0, w)])],
-    };
+    let leaf = |w: f32| Tree { nodes: vec![Node::Leaf(vec![(0, w)])] };
     let mut spec = regressor(vec![leaf(1.0), leaf(4.0), leaf(-2.0)], 1);
     spec.base_values = vec![10.0];
-    for (aggregate, want) in [
-        (Aggregate::Sum, 13.0),
-        (Aggregate::Average, 11.0),
-        (Aggregate::Min, 8.0),
-        (Aggregate::Max, 14.0),
-    ] {
+    for (aggregate, want) in
+        [(Aggregate::Sum, 13.0), (Aggregate::Average, 11.0), (Aggregate::Min, 8.0), (Aggregate::Max, 14.0)]
+    {
         spec.aggregate = aggregate;
-        assert_eq!(
-            eval(&Forest::new(&spec), &[0.0], 1),
-            vec![want],
-            "{aggregate:?}"
-        );
+        assert_eq!(eval(&Forest::new(&spec), &[0.0], 1), vec![want], "{aggregate:?}");
     }
 }
 
@@ -282,14 +222,7 @@ fn binary_classifier_voting_for_one_class_expands_to_two_columns() {
     let forest = Forest::new(&spec);
     let mut scores = vec![0f32; 4];
     let mut labels = vec![LabelPick::Index(9); 2];
-    forest.eval(
-        &[0.0, 1.0],
-        1,
-        Outputs {
-            scores: &mut scores,
-            labels: Some(&mut labels),
-        },
-    );
+    forest.eval(&[0.0, 1.0], 1, Outputs { scores: &mut scores, labels: Some(&mut labels) });
     // has[1] is set, so onnxruntime keeps both columns as summed: [0, p].
     assert_eq!(scores, vec![0.0, 0.2, 0.0, 0.9]);
     assert_eq!(labels, vec![LabelPick::Index(0), LabelPick::Index(1)]);

@@ -20,27 +20,18 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert("TreeEnsembleRegressor", build_regressor);
 }
 
-fn build_classifier(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn build_classifier(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     build(node, true)
 }
 
-fn build_regressor(
-    _: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn build_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     build(node, false)
 }
 
 fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    for unsupported in [
-        "nodes_values_as_tensor",
-        "base_values_as_tensor",
-        "class_weights_as_tensor",
-        "target_weights_as_tensor",
-    ] {
+    for unsupported in
+        ["nodes_values_as_tensor", "base_values_as_tensor", "class_weights_as_tensor", "target_weights_as_tensor"]
+    {
         if node.attribute.iter().any(|a| a.name == unsupported) {
             bail!(
                 "{} {:?}: double-precision attribute `{unsupported}` is not supported; export float thresholds and weights",
@@ -50,17 +41,10 @@ fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp
         }
     }
     let strings = |name: &str| -> TractResult<Vec<&str>> {
-        Ok(node
-            .get_attr_opt_tvec::<&str>(name)?
-            .map(|v| v.into_vec())
-            .unwrap_or_default())
+        Ok(node.get_attr_opt_tvec::<&str>(name)?.map(|v| v.into_vec()).unwrap_or_default())
     };
-    let ints = |name: &str| -> TractResult<&[i64]> {
-        Ok(node.get_attr_opt_slice::<i64>(name)?.unwrap_or(&[]))
-    };
-    let floats = |name: &str| -> TractResult<&[f32]> {
-        Ok(node.get_attr_opt_slice::<f32>(name)?.unwrap_or(&[]))
-    };
+    let ints = |name: &str| -> TractResult<&[i64]> { Ok(node.get_attr_opt_slice::<i64>(name)?.unwrap_or(&[])) };
+    let floats = |name: &str| -> TractResult<&[f32]> { Ok(node.get_attr_opt_slice::<f32>(name)?.unwrap_or(&[])) };
     let prefix = if classifier { "class" } else { "target" };
 
     let labels = if classifier {
@@ -82,25 +66,16 @@ fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp
         Some(l) => l.len(),
         None => node.get_attr_opt::<i64>("n_targets")?.unwrap_or(1).max(0) as usize,
     };
-    let aggregate = match node
-        .get_attr_opt::<&str>("aggregate_function")?
-        .unwrap_or("SUM")
-    {
+    let aggregate = match node.get_attr_opt::<&str>("aggregate_function")?.unwrap_or("SUM") {
         "SUM" => Aggregate::Sum,
         "AVERAGE" => Aggregate::Average,
         "MIN" => Aggregate::Min,
         "MAX" => Aggregate::Max,
-        other => bail!(
-            "{} {:?}: unknown aggregate_function {other:?}",
-            node.op_type,
-            node.name
-        ),
+        other => bail!("{} {:?}: unknown aggregate_function {other:?}", node.op_type, node.name),
     };
-    let post = node
-        .get_attr_opt::<&str>("post_transform")?
-        .unwrap_or("NONE");
-    let post_transform = PostTransform::parse(post)
-        .map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
+    let post = node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE");
+    let post_transform =
+        PostTransform::parse(post).map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
 
     let raw = RawEnsemble {
         nodes_treeids: ints("nodes_treeids")?,
@@ -110,8 +85,7 @@ fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp
         nodes_values: floats("nodes_values")?,
         nodes_truenodeids: ints("nodes_truenodeids")?,
         nodes_falsenodeids: ints("nodes_falsenodeids")?,
-        nodes_missing_value_tracks_true: node
-            .get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?,
+        nodes_missing_value_tracks_true: node.get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?,
         leaf_treeids: ints(&format!("{prefix}_treeids"))?,
         leaf_nodeids: ints(&format!("{prefix}_nodeids"))?,
         leaf_ids: ints(&format!("{prefix}_ids"))?,
@@ -122,15 +96,8 @@ fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp
         base_values: floats("base_values")?.to_vec(),
         labels,
     };
-    let spec = raw
-        .build()
-        .map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
-    Ok((
-        expand(TreeEnsemble {
-            forest: Arc::new(Forest::new(&spec)),
-        }),
-        vec![],
-    ))
+    let spec = raw.build().map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
+    Ok((expand(TreeEnsemble { forest: Arc::new(Forest::new(&spec)) }), vec![]))
 }
 
 /// The inference-time face of the op: shape rules, then wiring of [`ForestOp`].
@@ -177,12 +144,7 @@ impl Expansion for TreeEnsemble {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let mut input = inputs[0];
         if model.outlet_fact(input)?.datum_type != f32::datum_type() {
             input = model.wire_node(
@@ -191,13 +153,7 @@ impl Expansion for TreeEnsemble {
                 &[input],
             )?[0];
         }
-        model.wire_node(
-            prefix,
-            ForestOp {
-                forest: self.forest.clone(),
-            },
-            &[input],
-        )
+        model.wire_node(prefix, ForestOp { forest: self.forest.clone() }, &[input])
     }
 }
 
@@ -238,10 +194,7 @@ impl EvalOp for ForestOp {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let shape = input.shape();
-        ensure!(
-            shape.len() == 2,
-            "tree ensemble input must be [N, features], got {shape:?}"
-        );
+        ensure!(shape.len() == 2, "tree ensemble input must be [N, features], got {shape:?}");
         let (n, width) = (shape[0], shape[1]);
         ensure!(
             width >= self.forest.min_features(),
@@ -255,27 +208,13 @@ impl EvalOp for ForestOp {
         let scores_tensor;
         match self.forest.labels() {
             None => {
-                self.forest.eval(
-                    x,
-                    width,
-                    super::Outputs {
-                        scores: &mut scores,
-                        labels: None,
-                    },
-                );
+                self.forest.eval(x, width, super::Outputs { scores: &mut scores, labels: None });
                 scores_tensor = Tensor::from_shape(&[n, n_out], &scores)?;
                 Ok(tvec!(scores_tensor.into_tvalue()))
             }
             Some(labels) => {
                 let mut picks = vec![LabelPick::Index(0); n];
-                self.forest.eval(
-                    x,
-                    width,
-                    super::Outputs {
-                        scores: &mut scores,
-                        labels: Some(&mut picks),
-                    },
-                );
+                self.forest.eval(x, width, super::Outputs { scores: &mut scores, labels: Some(&mut picks) });
                 scores_tensor = Tensor::from_shape(&[n, n_out], &scores)?;
                 let label_tensor = match labels {
                     Labels::Int(l) => {
@@ -302,10 +241,7 @@ impl EvalOp for ForestOp {
                         tensor1(&v)
                     }
                 };
-                Ok(tvec!(
-                    label_tensor.into_tvalue(),
-                    scores_tensor.into_tvalue()
-                ))
+                Ok(tvec!(label_tensor.into_tvalue(), scores_tensor.into_tvalue()))
             }
         }
     }
