@@ -1,1 +1,227 @@
-fn main() {}
+//! `flowtag`: a log shipper for network flows that tags anomalous ones on the node.
+//!
+//! ```text
+//! flowtag run --config flowtag.toml        run the pipeline
+//! flowtag validate --config flowtag.toml   check a config and exit
+//! flowtag score --model BUNDLE [FILE]      tag a file's records, JSON lines to stdout
+//! flowtag model inspect|verify BUNDLE      look at or check a model bundle
+//! ```
+
+mod api;
+mod config;
+mod decode;
+mod event;
+mod forward;
+mod health;
+mod http_server;
+mod metrics;
+mod model;
+mod score;
+mod sinks;
+mod sources;
+mod topology;
+mod transforms;
+
+#[cfg(test)]
+mod datasets;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, LogFormat};
+use crate::decode::Decoding;
+use crate::health::Health;
+use crate::transforms::anomaly::{Reasons, Runtime};
+
+#[derive(Parser)]
+#[command(name = "flowtag", version, about = "Tags anomalous network flows at the edge, before the logs reach the SIEM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline of a config file until SIGTERM (SIGHUP reloads the config).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long draining may take at shutdown or reload.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Check a config file: syntax, keys, wiring, files it names.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Tag the records of a file or standard input; JSON lines to standard output, in order.
+    Score {
+        /// A model bundle directory or .tar.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "json", value_parser = parse_format)]
+        format: Decoding,
+        #[arg(long, value_enum, default_value_t = RuntimeArg::Native)]
+        runtime: RuntimeArg,
+        /// The WASM module, for --runtime wasm.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ReasonsArg::Anomalous)]
+        reasons: ReasonsArg,
+        /// The member the tags go under.
+        #[arg(long, default_value = "anomaly")]
+        key: String,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Where the compiled WASM module is cached.
+        #[arg(long, default_value = ".flowtag")]
+        data_dir: PathBuf,
+        /// Input file (default: standard input).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuntimeArg {
+    Native,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReasonsArg {
+    Anomalous,
+    All,
+    None,
+}
+
+fn parse_format(s: &str) -> Result<Decoding, String> {
+    s.parse()
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} sources, {} transforms, {} sinks)",
+                    config.display(),
+                    c.sources.len(),
+                    c.transforms.len(),
+                    c.sinks.len()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        Command::Score { model, format, runtime, plugin, reasons, key, batch, data_dir, file } => score::run(score::ScoreArgs {
+            model,
+            format,
+            runtime: match runtime {
+                RuntimeArg::Native => Runtime::Native,
+            },
+            plugin,
+            reasons: match reasons {
+                ReasonsArg::Anomalous => Reasons::Anomalous,
+                ReasonsArg::All => Reasons::All,
+                ReasonsArg::None => Reasons::None,
+            },
+            key,
+            batch: batch.max(1),
+            input: file,
+            data_dir,
+        }),
+        Command::Run { config, drain_timeout } => run(config, drain_timeout),
+    };
+    std::process::exit(code);
+}
+
+fn run(path: PathBuf, drain: Duration) -> i32 {
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    init_logging(cfg.log.format, &cfg.log.level);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let health = Health::default();
+        let api_stop = topology::Shutdown::new(Duration::from_secs(1));
+        let api = if cfg.api.enabled {
+            match api::start(cfg.api.address, health.clone(), api_stop.clone()).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return 2;
+                }
+            }
+        } else {
+            None
+        };
+        let mut running = match topology::start(&cfg, health.clone(), drain).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return 2;
+            }
+        };
+        tracing::info!(config = %path.display(), "flowtag is running");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
+        let mut current = cfg;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: draining"); break; }
+                _ = running.sources_finished() => { tracing::info!("every source has finished: draining"); break; }
+                _ = hup.recv() => {
+                    match Config::load(&path) {
+                        Err(e) => tracing::error!("reload refused, the running config stays: {e}"),
+                        Ok(new) => {
+                            if new.api.address != current.api.address || new.data_dir != current.data_dir {
+                                tracing::warn!("api.address and data_dir changes take effect at the next restart");
+                            }
+                            tracing::info!("SIGHUP: draining the running pipeline, then starting the new config");
+                            running.stop().await;
+                            health.reset();
+                            match topology::start(&new, health.clone(), drain).await {
+                                Ok(r) => { running = r; current = new; tracing::info!("config reloaded"); }
+                                Err(e) => {
+                                    tracing::error!("the new config failed to start ({e}); starting the previous one again");
+                                    match topology::start(&current, health.clone(), drain).await {
+                                        Ok(r) => running = r,
+                                        Err(e) => { tracing::error!("the previous config failed too: {e}"); return 1; }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        running.stop().await;
+        metrics::global().up.set(0);
+        api_stop.trigger();
+        if let Some(api) = api {
+            let _ = api.await;
+        }
+        tracing::info!("stopped");
+        0
+    })
+}

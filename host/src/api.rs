@@ -1,0 +1,35 @@
+//! The API on `127.0.0.1:9598` (`[api] address`): `GET /metrics` (Prometheus text), `GET
+//! /health` (200 while the process serves), `GET /ready` (200 once every component is ready,
+//! else 503 with what it waits for).
+
+use hyper::Method;
+use tokio::net::TcpListener;
+
+use crate::health::Health;
+use crate::http_server::{self, response};
+use crate::metrics;
+use crate::topology::Shutdown;
+
+pub async fn start(address: std::net::SocketAddr, health: Health, shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
+    tracing::info!(%address, "API listening (/metrics, /health, /ready)");
+    Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
+        let health = health.clone();
+        async move {
+            match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => {
+                    response(200, "text/plain; version=0.0.4; charset=utf-8", metrics::global().render())
+                }
+                (&Method::GET, "/health") => http_server::json(200, serde_json::json!({"status": "ok"})),
+                (&Method::GET, "/ready") => {
+                    let (ready, waiting) = health.report();
+                    let waiting: serde_json::Map<String, serde_json::Value> =
+                        waiting.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                    http_server::json(if ready { 200 } else { 503 }, serde_json::json!({"ready": ready, "waiting": waiting}))
+                }
+                (_, "/metrics" | "/health" | "/ready") => http_server::json(405, serde_json::json!({"error": "use GET"})),
+                _ => http_server::json(404, serde_json::json!({"error": "not found: try /metrics, /health or /ready"})),
+            }
+        }
+    })))
+}

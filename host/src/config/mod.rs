@@ -1,0 +1,307 @@
+//! The configuration file: TOML, typed, unknown keys refused, `${VAR}` from the environment.
+//!
+//! ```toml
+//! data_dir = "/var/lib/flowtag"
+//! [api]
+//! address = "127.0.0.1:9598"
+//! [sources.flows]
+//! type = "file"
+//! include = ["/var/log/flows/*.csv"]
+//! decoding = "cicflowmeter"
+//! [transforms.tag]
+//! type = "anomaly"
+//! inputs = ["flows"]
+//! model = "/etc/flowtag/models/current"
+//! [sinks.archive]
+//! type = "file"
+//! inputs = ["tag"]
+//! path = "/var/lib/flowtag/out/tagged.jsonl"
+//! ```
+//!
+//! Components are wired by `inputs`. [`Config::load`] parses, then checks the wiring: every
+//! input names a source or transform, nothing feeds itself, every transform and sink has inputs.
+//! Errors name the key and say what to write instead.
+
+pub mod duration;
+pub mod interpolate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use crate::transforms::TransformConfig;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where checkpoints, model bundles and the compiled-module cache live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub transforms: BTreeMap<String, TransformConfig>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/flowtag")
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `flowtag=debug,hyper=warn`. `RUST_LOG` wins.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: default_level() }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `/metrics`, `/health`, `/ready`, `POST /model/rollback`.
+    #[serde(default = "default_api_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { enabled: true, address: default_api_address() }
+    }
+}
+
+fn default_api_address() -> SocketAddr {
+    "127.0.0.1:9598".parse().expect("valid address")
+}
+
+pub fn yes() -> bool {
+    true
+}
+
+/// A configuration that cannot be used, with the file and the reason.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What a component is, for wiring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Source,
+    Transform,
+    Sink,
+    Alert,
+}
+
+impl Config {
+    /// Read, interpolate, parse and check a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Config::from_toml(&text).map_err(err)
+    }
+
+    /// Parse and check config text (with `${VAR}` taken from the process environment).
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let text = interpolate::interpolate(text, |name| std::env::var(name).ok())?;
+        let config: Config = toml::from_str(&text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Every component id with its kind.
+    pub fn components(&self) -> BTreeMap<&str, Kind> {
+        let mut all = BTreeMap::new();
+        all.extend(self.sources.keys().map(|k| (k.as_str(), Kind::Source)));
+        all.extend(self.transforms.keys().map(|k| (k.as_str(), Kind::Transform)));
+        all.extend(self.sinks.keys().map(|k| (k.as_str(), Kind::Sink)));
+        all
+    }
+
+    /// The inputs of a transform, sink or alert.
+    pub fn inputs_of(&self, id: &str) -> &[String] {
+        if let Some(t) = self.transforms.get(id) {
+            t.inputs()
+        } else if let Some(s) = self.sinks.get(id) {
+            s.inputs()
+        } else {
+            &[]
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut seen = BTreeMap::new();
+        for (section, ids) in [
+            ("sources", self.sources.keys().collect::<Vec<_>>()),
+            ("transforms", self.transforms.keys().collect()),
+            ("sinks", self.sinks.keys().collect()),
+        ] {
+            for id in ids {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    return Err(format!("{section}.{id}: component ids use letters, digits, `_` and `-` only"));
+                }
+                if let Some(other) = seen.insert(id.clone(), section) {
+                    return Err(format!("{section}.{id}: the id `{id}` is also used in [{other}]; ids must be unique"));
+                }
+            }
+        }
+        if self.sources.is_empty() {
+            return Err("no [sources]: add at least one, e.g. [sources.flows] with type = \"file\"".into());
+        }
+        if self.sinks.is_empty() {
+            return Err("no [sinks]: add at least one, e.g. [sinks.out] with type = \"console\"".into());
+        }
+        let all = self.components();
+        for (id, kind) in &all {
+            let section = match kind {
+                Kind::Source => continue,
+                Kind::Transform => "transforms",
+                Kind::Sink => "sinks",
+                Kind::Alert => "alerts",
+            };
+            let inputs = self.inputs_of(id);
+            if inputs.is_empty() {
+                return Err(format!("{section}.{id}.inputs: empty; name the sources or transforms that feed it"));
+            }
+            for input in inputs {
+                match all.get(input.as_str()) {
+                    Some(Kind::Source | Kind::Transform) => {}
+                    Some(Kind::Sink) => {
+                        return Err(format!("{section}.{id}.inputs: `{input}` is a sink; sinks have no output"))
+                    }
+                    Some(Kind::Alert) => {
+                        return Err(format!("{section}.{id}.inputs: `{input}` is an alert; alerts have no output"))
+                    }
+                    None => {
+                        let hint = closest(input, all.keys().copied())
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default();
+                        return Err(format!("{section}.{id}.inputs: no source or transform is called `{input}`{hint}"));
+                    }
+                }
+            }
+        }
+        self.check_acyclic()?;
+        for (id, t) in &self.transforms {
+            t.check(id)?;
+        }
+        for (id, s) in &self.sinks {
+            s.check(id)?;
+        }
+        for (id, s) in &self.sources {
+            s.check(id)?;
+        }
+        Ok(())
+    }
+
+    fn check_acyclic(&self) -> Result<(), String> {
+        // Depth-first search over transforms; sources have no inputs and sinks no outputs.
+        fn visit<'a>(
+            c: &'a Config,
+            id: &'a str,
+            stack: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Result<(), String> {
+            if done.contains(id) {
+                return Ok(());
+            }
+            if let Some(at) = stack.iter().position(|s| *s == id) {
+                let cycle: Vec<&str> = stack[at..].iter().copied().chain([id]).collect();
+                return Err(format!("transforms.{id}.inputs: a cycle: {}", cycle.join(" -> ")));
+            }
+            stack.push(id);
+            for input in c.inputs_of(id) {
+                if c.transforms.contains_key(input) {
+                    visit(c, input, stack, done)?;
+                }
+            }
+            stack.pop();
+            done.insert(id);
+            Ok(())
+        }
+        let mut done = BTreeSet::new();
+        for id in self.transforms.keys() {
+            visit(self, id, &mut Vec::new(), &mut done)?;
+        }
+        Ok(())
+    }
+
+    /// For each source, the sinks it reaches and by how many paths.
+    pub fn paths_from(&self, source: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for sink in self.sinks.keys() {
+            let n = self.count_paths(source, sink);
+            if n > 0 {
+                counts.insert(sink.clone(), n);
+            }
+        }
+        counts
+    }
+
+    fn count_paths(&self, from: &str, to: &str) -> usize {
+        self.inputs_of(to)
+            .iter()
+            .map(|input| if input == from { 1 } else if self.transforms.contains_key(input) { self.count_paths(from, input) } else { 0 })
+            .sum()
+    }
+}
+
+/// The id among `candidates` closest to `word` (edit distance at most 2).
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates.map(|c| (distance(word, c), c)).filter(|(d, _)| *d <= 2).min().map(|(_, c)| c)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

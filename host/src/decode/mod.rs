@@ -1,0 +1,217 @@
+//! Decoders: one line of input to one record, a JSON object.
+//!
+//! * `json`: a JSON object per line, passed on byte for byte.
+//! * `csv`: a header line, then records. Header names are trimmed (CICIDS2017 writes
+//!   `" Flow Duration"`), a repeated name gets `.1`, `.2`... as pandas does (CICIDS2017 repeats
+//!   `Fwd Header Length`), a UTF-8 byte-order mark is dropped, and a line equal to the header
+//!   (files concatenated) is skipped. Numbers become JSON numbers, everything else strings.
+//! * `cicflowmeter`: CICFlowMeter's CSV (as `csv`), or its JSON lines.
+//! * `unsw`: UNSW-NB15/Argus CSV, with a header (the partitioned files) or without one (the raw
+//!   49-column `UNSW-NB15_*.csv` files, named as in `NUSW-NB15_features.csv`).
+//! * `zeek`: Zeek logs, TSV (`#separator`, `#fields`, `#types`, unset and empty markers; fields are
+//!   typed from `#types`, unset fields left out as Zeek's JSON writer does) or JSON lines.
+//!
+//! A line that cannot be decoded is not lost: it becomes `{"message": <line>, "decode_error":
+//! <why>}` and goes on, so the tag filter marks it unscored and the sinks still deliver it.
+
+mod csv;
+mod zeek;
+
+use serde::Deserialize;
+
+use flowtag_plugin::json as js;
+
+
+
+/// How a source's lines are read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoding {
+    #[default]
+    Json,
+    Csv,
+    Zeek,
+    Cicflowmeter,
+    Unsw,
+}
+
+impl Decoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decoding::Json => "json",
+            Decoding::Csv => "csv",
+            Decoding::Zeek => "zeek",
+            Decoding::Cicflowmeter => "cicflowmeter",
+            Decoding::Unsw => "unsw",
+        }
+    }
+}
+
+impl std::str::FromStr for Decoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Decoding, String> {
+        Ok(match s {
+            "json" => Decoding::Json,
+            "csv" => Decoding::Csv,
+            "zeek" => Decoding::Zeek,
+            "cicflowmeter" => Decoding::Cicflowmeter,
+            "unsw" => Decoding::Unsw,
+            other => return Err(format!("unknown format {other:?}: use json, csv, zeek, cicflowmeter or unsw")),
+        })
+    }
+}
+
+/// What became of a line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A record was appended to the output.
+    Record,
+    /// A header, directive or blank line: no record.
+    Skipped,
+    /// Appended as `{"message":..., "decode_error":...}`; the reason is returned for counting.
+    Malformed(String),
+}
+
+/// Decoder state for one stream (one file, one connection): headers seen so far.
+#[derive(Debug)]
+pub struct Decoder {
+    kind: Decoding,
+    csv: csv::CsvState,
+    zeek: zeek::ZeekState,
+    first_line: bool,
+}
+
+impl Decoder {
+    pub fn new(kind: Decoding) -> Decoder {
+        Decoder {
+            kind,
+            csv: csv::CsvState::new(kind == Decoding::Unsw),
+            zeek: zeek::ZeekState::default(),
+            first_line: true,
+        }
+    }
+
+    pub fn kind(&self) -> Decoding {
+        self.kind
+    }
+
+    /// Decode one line (without its line ending) and append the record to `out`.
+    pub fn decode(&mut self, line: &[u8], out: &mut Vec<u8>) -> Line {
+        let mut line = line.strip_suffix(b"\r").unwrap_or(line);
+        if std::mem::take(&mut self.first_line) {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        if line.trim_ascii().is_empty() {
+            return Line::Skipped;
+        }
+        let json_line = line.trim_ascii_start().first() == Some(&b'{');
+        let result = match self.kind {
+            Decoding::Json => json_object(line, out),
+            Decoding::Cicflowmeter if json_line => json_object(line, out),
+            Decoding::Zeek if json_line => json_object(line, out),
+            Decoding::Csv | Decoding::Cicflowmeter | Decoding::Unsw => self.csv.decode(line, out),
+            Decoding::Zeek => self.zeek.decode(line, out),
+        };
+        match result {
+            Ok(true) => Line::Record,
+            Ok(false) => Line::Skipped,
+            Err(why) => {
+                malformed(line, &why, out);
+                Line::Malformed(why)
+            }
+        }
+    }
+}
+
+/// A JSON line: checked to be one object, appended as it is.
+fn json_object(line: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+    if std::str::from_utf8(line).is_err() {
+        return Err("not valid UTF-8".into());
+    }
+    let obj = js::scan_object(line, |_| {}).map_err(|e| e.to_string())?;
+    out.extend_from_slice(&line[obj.open..=obj.close]);
+    Ok(true)
+}
+
+pub(crate) fn malformed(line: &[u8], why: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"message\":");
+    js::write_string(out, &String::from_utf8_lossy(line));
+    out.extend_from_slice(b",\"decode_error\":");
+    js::write_string(out, why);
+    out.push(b'}');
+}
+
+/// A line as text: UTF-8, or else Windows-1252 (CICIDS2017 writes its labels' dashes as
+/// cp1252 byte 0x96), so a legacy encoding does not cost the record.
+pub(crate) fn text(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(s) => s.into(),
+        Err(_) => line.iter().map(|&b| cp1252(b)).collect::<String>().into(),
+    }
+}
+
+fn cp1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '\u{20AC}', '\u{FFFD}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}', '\u{2030}',
+        '\u{0160}', '\u{2039}', '\u{0152}', '\u{FFFD}', '\u{017D}', '\u{FFFD}', '\u{FFFD}', '\u{2018}', '\u{2019}', '\u{201C}',
+        '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{FFFD}',
+        '\u{017E}', '\u{0178}',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[(b - 0x80) as usize],
+        _ => b as char,
+    }
+}
+
+/// Append a field value: as a JSON number when the text is one, otherwise as a string.
+pub(crate) fn write_value(out: &mut Vec<u8>, text: &str) {
+    if is_json_number(text.as_bytes()) {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        js::write_string(out, text);
+    }
+}
+
+/// RFC 8259 number grammar.
+pub(crate) fn is_json_number(b: &[u8]) -> bool {
+    let mut i = 0;
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while let Some(b'0'..=b'9') = b.get(i) {
+                i += 1;
+            }
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while let Some(b'0'..=b'9') = b.get(i) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let start = i;
+        while let Some(b'0'..=b'9') = b.get(i) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+#[cfg(test)]
+mod tests;

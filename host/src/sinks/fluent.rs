@@ -1,0 +1,141 @@
+//! The `fluent` sink: the Fluent forward protocol (PackedForward mode) to Fluentd or Fluent
+//! Bit (`[INPUT] name forward`).
+//!
+//! ```toml
+//! [sinks.aggregator]
+//! type = "fluent"
+//! inputs = ["tag"]
+//! address = "fluentd.logging:24224"
+//! tag = "flowtag.flows"
+//! ```
+//!
+//! Each request is one `[tag, <entries>, {"size": n, "chunk": id}]` message; with `require_ack`
+//! (the default) the events are confirmed only when the peer answers `{"ack": id}`, else
+//! the message is sent again on a new connection.
+
+use base64::Engine;
+use rand::Rng;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{BatchConfig, RequestConfig, SendError, Service};
+use crate::event::Event;
+use crate::forward;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluentSinkConfig {
+    pub inputs: Vec<String>,
+    /// `host:port` of the forward input.
+    pub address: String,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default = "crate::config::yes")]
+    pub require_ack: bool,
+    #[serde(default)]
+    pub request: RequestConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+fn default_tag() -> String {
+    "flowtag".into()
+}
+
+impl FluentSinkConfig {
+    pub fn check(&self, id: &str) -> Result<(), String> {
+        match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(format!("sinks.{id}.address: {:?} is not host:port", self.address)),
+        }
+    }
+}
+
+pub struct FluentSink {
+    cfg: FluentSinkConfig,
+    conn: Option<TcpStream>,
+}
+
+impl FluentSink {
+    pub fn new(cfg: &FluentSinkConfig) -> FluentSink {
+        FluentSink { cfg: cfg.clone(), conn: None }
+    }
+
+    /// The PackedForward message for a batch, and its chunk id.
+    fn encode(&self, events: &[Event]) -> (Vec<u8>, String) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let mut entries = Vec::with_capacity(events.iter().map(|e| e.data.len()).sum());
+        for e in events {
+            rmp::encode::write_array_len(&mut entries, 2).expect("vec write");
+            let record: serde_json::Value =
+                serde_json::from_slice(&e.data).unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&e.data)}));
+            let time = record.get("timestamp").and_then(serde_json::Value::as_f64).unwrap_or(now);
+            forward::write_event_time(&mut entries, time);
+            forward::json_to_msgpack(&record, &mut entries);
+        }
+        let chunk = base64::engine::general_purpose::STANDARD.encode(rand::thread_rng().gen::<[u8; 16]>());
+        let mut msg = Vec::with_capacity(entries.len() + 64);
+        rmp::encode::write_array_len(&mut msg, 3).expect("vec write");
+        rmp::encode::write_str(&mut msg, &self.cfg.tag).expect("vec write");
+        rmp::encode::write_bin(&mut msg, &entries).expect("vec write");
+        let option_len = if self.cfg.require_ack { 2 } else { 1 };
+        rmp::encode::write_map_len(&mut msg, option_len).expect("vec write");
+        rmp::encode::write_str(&mut msg, "size").expect("vec write");
+        rmp::encode::write_uint(&mut msg, events.len() as u64).expect("vec write");
+        if self.cfg.require_ack {
+            rmp::encode::write_str(&mut msg, "chunk").expect("vec write");
+            rmp::encode::write_str(&mut msg, &chunk).expect("vec write");
+        }
+        (msg, chunk)
+    }
+
+    async fn exchange(&mut self, msg: &[u8], chunk: &str) -> Result<(), String> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(&self.cfg.address).await.map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
+            stream.set_nodelay(true).ok();
+            self.conn = Some(stream);
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        conn.write_all(msg).await.map_err(|e| format!("write: {e}"))?;
+        if !self.cfg.require_ack {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        let mut piece = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut piece).await.map_err(|e| format!("reading the ack: {e}"))?;
+            if n == 0 {
+                return Err("the peer closed the connection before acknowledging".into());
+            }
+            buf.extend_from_slice(&piece[..n]);
+            let mut cursor = std::io::Cursor::new(&buf[..]);
+            match rmpv::decode::read_value(&mut cursor) {
+                Ok(v) => {
+                    let ack = v.as_map().and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack"))).and_then(|(_, v)| v.as_str());
+                    return match ack {
+                        Some(a) if a == chunk => Ok(()),
+                        other => Err(format!("unexpected answer {v} (waiting for ack {chunk}, got {other:?})")),
+                    };
+                }
+                Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Err(format!("the answer is not msgpack: {e}")),
+            }
+        }
+    }
+}
+
+impl Service for FluentSink {
+    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+        let (msg, chunk) = self.encode(events);
+        let timeout = self.cfg.request.timeout.0;
+        let result = tokio::time::timeout(timeout, self.exchange(&msg, &chunk)).await.unwrap_or_else(|_| Err(format!("no ack within {timeout:?}")));
+        result.map_err(|e| {
+            // Start over on a new connection.
+            self.conn = None;
+            SendError::Retry(e)
+        })
+    }
+}
+

@@ -1,0 +1,183 @@
+//! The `fluent` source: the Fluent forward protocol, so Fluent Bit (`[OUTPUT] name forward`)
+//! or Fluentd (`<match> @type forward`) can send records to flowtag.
+//!
+//! ```toml
+//! [sources.fluent]
+//! type = "fluent"
+//! address = "0.0.0.0:24224"
+//! ```
+//!
+//! A message that carries a `chunk` id is acknowledged (`{"ack": chunk}`) only after every
+//! sink confirmed its records (Fluent Bit: `Require_ack_response true`; Fluentd:
+//! `require_ack_response`), so the sender resends what was not confirmed. See
+//! [`crate::forward`] for the modes understood.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::SourceContext;
+use crate::config::duration::Dur;
+use crate::event::{BatchAck, Event, Notifier};
+use crate::forward;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluentConfig {
+    pub address: SocketAddr,
+    /// Largest message accepted; a connection sending a larger one is closed.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// How long a `chunk` may wait for its records to be confirmed before the ack is skipped
+    /// (the sender then resends).
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: Dur,
+}
+
+fn default_max_message() -> usize {
+    64 << 20
+}
+fn default_ack_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener =
+        TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    tracing::info!(address = %cfg.address, "fluent forward source listening");
+    ctx.health.ready(&ctx.id);
+    Ok(tokio::spawn(async move {
+        let ctx = Arc::new(ctx);
+        let batches = Arc::new(AtomicU64::new(0));
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.stopped() => break,
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let (ctx, cfg, batches) = (ctx.clone(), cfg.clone(), batches.clone());
+                        conns.spawn(async move {
+                            if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {
+                                ctx.metrics.error("protocol", 1);
+                                tracing::warn!(%peer, error = %e, "forward connection closed");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+            }
+        }
+        drop(listener);
+        while conns.join_next().await.is_some() {}
+    }))
+}
+
+async fn connection(mut stream: TcpStream, cfg: &FluentConfig, ctx: &SourceContext, batches: &AtomicU64) -> Result<(), String> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        // Handle every complete message in the buffer.
+        loop {
+            let mut cursor = std::io::Cursor::new(&buf[..]);
+            let value = match rmpv::decode::read_value(&mut cursor) {
+                Ok(v) => v,
+                // The rest of the message has not arrived yet.
+                Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    break
+                }
+                Err(e) => return Err(format!("not msgpack: {e}")),
+            };
+            let used = cursor.position() as usize;
+            buf.drain(..used);
+            let message = forward::parse(value)?;
+            handle(message, &mut stream, cfg, ctx, batches).await?;
+        }
+        if buf.len() > cfg.max_message_bytes {
+            return Err(format!("message larger than max_message_bytes ({})", cfg.max_message_bytes));
+        }
+        let n = tokio::select! {
+            _ = ctx.shutdown.stopped() => return Ok(()),
+            r = stream.read(&mut chunk) => r.map_err(|e| e.to_string())?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn handle(
+    message: forward::Message,
+    stream: &mut TcpStream,
+    cfg: &FluentConfig,
+    ctx: &SourceContext,
+    batches: &AtomicU64,
+) -> Result<(), String> {
+    let mut data = Vec::new();
+    let mut ends = Vec::with_capacity(message.entries.len());
+    for (time, record) in &message.entries {
+        match forward::record_to_json(record, &message.tag, *time, &mut data) {
+            Ok(()) => ends.push(data.len()),
+            Err(why) => {
+                // Not a map: kept, as a malformed record.
+                crate::decode::malformed(record.to_string().as_bytes(), &format!("forward: {why}"), &mut data);
+                ends.push(data.len());
+                ctx.metrics.error("decode", 1);
+            }
+        }
+    }
+    let n = ends.len();
+    let bytes = bytes::Bytes::from(data);
+    let mut start = 0;
+    let mut events: Vec<Event> = ends
+        .iter()
+        .map(|&end| {
+            let e = Event::new(bytes.slice(start..end));
+            start = end;
+            e
+        })
+        .collect();
+    ctx.metrics.received(n, bytes.len());
+    let mut wait = None;
+    if message.chunk.is_some() && n > 0 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ack = BatchAck::new(batches.fetch_add(1, Ordering::Relaxed), n, &ctx.paths, ctx.n_sinks, &[], Notifier::Tokio(tx));
+        events = events.into_iter().map(|e| Event::with_ack(e.data, &ack)).collect();
+        wait = Some(rx);
+    }
+    if n > 0 {
+        ctx.out.send(events).await.map_err(|_| "the pipeline is stopping".to_string())?;
+        ctx.metrics.sent(n);
+    }
+    if let Some(chunk) = message.chunk {
+        if let Some(mut rx) = wait {
+            let confirmed = async {
+                while let Some(c) = rx.recv().await {
+                    if c.done {
+                        return true;
+                    }
+                }
+                false
+            };
+            if !tokio::time::timeout(Duration::from(cfg.ack_timeout.0), confirmed).await.unwrap_or(false) {
+                // No ack: the sender resends the chunk.
+                tracing::warn!(%chunk, "records not confirmed in time; chunk not acknowledged");
+                return Ok(());
+            }
+        }
+        let mut reply = Vec::new();
+        rmp::encode::write_map_len(&mut reply, 1).expect("vec write");
+        rmp::encode::write_str(&mut reply, "ack").expect("vec write");
+        rmp::encode::write_str(&mut reply, &chunk).expect("vec write");
+        stream.write_all(&reply).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The `http` source: `POST` newline-delimited records (optionally gzip-compressed).
+//!
+//! ```toml
+//! [sources.intake]
+//! type = "http"
+//! address = "0.0.0.0:8080"
+//! path = "/flows"
+//! decoding = "json"
+//! ```
+//!
+//! With `acknowledgements` (the default) the answer waits until every sink confirmed the
+//! request's records: `200 {"accepted": n}` means they are delivered, and a sender that gets
+//! no answer or a 503 (flowtag stopping) sends again. Without, 200 means accepted into the
+//! pipeline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::{decode_lines, SourceContext};
+use crate::config::duration::Dur;
+use crate::config::yes;
+use crate::decode::{Decoder, Decoding};
+use crate::event::{BatchAck, Event, Notifier};
+use crate::http_server::{self, Body};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub address: SocketAddr,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub decoding: Decoding,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "yes")]
+    pub acknowledgements: bool,
+    /// How long an acknowledged request may wait for its records to be delivered.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: Dur,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_max_body() -> usize {
+    16 << 20
+}
+fn default_ack_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener =
+        TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    tracing::info!(address = %cfg.address, path = %cfg.path, "http source listening");
+    ctx.health.ready(&ctx.id);
+    let shutdown = ctx.shutdown.clone();
+    let state = Arc::new((cfg, ctx, std::sync::atomic::AtomicU64::new(0)));
+    Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
+        let state = state.clone();
+        async move { handle(req, &state.0, &state.1, &state.2).await }
+    })))
+}
+
+async fn handle(req: Request<Incoming>, cfg: &HttpConfig, ctx: &SourceContext, next: &std::sync::atomic::AtomicU64) -> Response<Body> {
+    if req.uri().path() != cfg.path {
+        return http_server::json(404, serde_json::json!({"error": format!("POST records to {}", cfg.path)}));
+    }
+    if req.method() != Method::POST {
+        return http_server::json(405, serde_json::json!({"error": "use POST"}));
+    }
+    let gzip = req.headers().get("content-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = match Limited::new(req.into_body(), cfg.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            ctx.metrics.error("request", 1);
+            return http_server::json(413, serde_json::json!({"error": format!("body: {e} (max_body_bytes = {})", cfg.max_body_bytes)}));
+        }
+    };
+    let body = if gzip {
+        match gunzip(&body, cfg.max_body_bytes * 8) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                ctx.metrics.error("request", 1);
+                return http_server::json(400, serde_json::json!({"error": format!("gzip body: {e}")}));
+            }
+        }
+    } else {
+        body
+    };
+    let mut decoder = Decoder::new(cfg.decoding);
+    let mut events = decode_lines(&mut decoder, &body, &ctx.metrics);
+    let n = events.len();
+    if n == 0 {
+        return http_server::json(200, serde_json::json!({"accepted": 0}));
+    }
+    ctx.metrics.received(n, body.len());
+    let mut done = None;
+    if cfg.acknowledgements {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ack = BatchAck::new(id, n, &ctx.paths, ctx.n_sinks, &[], Notifier::Tokio(tx));
+        events = events.into_iter().map(|e| Event::with_ack(e.data, &ack)).collect();
+        done = Some(rx);
+    }
+    if ctx.out.send(events).await.is_err() {
+        return http_server::json(503, serde_json::json!({"error": "flowtag is stopping; send again"}));
+    }
+    ctx.metrics.sent(n);
+    if let Some(mut rx) = done {
+        let wait = async {
+            while let Some(c) = rx.recv().await {
+                if c.done {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(Duration::from(cfg.ack_timeout.0), wait).await {
+            Ok(true) => {}
+            _ => {
+                return http_server::json(503, serde_json::json!({"error": "the records were not confirmed in time; send again"}))
+            }
+        }
+    }
+    http_server::json(200, serde_json::json!({"accepted": n}))
+}
+
+pub fn gunzip(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > limit {
+        return Err(std::io::Error::other("decompressed body too large"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,116 @@
+//! The `tcp` source: newline-delimited records over TCP connections.
+//!
+//! ```toml
+//! [sources.collector]
+//! type = "tcp"
+//! address = "0.0.0.0:5170"
+//! decoding = "json"
+//! ```
+//!
+//! TCP has no application-level acknowledgement: a record is in flowtag's hands once read. Use
+//! the `http` or `fluent` source where the sender must learn that delivery succeeded.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+use super::{decode_lines, SourceContext};
+use crate::decode::{Decoder, Decoding};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub decoding: Decoding,
+    /// A longer line is cut (its start goes on as a malformed record).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_max_line_bytes() -> usize {
+    1 << 20
+}
+
+pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    tracing::info!(address = %cfg.address, "tcp source listening");
+    ctx.health.ready(&ctx.id);
+    Ok(tokio::spawn(async move {
+        let ctx = std::sync::Arc::new(ctx);
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.stopped() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let ctx = ctx.clone();
+                        let cfg = cfg.clone();
+                        conns.spawn(async move { connection(stream, peer, cfg, &ctx).await });
+                    }
+                    Err(e) => {
+                        ctx.metrics.error("accept", 1);
+                        tracing::warn!(error = %e, "accept failed");
+                    }
+                },
+            }
+        }
+        drop(listener);
+        // Connections finish what they have read.
+        while conns.join_next().await.is_some() {}
+    }))
+}
+
+async fn connection(mut stream: tokio::net::TcpStream, peer: SocketAddr, cfg: TcpConfig, ctx: &SourceContext) {
+    let mut decoder = Decoder::new(cfg.decoding);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = tokio::select! {
+            _ = ctx.shutdown.stopped() => 0,
+            r = stream.read(&mut buf) => match r {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "connection error");
+                    0
+                }
+            },
+        };
+        if n == 0 {
+            // The last line may lack its newline.
+            if !pending.is_empty() {
+                pending.push(b'\n');
+                send(&mut decoder, &pending, ctx).await;
+            }
+            return;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') else {
+            if pending.len() > cfg.max_line_bytes {
+                let mut cut = pending[..cfg.max_line_bytes].to_vec();
+                cut.push(b'\n');
+                send(&mut decoder, &cut, ctx).await;
+                ctx.metrics.discarded("line_too_long", 1);
+                pending.clear();
+            }
+            continue;
+        };
+        let rest = pending.split_off(last_nl + 1);
+        send(&mut decoder, &pending, ctx).await;
+        pending = rest;
+    }
+}
+
+async fn send(decoder: &mut Decoder, data: &[u8], ctx: &SourceContext) {
+    let events = decode_lines(decoder, data, &ctx.metrics);
+    if events.is_empty() {
+        return;
+    }
+    let n = events.len();
+    ctx.metrics.received(n, data.len());
+    if ctx.out.send(events).await.is_ok() {
+        ctx.metrics.sent(n);
+    }
+}
