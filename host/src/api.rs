@@ -10,8 +10,13 @@ use crate::http_server::{self, response};
 use crate::metrics;
 use crate::topology::Shutdown;
 
-pub async fn start(address: std::net::SocketAddr, health: Health, shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener = TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
+pub async fn start(
+    address: std::net::SocketAddr,
+    health: Health,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
     tracing::info!(%address, "API listening (/metrics, /health, /ready)");
     Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
         let health = health.clone();
@@ -25,9 +30,14 @@ pub async fn start(address: std::net::SocketAddr, health: Health, shutdown: Shut
                     let (ready, waiting) = health.report();
                     let waiting: serde_json::Map<String, serde_json::Value> =
                         waiting.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-                    http_server::json(if ready { 200 } else { 503 }, serde_json::json!({"ready": ready, "waiting": waiting}))
+                    http_server::json(
+                        if ready { 200 } else { 503 },
+                        serde_json::json!({"ready": ready, "waiting": waiting}),
+                    )
                 }
-                (_, "/metrics" | "/health" | "/ready") => http_server::json(405, serde_json::json!({"error": "use GET"})),
+                (_, "/metrics" | "/health" | "/ready") => {
+                    http_server::json(405, serde_json::json!({"error": "use GET"}))
+                }
                 _ => http_server::json(404, serde_json::json!({"error": "not found: try /metrics, /health or /ready"})),
             }
         }

@@ -66,7 +66,11 @@ pub fn parse(value: Value) -> Result<Message, String> {
                 _ => unreachable!(),
             };
             let gzip = option.as_ref().and_then(|o| get(o, "compressed")).and_then(Value::as_str) == Some("gzip");
-            let raw = if gzip { crate::sources::http::gunzip(&raw, 256 << 20).map_err(|e| format!("gzip entries: {e}"))? } else { raw };
+            let raw = if gzip {
+                crate::sources::http::gunzip(&raw, 256 << 20).map_err(|e| format!("gzip entries: {e}"))?
+            } else {
+                raw
+            };
             let mut cursor = std::io::Cursor::new(&raw[..]);
             let mut entries = Vec::new();
             while (cursor.position() as usize) < raw.len() {

@@ -36,7 +36,11 @@ use crate::health::Health;
 use crate::transforms::anomaly::{Reasons, Runtime};
 
 #[derive(Parser)]
-#[command(name = "flowtag", version, about = "Tags anomalous network flows at the edge, before the logs reach the SIEM")]
+#[command(
+    name = "flowtag",
+    version,
+    about = "Tags anomalous network flows at the edge, before the logs reach the SIEM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,8 @@ fn parse_format(s: &str) -> Result<Decoding, String> {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -128,23 +133,25 @@ fn main() {
                 2
             }
         },
-        Command::Score { model, format, runtime, plugin, reasons, key, batch, data_dir, file } => score::run(score::ScoreArgs {
-            model,
-            format,
-            runtime: match runtime {
-                RuntimeArg::Native => Runtime::Native,
-            },
-            plugin,
-            reasons: match reasons {
-                ReasonsArg::Anomalous => Reasons::Anomalous,
-                ReasonsArg::All => Reasons::All,
-                ReasonsArg::None => Reasons::None,
-            },
-            key,
-            batch: batch.max(1),
-            input: file,
-            data_dir,
-        }),
+        Command::Score { model, format, runtime, plugin, reasons, key, batch, data_dir, file } => {
+            score::run(score::ScoreArgs {
+                model,
+                format,
+                runtime: match runtime {
+                    RuntimeArg::Native => Runtime::Native,
+                },
+                plugin,
+                reasons: match reasons {
+                    ReasonsArg::Anomalous => Reasons::Anomalous,
+                    ReasonsArg::All => Reasons::All,
+                    ReasonsArg::None => Reasons::None,
+                },
+                key,
+                batch: batch.max(1),
+                input: file,
+                data_dir,
+            })
+        }
         Command::Run { config, drain_timeout } => run(config, drain_timeout),
     };
     std::process::exit(code);

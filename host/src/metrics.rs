@@ -63,7 +63,11 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("registered once");
             g
         };
-        let model_info = gauge("flowtag_model_info", "The model a tag transform serves (value 1).", &["component_id", "name", "version", "sha256"]);
+        let model_info = gauge(
+            "flowtag_model_info",
+            "The model a tag transform serves (value 1).",
+            &["component_id", "name", "version", "sha256"],
+        );
         let model_last_check = gauge(
             "flowtag_model_last_check_timestamp_seconds",
             "When the transform last checked for a new model bundle.",
@@ -78,22 +82,67 @@ impl Metrics {
         let up = IntGauge::new("flowtag_up", "1 while the pipeline is running.").expect("valid metric");
         r.register(Box::new(up.clone())).expect("registered once");
         Metrics {
-            received: counter(&r, "flowtag_component_received_events_total", "Events a component received.", &COMPONENT),
-            received_bytes: counter(&r, "flowtag_component_received_bytes_total", "Bytes of the events a component received.", &COMPONENT),
-            sent: counter(&r, "flowtag_component_sent_events_total", "Events a component sent on (sinks: delivered).", &COMPONENT),
+            received: counter(
+                &r,
+                "flowtag_component_received_events_total",
+                "Events a component received.",
+                &COMPONENT,
+            ),
+            received_bytes: counter(
+                &r,
+                "flowtag_component_received_bytes_total",
+                "Bytes of the events a component received.",
+                &COMPONENT,
+            ),
+            sent: counter(
+                &r,
+                "flowtag_component_sent_events_total",
+                "Events a component sent on (sinks: delivered).",
+                &COMPONENT,
+            ),
             errors: counter(&r, "flowtag_component_errors_total", "Errors, by type.", &with(&COMPONENT, "error_type")),
-            discarded: counter(&r, "flowtag_component_discarded_events_total", "Events dropped on purpose, by reason.", &with(&COMPONENT, "reason")),
+            discarded: counter(
+                &r,
+                "flowtag_component_discarded_events_total",
+                "Events dropped on purpose, by reason.",
+                &with(&COMPONENT, "reason"),
+            ),
             anomalies: counter(&r, "flowtag_anomalies_total", "Records tagged anomalous.", &["component_id", "model"]),
-            scored: counter(&r, "flowtag_scored_events_total", "Records scored (anomalous or normal).", &["component_id", "model"]),
+            scored: counter(
+                &r,
+                "flowtag_scored_events_total",
+                "Records scored (anomalous or normal).",
+                &["component_id", "model"],
+            ),
             score,
             inference,
             model_info,
-            model_reloads: counter(&r, "flowtag_model_reloads_total", "Model bundle updates, by result (ok, refused).", &["component_id", "result"]),
+            model_reloads: counter(
+                &r,
+                "flowtag_model_reloads_total",
+                "Model bundle updates, by result (ok, refused).",
+                &["component_id", "result"],
+            ),
             model_last_check,
             buffer_events,
-            sink_retries: counter(&r, "flowtag_sink_retries_total", "Requests a sink sent again after a failure.", &["component_id"]),
-            alerts_sent: counter(&r, "flowtag_alerts_sent_total", "Alerts delivered, by rule and destination.", &["component_id", "rule"]),
-            alerts_suppressed: counter(&r, "flowtag_alerts_suppressed_total", "Alerts held back (cooldown, budget).", &["component_id", "reason"]),
+            sink_retries: counter(
+                &r,
+                "flowtag_sink_retries_total",
+                "Requests a sink sent again after a failure.",
+                &["component_id"],
+            ),
+            alerts_sent: counter(
+                &r,
+                "flowtag_alerts_sent_total",
+                "Alerts delivered, by rule and destination.",
+                &["component_id", "rule"],
+            ),
+            alerts_suppressed: counter(
+                &r,
+                "flowtag_alerts_suppressed_total",
+                "Alerts held back (cooldown, budget).",
+                &["component_id", "reason"],
+            ),
             up,
             registry: r,
         }

@@ -18,7 +18,8 @@ impl ModelManager {
     pub fn start(id: &str, cfg: &AnomalyConfig, data_dir: &Path, _shutdown: Shutdown) -> Result<ModelManager, String> {
         let bundle = Bundle::read_path(&cfg.model)
             .map_err(|e| format!("transforms.{id}.model: {}: {e}", cfg.model.display()))?;
-        let runtime = load_runtime(cfg, &bundle, data_dir).map_err(|e| format!("transforms.{id}.model: {}: {e}", cfg.model.display()))?;
+        let runtime = load_runtime(cfg, &bundle, data_dir)
+            .map_err(|e| format!("transforms.{id}.model: {}: {e}", cfg.model.display()))?;
         let m = &bundle.manifest;
         metrics::global().model_info.with_label_values(&[id, &m.name, &m.version, &m.model_sha256]).set(1.0);
         Ok(ModelManager { current: Some(runtime) })

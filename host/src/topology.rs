@@ -78,7 +78,8 @@ impl Output {
         let last = self.targets.len().saturating_sub(1);
         let mut events = Some(events);
         for (i, (tx, gauge)) in self.targets.iter().enumerate() {
-            let batch = if i == last { events.take().expect("sent once") } else { events.as_ref().expect("kept").clone() };
+            let batch =
+                if i == last { events.take().expect("sent once") } else { events.as_ref().expect("kept").clone() };
             gauge.add(n);
             if tx.send(batch).await.is_ok() {
                 delivered = true;
@@ -175,7 +176,9 @@ impl Running {
             }
         };
         if tokio::time::timeout(drain + Duration::from_secs(5), all).await.is_err() {
-            tracing::error!("components did not finish draining in time; unconfirmed events will be read again on restart");
+            tracing::error!(
+                "components did not finish draining in time; unconfirmed events will be read again on restart"
+            );
         }
     }
 }

@@ -34,15 +34,17 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as \"500ms\", \"5s\" or \"5m\", or a number of seconds")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                humantime::parse_duration(s)
-                    .map(Dur)
-                    .map_err(|e| E::custom(format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"5s\" or \"5m\"")))
+                humantime::parse_duration(s).map(Dur).map_err(|e| {
+                    E::custom(format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"5s\" or \"5m\""))
+                })
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
                 Ok(Dur(Duration::from_secs(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v)
+                    .map(|v| Dur(Duration::from_secs(v)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
                 Duration::try_from_secs_f64(v).map(Dur).map_err(|_| E::custom("invalid duration"))

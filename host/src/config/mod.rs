@@ -283,7 +283,15 @@ impl Config {
     fn count_paths(&self, from: &str, to: &str) -> usize {
         self.inputs_of(to)
             .iter()
-            .map(|input| if input == from { 1 } else if self.transforms.contains_key(input) { self.count_paths(from, input) } else { 0 })
+            .map(|input| {
+                if input == from {
+                    1
+                } else if self.transforms.contains_key(input) {
+                    self.count_paths(from, input)
+                } else {
+                    0
+                }
+            })
             .sum()
     }
 }

@@ -130,9 +130,11 @@ fn real_dataset_files_decode_with_their_real_column_names() {
         }
         (records, malformed)
     };
-    let (n, bad) = check("unsw-nb15/UNSW_NB15_dev.csv", Decoding::Unsw, &["dur", "proto", "ct_state_ttl", "attack_cat", "label"]);
+    let (n, bad) =
+        check("unsw-nb15/UNSW_NB15_dev.csv", Decoding::Unsw, &["dur", "proto", "ct_state_ttl", "attack_cat", "label"]);
     assert_eq!((n, bad.len()), (61_749, 0));
-    let (n, bad) = check("unsw-nb15/UNSW-NB15_1.head3500.csv", Decoding::Unsw, &["srcip", "Stime", "ct_src_ltm", "Label"]);
+    let (n, bad) =
+        check("unsw-nb15/UNSW-NB15_1.head3500.csv", Decoding::Unsw, &["srcip", "Stime", "ct_src_ltm", "Label"]);
     assert_eq!((n, bad.len()), (3_500, 0));
     let (n, bad) = check(
         "cicids2017/original-subsets/Friday-Afternoon-DDos.head9998.csv",
@@ -146,7 +148,8 @@ fn real_dataset_files_decode_with_their_real_column_names() {
         &["Flow ID", "Source IP", "Timestamp", "Flow Duration", "Label"],
     );
     assert_eq!((n, bad.len()), (652, 0));
-    let (n, bad) = check("zeek/slips-test10-mixed/conn.log", Decoding::Zeek, &["ts", "id.orig_h", "orig_bytes", "conn_state"]);
+    let (n, bad) =
+        check("zeek/slips-test10-mixed/conn.log", Decoding::Zeek, &["ts", "id.orig_h", "orig_bytes", "conn_state"]);
     assert!(n > 50 && bad.is_empty(), "{n} {bad:?}");
     let (n, bad) = check("zeek/slips-test9-mixed/conn.log", Decoding::Zeek, &["ts", "id.orig_h", "orig_bytes"]);
     assert!(n > 500 && bad.is_empty(), "{n} {bad:?}");

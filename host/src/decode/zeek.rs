@@ -10,7 +10,9 @@ enum Type {
     Bool,
     Text,
     /// `set[...]` or `vector[...]`; whether the elements are numbers.
-    List { numbers: bool },
+    List {
+        numbers: bool,
+    },
 }
 
 #[derive(Debug)]

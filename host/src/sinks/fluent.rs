@@ -64,12 +64,13 @@ impl FluentSink {
 
     /// The PackedForward message for a batch, and its chunk id.
     fn encode(&self, events: &[Event]) -> (Vec<u8>, String) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let mut entries = Vec::with_capacity(events.iter().map(|e| e.data.len()).sum());
         for e in events {
             rmp::encode::write_array_len(&mut entries, 2).expect("vec write");
-            let record: serde_json::Value =
-                serde_json::from_slice(&e.data).unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&e.data)}));
+            let record: serde_json::Value = serde_json::from_slice(&e.data)
+                .unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&e.data)}));
             let time = record.get("timestamp").and_then(serde_json::Value::as_f64).unwrap_or(now);
             forward::write_event_time(&mut entries, time);
             forward::json_to_msgpack(&record, &mut entries);
@@ -92,7 +93,9 @@ impl FluentSink {
 
     async fn exchange(&mut self, msg: &[u8], chunk: &str) -> Result<(), String> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.cfg.address).await.map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
+            let stream = TcpStream::connect(&self.cfg.address)
+                .await
+                .map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
             stream.set_nodelay(true).ok();
             self.conn = Some(stream);
         }
@@ -112,7 +115,10 @@ impl FluentSink {
             let mut cursor = std::io::Cursor::new(&buf[..]);
             match rmpv::decode::read_value(&mut cursor) {
                 Ok(v) => {
-                    let ack = v.as_map().and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack"))).and_then(|(_, v)| v.as_str());
+                    let ack = v
+                        .as_map()
+                        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
+                        .and_then(|(_, v)| v.as_str());
                     return match ack {
                         Some(a) if a == chunk => Ok(()),
                         other => Err(format!("unexpected answer {v} (waiting for ack {chunk}, got {other:?})")),
@@ -130,7 +136,9 @@ impl Service for FluentSink {
     async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
         let (msg, chunk) = self.encode(events);
         let timeout = self.cfg.request.timeout.0;
-        let result = tokio::time::timeout(timeout, self.exchange(&msg, &chunk)).await.unwrap_or_else(|_| Err(format!("no ack within {timeout:?}")));
+        let result = tokio::time::timeout(timeout, self.exchange(&msg, &chunk))
+            .await
+            .unwrap_or_else(|_| Err(format!("no ack within {timeout:?}")));
         result.map_err(|e| {
             // Start over on a new connection.
             self.conn = None;
@@ -138,4 +146,3 @@ impl Service for FluentSink {
         })
     }
 }
-

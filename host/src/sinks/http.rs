@@ -50,7 +50,8 @@ pub struct HttpSinkConfig {
 
 impl HttpSinkConfig {
     pub fn check(&self, id: &str) -> Result<(), String> {
-        let uri: hyper::Uri = self.uri.parse().map_err(|e| format!("sinks.{id}.uri: {:?} is not a URI: {e}", self.uri))?;
+        let uri: hyper::Uri =
+            self.uri.parse().map_err(|e| format!("sinks.{id}.uri: {:?} is not a URI: {e}", self.uri))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(format!("sinks.{id}.uri: must start with http:// or https://"));
         }
@@ -88,7 +89,9 @@ impl Service for HttpSink {
             body = http_client::gzip(&body);
             req = req.header("content-encoding", "gzip");
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| SendError::Reject(format!("building the request: {e}")))?;
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| SendError::Reject(format!("building the request: {e}")))?;
         let (status, answer) = http_client::send(&self.client, req, self.cfg.request.timeout.0).await?;
         http_client::classify(status, &answer)
     }

@@ -50,20 +50,31 @@ pub fn build(tls: &TlsConfig) -> Result<HttpClient, String> {
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
     };
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
+    let https =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
 }
 
 /// Send a request; `Ok((status, body))` for any answer, `Err(Retry)` when there was none.
-pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Result<(u16, Bytes), SendError> {
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), SendError> {
     let uri = req.uri().clone();
     let fut = async {
         let resp = client.request(req).await.map_err(|e| SendError::Retry(format!("{uri}: {e}")))?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| SendError::Retry(format!("{uri}: reading the answer: {e}")))?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| SendError::Retry(format!("{uri}: reading the answer: {e}")))?;
         Ok((status, body.to_bytes()))
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| SendError::Retry(format!("{uri}: no answer within {timeout:?}")))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| SendError::Retry(format!("{uri}: no answer within {timeout:?}")))?
 }
 
 /// How an HTTP status is handled: 2xx delivered; 408, 429 and 5xx retried; other 4xx refused.
@@ -97,10 +108,20 @@ impl ServerCertVerifier for AcceptAny {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -124,7 +124,11 @@ pub struct RequestConfig {
 
 impl Default for RequestConfig {
     fn default() -> Self {
-        RequestConfig { timeout: default_request_timeout(), retry_initial_backoff: default_initial_backoff(), retry_max_backoff: default_max_backoff() }
+        RequestConfig {
+            timeout: default_request_timeout(),
+            retry_initial_backoff: default_initial_backoff(),
+            retry_max_backoff: default_max_backoff(),
+        }
     }
 }
 
@@ -183,7 +187,15 @@ pub async fn spawn(
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let metrics = ComponentMetrics::new(&id, "sink", cfg.type_name());
     let shutdown = wiring.shutdown.clone();
-    let ctx = |batching: Batching, request: RequestConfig| SinkContext { id: id.clone(), index, inbox, metrics, shutdown, batching, request };
+    let ctx = |batching: Batching, request: RequestConfig| SinkContext {
+        id: id.clone(),
+        index,
+        inbox,
+        metrics,
+        shutdown,
+        batching,
+        request,
+    };
     Ok(match cfg {
         SinkConfig::Console(c) => {
             let b = c.batch.with_defaults(1000, 1 << 20, Duration::from_millis(100));

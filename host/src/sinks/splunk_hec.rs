@@ -109,7 +109,9 @@ impl HecConfig {
             return Err(format!("sinks.{id}.endpoint: must start with https:// (or http://)"));
         }
         match (&self.token, &self.token_file) {
-            (None, None) => Err(format!("sinks.{id}.token: required (token = \"${{SPLUNK_HEC_TOKEN}}\", or token_file = ...)")),
+            (None, None) => {
+                Err(format!("sinks.{id}.token: required (token = \"${{SPLUNK_HEC_TOKEN}}\", or token_file = ...)"))
+            }
             (Some(_), Some(_)) => Err(format!("sinks.{id}.token_file: give token or token_file, not both")),
             (Some(t), None) if t.trim().is_empty() => Err(format!("sinks.{id}.token: empty")),
             _ => Ok(()),
@@ -167,13 +169,7 @@ impl HecSink {
             meta.extend_from_slice(b",\"index\":");
             js::write_string(&mut meta, index);
         }
-        Ok(HecSink {
-            client: http_client::build(&cfg.tls)?,
-            cfg: cfg.clone(),
-            token,
-            channel: uuid4(),
-            meta,
-        })
+        Ok(HecSink { client: http_client::build(&cfg.tls)?, cfg: cfg.clone(), token, channel: uuid4(), meta })
     }
 
     fn url(&self, path: &str) -> String {
@@ -202,7 +198,13 @@ impl HecSink {
                 .then(|| serde_json::from_slice::<serde_json::Value>(&e.data).ok())
                 .flatten();
             if let Some(record) = &fields {
-                if let Some(t) = self.cfg.timestamp_key.as_deref().and_then(|k| lookup(record, k)).and_then(serde_json::Value::as_f64) {
+                if let Some(t) = self
+                    .cfg
+                    .timestamp_key
+                    .as_deref()
+                    .and_then(|k| lookup(record, k))
+                    .and_then(serde_json::Value::as_f64)
+                {
                     body.extend_from_slice(b",\"time\":");
                     body.extend_from_slice(ryu::Buffer::new().format(t).as_bytes());
                 }
@@ -300,10 +302,9 @@ impl Service for HecSink {
         if !self.cfg.acknowledgements.enabled {
             return Ok(());
         }
-        let ack_id = parsed
-            .as_ref()
-            .and_then(|v| v["ackId"].as_u64())
-            .ok_or_else(|| SendError::Retry(format!("HEC answered without an ackId although acknowledgements are on: {}", text())))?;
+        let ack_id = parsed.as_ref().and_then(|v| v["ackId"].as_u64()).ok_or_else(|| {
+            SendError::Retry(format!("HEC answered without an ackId although acknowledgements are on: {}", text()))
+        })?;
         self.wait_for_ack(ack_id).await
     }
 }

@@ -48,8 +48,9 @@ fn default_ack_timeout() -> Dur {
 }
 
 pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener =
-        TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    let listener = TcpListener::bind(cfg.address)
+        .await
+        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
     tracing::info!(address = %cfg.address, "fluent forward source listening");
     ctx.health.ready(&ctx.id);
     Ok(tokio::spawn(async move {
@@ -78,7 +79,12 @@ pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<to
     }))
 }
 
-async fn connection(mut stream: TcpStream, cfg: &FluentConfig, ctx: &SourceContext, batches: &AtomicU64) -> Result<(), String> {
+async fn connection(
+    mut stream: TcpStream,
+    cfg: &FluentConfig,
+    ctx: &SourceContext,
+    batches: &AtomicU64,
+) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 256 * 1024];
     loop {
@@ -149,7 +155,14 @@ async fn handle(
     let mut wait = None;
     if message.chunk.is_some() && n > 0 {
         let (tx, rx) = mpsc::unbounded_channel();
-        let ack = BatchAck::new(batches.fetch_add(1, Ordering::Relaxed), n, &ctx.paths, ctx.n_sinks, &[], Notifier::Tokio(tx));
+        let ack = BatchAck::new(
+            batches.fetch_add(1, Ordering::Relaxed),
+            n,
+            &ctx.paths,
+            ctx.n_sinks,
+            &[],
+            Notifier::Tokio(tx),
+        );
         events = events.into_iter().map(|e| Event::with_ack(e.data, &ack)).collect();
         wait = Some(rx);
     }

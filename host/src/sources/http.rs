@@ -60,8 +60,9 @@ fn default_ack_timeout() -> Dur {
 }
 
 pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener =
-        TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    let listener = TcpListener::bind(cfg.address)
+        .await
+        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
     tracing::info!(address = %cfg.address, path = %cfg.path, "http source listening");
     ctx.health.ready(&ctx.id);
     let shutdown = ctx.shutdown.clone();
@@ -72,7 +73,12 @@ pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<toki
     })))
 }
 
-async fn handle(req: Request<Incoming>, cfg: &HttpConfig, ctx: &SourceContext, next: &std::sync::atomic::AtomicU64) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    cfg: &HttpConfig,
+    ctx: &SourceContext,
+    next: &std::sync::atomic::AtomicU64,
+) -> Response<Body> {
     if req.uri().path() != cfg.path {
         return http_server::json(404, serde_json::json!({"error": format!("POST records to {}", cfg.path)}));
     }
@@ -84,7 +90,10 @@ async fn handle(req: Request<Incoming>, cfg: &HttpConfig, ctx: &SourceContext, n
         Ok(b) => b.to_bytes(),
         Err(e) => {
             ctx.metrics.error("request", 1);
-            return http_server::json(413, serde_json::json!({"error": format!("body: {e} (max_body_bytes = {})", cfg.max_body_bytes)}));
+            return http_server::json(
+                413,
+                serde_json::json!({"error": format!("body: {e} (max_body_bytes = {})", cfg.max_body_bytes)}),
+            );
         }
     };
     let body = if gzip {
@@ -129,7 +138,10 @@ async fn handle(req: Request<Incoming>, cfg: &HttpConfig, ctx: &SourceContext, n
         match tokio::time::timeout(Duration::from(cfg.ack_timeout.0), wait).await {
             Ok(true) => {}
             _ => {
-                return http_server::json(503, serde_json::json!({"error": "the records were not confirmed in time; send again"}))
+                return http_server::json(
+                    503,
+                    serde_json::json!({"error": "the records were not confirmed in time; send again"}),
+                )
             }
         }
     }

@@ -76,7 +76,13 @@ impl Drop for SourceContext {
 }
 
 impl SourceContext {
-    pub fn new(id: &str, cfg: &SourceConfig, out: Output, paths: Vec<(usize, usize)>, w: &Arc<Wiring>) -> SourceContext {
+    pub fn new(
+        id: &str,
+        cfg: &SourceConfig,
+        out: Output,
+        paths: Vec<(usize, usize)>,
+        w: &Arc<Wiring>,
+    ) -> SourceContext {
         SourceContext {
             out,
             paths,

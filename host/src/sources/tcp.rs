@@ -35,7 +35,9 @@ fn default_max_line_bytes() -> usize {
 }
 
 pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener = TcpListener::bind(cfg.address).await.map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
+    let listener = TcpListener::bind(cfg.address)
+        .await
+        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
     tracing::info!(address = %cfg.address, "tcp source listening");
     ctx.health.ready(&ctx.id);
     Ok(tokio::spawn(async move {

@@ -48,7 +48,12 @@ impl TagRuntime for Native {
 
     fn tag(&mut self, records: &[&[u8]], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Tagged {
         let stats = self.filter.tag_batch(records, out, ends);
-        Tagged { anomalous: stats.anomalous, normal: stats.normal, unscored: stats.unscored, failure: stats.model_error }
+        Tagged {
+            anomalous: stats.anomalous,
+            normal: stats.normal,
+            unscored: stats.unscored,
+            failure: stats.model_error,
+        }
     }
 
     fn results(&self) -> &[RecordResult] {

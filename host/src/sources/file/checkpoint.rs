@@ -114,7 +114,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cps = Checkpoints::load(dir.path()).unwrap();
         let key = FileKey { dev: 1, inode: 2 };
-        let cp = FileCheckpoint { path: "/x".into(), prefix: 9, prefix_len: 3, offset: 42, sinks: [("a".to_string(), 50)].into() };
+        let cp = FileCheckpoint {
+            path: "/x".into(),
+            prefix: 9,
+            prefix_len: 3,
+            offset: 42,
+            sinks: [("a".to_string(), 50)].into(),
+        };
         cps.set(key, cp.clone());
         cps.save(true).unwrap();
         assert_eq!(Checkpoints::load(dir.path()).unwrap().get(&key), Some(&cp));

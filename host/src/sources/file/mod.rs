@@ -90,7 +90,9 @@ fn default_batch_events() -> usize {
 impl FileConfig {
     pub fn check(&self, id: &str) -> Result<(), String> {
         if self.include.is_empty() {
-            return Err(format!("sources.{id}.include: empty; give at least one glob such as \"/var/log/flows/*.csv\""));
+            return Err(format!(
+                "sources.{id}.include: empty; give at least one glob such as \"/var/log/flows/*.csv\""
+            ));
         }
         for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
             for p in patterns {
@@ -254,11 +256,17 @@ impl Tailer {
         let cp = self
             .checkpoints
             .get(&key)
-            .filter(|cp| cp.prefix_len <= prefix.1 && (cp.prefix_len == 0 || prefix_hash(&mut file, cp.prefix_len) == cp.prefix))
+            .filter(|cp| {
+                cp.prefix_len <= prefix.1 && (cp.prefix_len == 0 || prefix_hash(&mut file, cp.prefix_len) == cp.prefix)
+            })
             .cloned();
         let (offset, sink_confirmed) = match &cp {
             Some(cp) if cp.offset <= len => {
-                let per_sink = self.paths.iter().map(|(_, _, id)| cp.sinks.get(id).copied().unwrap_or(cp.offset).max(cp.offset)).collect();
+                let per_sink = self
+                    .paths
+                    .iter()
+                    .map(|(_, _, id)| cp.sinks.get(id).copied().unwrap_or(cp.offset).max(cp.offset))
+                    .collect();
                 (cp.offset, per_sink)
             }
             _ if !self.started && self.cfg.read_from == ReadFrom::End => (len, vec![len; self.paths.len()]),
@@ -393,7 +401,11 @@ impl Tailer {
                 if f.partial.len() > max_line {
                     // Too long: its start goes on as a malformed record, the rest is skipped.
                     let head = &f.partial[..max_line];
-                    crate::decode::malformed(head, &format!("line longer than max_line_bytes ({max_line}); the rest was discarded"), &mut out);
+                    crate::decode::malformed(
+                        head,
+                        &format!("line longer than max_line_bytes ({max_line}); the rest was discarded"),
+                        &mut out,
+                    );
                     ends.push(out.len());
                     malformed += 1;
                     cut_lines += 1;
@@ -427,7 +439,8 @@ impl Tailer {
             let paths: Vec<(usize, usize)> = self.paths.iter().map(|(i, n, _)| (*i, *n)).collect();
             f.pending.push_back(Pending { id, end, done: vec![false; self.paths.len()] });
             self.batch_owner.insert(id, key);
-            let ack = BatchAck::new(id, ends.len(), &paths, self.ctx.n_sinks, &skip, Notifier::Std(self.notifier.clone()));
+            let ack =
+                BatchAck::new(id, ends.len(), &paths, self.ctx.n_sinks, &skip, Notifier::Std(self.notifier.clone()));
             slices(&data, &ends).map(|d| Event::with_ack(d, &ack)).collect()
         } else {
             slices(&data, &ends).map(Event::new).collect()
@@ -502,7 +515,13 @@ impl Tailer {
             let sinks = self.paths.iter().zip(&f.sink_confirmed).map(|((_, _, id), o)| (id.clone(), *o)).collect();
             self.checkpoints.set(
                 f.key,
-                FileCheckpoint { path: f.path.clone(), prefix: f.prefix.0, prefix_len: f.prefix.1, offset: f.confirmed, sinks },
+                FileCheckpoint {
+                    path: f.path.clone(),
+                    prefix: f.prefix.0,
+                    prefix_len: f.prefix.1,
+                    offset: f.confirmed,
+                    sinks,
+                },
             );
         }
         if let Err(e) = self.checkpoints.save(sync) {
@@ -571,6 +590,3 @@ fn prime_decoder(file: &mut File, decoder: &mut Decoder, offset: u64) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
