@@ -12,6 +12,7 @@ mod config;
 mod decode;
 mod event;
 mod forward;
+mod gen;
 mod health;
 mod http_server;
 mod metrics;
@@ -86,6 +87,23 @@ enum Command {
         /// Input file (default: standard input).
         file: Option<PathBuf>,
     },
+    /// Write synthetic flows with labelled attacks (scans, floods, brute force) to stdout.
+    Gen {
+        #[arg(long, value_enum)]
+        schema: gen::Schema,
+        #[arg(long)]
+        count: u64,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, value_enum, default_value_t = gen::Format::Csv)]
+        format: gen::Format,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of flows that are attacks.
+        #[arg(long, default_value_t = 0.1)]
+        attack_share: f64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,6 +171,9 @@ fn main() {
             })
         }
         Command::Run { config, drain_timeout } => run(config, drain_timeout),
+        Command::Gen { schema, count, rate, format, seed, attack_share } => {
+            gen::run(gen::GenArgs { schema, count, rate, format, seed, attack_share })
+        }
     };
     std::process::exit(code);
 }

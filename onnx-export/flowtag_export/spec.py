@@ -109,6 +109,7 @@ class Feature:
     transforms: list[Transform] = field(default_factory=list)
     encoding: str = "onehot"  # onehot | index (categorical only)
     categories: list[str] = field(default_factory=list)
+    fill_category: str | None = None  # categorical only: the value of an absent or null field
 
     @property
     def width(self) -> int:
@@ -129,6 +130,8 @@ class Feature:
         else:
             d["encoding"] = self.encoding
             d["categories"] = list(self.categories)
+            if self.fill_category is not None:
+                d["fill"] = self.fill_category
         return d
 
     @classmethod
@@ -148,6 +151,7 @@ class Feature:
             if f.encoding not in ("onehot", "index"):
                 raise SpecError(f"{where}.encoding: {f.encoding!r} is not onehot or index")
             f.categories = [str(c) for c in d.get("categories", [])]
+            f.fill_category = None if d.get("fill") is None else str(d["fill"])
             if len(set(f.categories)) != len(f.categories):
                 raise SpecError(f"{where}.categories: duplicate category")
         else:
@@ -304,11 +308,13 @@ class FeatureSpec:
         col = self._column(df, feat)
         index = {c: i for i, c in enumerate(feat.categories)}
         unknown = len(feat.categories)
+        absent = index.get(feat.fill_category, unknown) if feat.fill_category is not None else unknown
         if col is None:
             if feat.required:
                 raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
-            return np.full(len(df), unknown, dtype=np.int64)
-        return np.array([index.get(self._category_key(v), unknown) for v in col.tolist()], dtype=np.int64)
+            return np.full(len(df), absent, dtype=np.int64)
+        keys = [self._category_key(v) for v in col.tolist()]
+        return np.array([absent if k is None else index.get(k, unknown) for k in keys], dtype=np.int64)
 
     @staticmethod
     def _category_key(v: Any) -> str | None:
@@ -362,6 +368,8 @@ class FeatureSpec:
                 if isinstance(value, (dict, list)):
                     raise RecordError(f"field {feat.fields[0]!r}: expected a category, got {'an object' if isinstance(value, dict) else 'an array'}")
                 key = None if value is _ABSENT else self._category_key(value)
+                if key is None and feat.fill_category is not None:
+                    key = feat.fill_category
                 code = feat.categories.index(key) if key in feat.categories else len(feat.categories)
                 if feat.encoding == "index":
                     row.append(float(code))

@@ -19,7 +19,7 @@ pub type Slot = Option<Span>;
 #[derive(Clone, Debug)]
 enum Reader {
     Numeric { fill: f64, transforms: Vec<Transform> },
-    Categorical { index: FxHashMap<Box<[u8]>, u32>, unknown: u32, onehot: bool },
+    Categorical { index: FxHashMap<Box<[u8]>, u32>, unknown: u32, onehot: bool, absent: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -89,10 +89,14 @@ impl Featurizer {
                 FeatureKind::Numeric { fill, transforms } => {
                     Reader::Numeric { fill: *fill, transforms: transforms.clone() }
                 }
-                FeatureKind::Categorical { encoding, categories } => Reader::Categorical {
+                FeatureKind::Categorical { encoding, categories, fill } => Reader::Categorical {
                     index: categories.iter().enumerate().map(|(k, c)| (c.as_bytes().into(), k as u32)).collect(),
                     unknown: categories.len() as u32,
                     onehot: *encoding == Encoding::Onehot,
+                    absent: fill
+                        .as_ref()
+                        .and_then(|f| categories.iter().position(|c| c == f))
+                        .unwrap_or(categories.len()) as u32,
                 },
             };
             features.push(FeatureReader { field: f.fields[0].as_str().into(), column, required: f.required, reader });
@@ -201,11 +205,11 @@ impl Featurizer {
                 };
                 row[column] = value as f32;
             }
-            Reader::Categorical { unknown, onehot, .. } => {
-                let (unknown, onehot, column) = (*unknown, *onehot, f.column);
+            Reader::Categorical { unknown, onehot, absent, .. } => {
+                let (unknown, onehot, absent, column) = (*unknown, *onehot, *absent, f.column);
                 let code = match slot {
-                    None => unknown,
-                    Some(span) => self.category(i, span, record)?.unwrap_or(unknown),
+                    None => absent,
+                    Some(span) => self.category(i, span, record)?.unwrap_or(absent),
                 };
                 if onehot {
                     let cols = &mut row[column..=column + unknown as usize];

@@ -93,6 +93,9 @@ pub enum FeatureKind {
         encoding: Encoding,
         #[serde(default)]
         categories: Vec<String>,
+        /// The category of an absent or null field (else the unknown bucket).
+        #[serde(default)]
+        fill: Option<String>,
     },
 }
 
@@ -121,7 +124,7 @@ impl Feature {
     /// Columns this feature occupies in the model input.
     pub fn width(&self) -> usize {
         match &self.kind {
-            FeatureKind::Categorical { encoding: Encoding::Onehot, categories } => categories.len() + 1,
+            FeatureKind::Categorical { encoding: Encoding::Onehot, categories, .. } => categories.len() + 1,
             _ => 1,
         }
     }

@@ -33,18 +33,6 @@ pub enum Decoding {
     Unsw,
 }
 
-impl Decoding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decoding::Json => "json",
-            Decoding::Csv => "csv",
-            Decoding::Zeek => "zeek",
-            Decoding::Cicflowmeter => "cicflowmeter",
-            Decoding::Unsw => "unsw",
-        }
-    }
-}
-
 impl std::str::FromStr for Decoding {
     type Err = String;
     fn from_str(s: &str) -> Result<Decoding, String> {

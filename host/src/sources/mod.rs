@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::decode::{Decoder, Decoding, Line};
+use crate::decode::{Decoder, Line};
 use crate::event::{Event, Events};
 use crate::health::Health;
 use crate::metrics::ComponentMetrics;

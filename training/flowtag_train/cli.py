@@ -1,0 +1,99 @@
+"""`flowtag-train`: training runs, the shipped default bundles, run comparison, aliases.
+
+    flowtag-train check-data --dataset unsw_nb15
+    flowtag-train train --dataset unsw_nb15 --model gradient_boosting --name unsw-supervised
+    flowtag-train train --dataset unsw_nb15 --model autoencoder --holdout-family Exploits --name ae-heldout
+    flowtag-train defaults --out models            # the shipped bundles, reproducibly (seeded)
+    flowtag-train compare --metric roc_auc --metric f1
+    flowtag-train promote --name unsw-supervised --version 3 --alias champion
+
+The datasets folder is `FLOWTAG_DATASETS` (default `../shared/datasets`); the MLflow tracking URI
+is `--tracking-uri`, `MLFLOW_TRACKING_URI`, or a sqlite store in `.mlflow/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import defaults, pipeline, tracking
+from .datasets import load
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="flowtag-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tracking-uri", default=None)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("check-data", help="load a dataset and print rows, label balance and families")
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--file", action="append", help="files instead of the schema's (repeatable)")
+
+    t = sub.add_parser("train", help="one training run: bundle, report, MLflow run")
+    t.add_argument("--dataset", required=True, help="a schema name (unsw_nb15, cicids2017, ...) or a schema file")
+    t.add_argument("--model", required=True, choices=["isolation_forest", "autoencoder", "random_forest", "gradient_boosting"])
+    t.add_argument("--name", required=True, help="bundle and registered model name")
+    t.add_argument("--version", default="1")
+    t.add_argument("--file", action="append")
+    t.add_argument("--no-leaky", action="store_true", help="leave out the schema's leaky features (UNSW-NB15's TTLs)")
+    t.add_argument("--seed", type=int, default=20261121)
+    t.add_argument("--target-fpr", type=float, default=0.01)
+    t.add_argument("--holdout-family")
+    t.add_argument("--limit", type=int, help="train on a random sample of this many rows")
+    t.add_argument("--param", action="append", default=[], help="model parameter as key=JSON (repeatable)")
+    t.add_argument("--out", default="build/bundles")
+    t.add_argument("--experiment", default="flowtag")
+    t.add_argument("--register", action="store_true", help="register the bundle in the MLflow registry")
+    t.add_argument("--alias", default="challenger")
+    t.add_argument("--no-mlflow", action="store_true")
+
+    d = sub.add_parser("defaults", help="train the shipped default bundles into a folder (seeded, reproducible)")
+    d.add_argument("--out", default="models")
+    d.add_argument("--no-mlflow", action="store_true")
+
+    cmp_ = sub.add_parser("compare", help="runs of an experiment side by side")
+    cmp_.add_argument("--experiment", default="flowtag")
+    cmp_.add_argument("--metric", action="append", default=None)
+    cmp_.add_argument("--limit", type=int, default=20)
+
+    pr = sub.add_parser("promote", help="point an alias (champion) at a registered version")
+    pr.add_argument("--name", required=True)
+    pr.add_argument("--version", required=True)
+    pr.add_argument("--alias", default="champion")
+
+    a = p.parse_args(argv)
+    if a.cmd == "check-data":
+        print(json.dumps(load(a.dataset, files=a.file).summary(), indent=2))
+    elif a.cmd == "train":
+        params = {}
+        for kv in a.param:
+            k, _, v = kv.partition("=")
+            params[k] = json.loads(v)
+        cfg = pipeline.TrainConfig(
+            dataset=a.dataset, model=a.model, name=a.name, version=a.version, files=a.file, use_leaky=not a.no_leaky,
+            seed=a.seed, target_fpr=a.target_fpr, holdout_family=a.holdout_family, limit=a.limit, params=params, out=a.out,
+            experiment=a.experiment, register=a.register, alias=a.alias, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow,
+        )
+        r = pipeline.train(cfg)
+        print(json.dumps(r.to_dict(), indent=2, default=str))
+    elif a.cmd == "defaults":
+        defaults.build_all(a.out, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow)
+    elif a.cmd == "compare":
+        metrics = a.metric or ["roc_auc", "pr_auc", "f1", "fpr", "detection_at_fpr_1e-3"]
+        rows = tracking.compare(a.experiment, metrics, uri=a.tracking_uri, limit=a.limit)
+        if not rows:
+            print(f"no runs in experiment {a.experiment!r}")
+            return 1
+        cols = list(rows[0])
+        print(" | ".join(cols))
+        for r in rows:
+            print(" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    elif a.cmd == "promote":
+        tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
+        print(f"{a.name}@{a.alias} -> version {a.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

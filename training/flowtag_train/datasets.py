@@ -1,0 +1,237 @@
+"""Loading flow datasets, driven by schema files (`flowtag_train/schemas/*.json`).
+
+A schema names a dataset's files, its label column and normal label, its attack-family column,
+its categorical columns, the columns to drop (identifiers, leaks), the optional "leaky" ones
+(reported both ways), pure-noise ones, renames that make variants of one dataset share names,
+and aliases written into bundles so the plugin reads the other variants' field names. A new
+dataset is a new schema file, not new code.
+
+Every file is read as text, as a node's logs are: a UTF-8 byte-order mark is dropped, a file that
+is not UTF-8 is read as Windows-1252 (CICIDS2017's labels), header names are trimmed (CICIDS2017
+writes `" Flow Duration"`), a repeated name gets `.1` (CICIDS2017 repeats `Fwd Header Length`),
+CRLF line endings are fine, and values stay strings until the feature spec reads them with the
+plugin's rules (`Infinity`, `NaN`, `-`, empty).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCHEMAS = Path(__file__).parent / "schemas"
+
+
+def datasets_root() -> Path:
+    """`FLOWTAG_DATASETS`, else `../shared/datasets` beside the repository."""
+    env = os.environ.get("FLOWTAG_DATASETS")
+    if env:
+        return Path(env)
+    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets").resolve()
+
+
+@dataclass
+class Schema:
+    name: str
+    description: str = ""
+    format: str = "csv"
+    files: list[str] = field(default_factory=list)
+    columns: list[str] | None = None
+    rename: dict[str, str] = field(default_factory=dict)
+    label: dict | None = None
+    family: str | None = None
+    categorical: list[str] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)
+    leaky: list[str] = field(default_factory=list)
+    noise: list[str] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    category_fill: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike) -> "Schema":
+        p = Path(name_or_path)
+        if not p.exists():
+            p = SCHEMAS / f"{name_or_path}.json"
+        if not p.exists():
+            known = ", ".join(sorted(s.stem for s in SCHEMAS.glob("*.json")))
+            raise FileNotFoundError(f"no dataset schema {name_or_path!r} (known: {known}; or give a path to a schema file)")
+        d = json.loads(p.read_text())
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{p}: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Dataset:
+    schema: Schema
+    frame: pd.DataFrame
+    """All columns as strings, after renames; feature selection happens in the feature spec."""
+    y: np.ndarray | None
+    """1 = attack, 0 = normal."""
+    family: np.ndarray | None
+    files: list[dict]
+    """Each file read: path, rows, sha256."""
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def summary(self) -> dict:
+        s = {"rows": len(self.frame), "columns": len(self.frame.columns), "files": self.files}
+        if self.y is not None:
+            s["attacks"] = int(self.y.sum())
+            s["normal"] = int(len(self.y) - self.y.sum())
+        if self.family is not None:
+            s["families"] = {str(k): int(v) for k, v in pd.Series(self.family).value_counts().items()}
+        return s
+
+
+def decode_text(raw: bytes) -> str:
+    """UTF-8 (without BOM), else Windows-1252."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def normalize_family(s: str) -> str:
+    """One spelling per attack family: dashes of any encoding as `-` (including cp1252's 0x96
+    that went through Latin-1 into UTF-8 as U+0096), spaces collapsed."""
+    s = "".join(bytes([ord(c)]).decode("cp1252", errors="replace") if 0x80 <= ord(c) <= 0x9F else c for c in s)
+    s = s.replace("\u2013", "-").replace("\u2014", "-").replace("\ufffd", "-")
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    def numeric_or_ip(v: str) -> bool:
+        v = v.strip()
+        return bool(re.fullmatch(r"[+-]?[0-9.eE+-]+|[0-9a-fA-F:.]+", v)) and any(ch.isdigit() for ch in v)
+
+    return not any(numeric_or_ip(f) for f in fields)
+
+
+def read_csv(path: Path, schema: Schema) -> pd.DataFrame:
+    text = decode_text(path.read_bytes())
+    first = text.split("\n", 1)[0].rstrip("\r")
+    header = _looks_like_header(first.split(","))
+    if not header and not schema.columns:
+        raise ValueError(f"{path}: no header line, and schema {schema.name!r} lists no columns")
+    frame = pd.read_csv(
+        io.StringIO(text),
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        header=0 if header else None,
+        names=None if header else schema.columns,
+        skipinitialspace=False,
+        low_memory=False,
+    )
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if schema.name.startswith("unsw"):
+        # The published raw header writes `ct_src_ ltm`.
+        frame.columns = [re.sub(r"\s+", "", c) for c in frame.columns]
+    return frame
+
+
+def read_zeek(path: Path) -> pd.DataFrame:
+    """A Zeek log, TSV with `#fields` or JSON lines; unset fields are empty strings."""
+    text = decode_text(path.read_bytes())
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].lstrip().startswith("{"):
+        rows = [json.loads(ln) for ln in lines]
+        frame = pd.DataFrame(rows).astype(object)
+        return frame.where(frame.notna(), "").astype(str)
+    sep, unset, empty, fields = "\t", "-", "(empty)", None
+    rows = []
+    for ln in lines:
+        s = ln.lstrip()
+        if s.startswith("#"):
+            name, _, value = s[1:].partition(" " if s.startswith("#separator") else sep)
+            if name == "separator":
+                sep = bytes(value.strip(), "ascii").decode("unicode_escape")
+            elif name == "unset_field":
+                unset = value
+            elif name == "empty_field":
+                empty = value
+            elif name == "fields":
+                fields = value.split(sep)
+            continue
+        if fields is None:
+            raise ValueError(f"{path}: a data line before the #fields line")
+        values = ln.split(sep)
+        rows.append(["" if v in (unset, empty) else v for v in values])
+    return pd.DataFrame(rows, columns=fields)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_files(schema: Schema, files: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    root = root or datasets_root()
+    out: list[Path] = []
+    for pattern in files or schema.files:
+        p = Path(pattern)
+        # A path the caller gives is taken as it is (relative to the working directory) when it
+        # matches; schema paths are relative to the datasets folder.
+        matches = sorted(glob.glob(str(p))) if files else []
+        if not matches and not p.is_absolute():
+            matches = sorted(glob.glob(str(root / p)))
+        if not matches:
+            raise FileNotFoundError(f"no file matches {pattern!r} under {root} (set FLOWTAG_DATASETS to the datasets folder)")
+        out += [Path(m) for m in matches]
+    return out
+
+
+def load(schema: Schema | str, files: list[str] | None = None, root: Path | None = None, limit: int | None = None, seed: int = 0) -> Dataset:
+    """Load a dataset's files into one frame (the columns every file has), with labels.
+
+    `limit` keeps a random sample of that many rows (stratified by family when there is one):
+    small real subsets for smoke tests and pipeline tests.
+    """
+    if isinstance(schema, str):
+        schema = Schema.load(schema)
+    frames, info = [], []
+    for path in resolve_files(schema, files, root):
+        frame = read_zeek(path) if schema.format == "zeek" else read_csv(path, schema)
+        frame = frame.rename(columns=schema.rename)
+        frames.append(frame)
+        info.append({"path": str(path), "rows": len(frame), "sha256": _sha256(path)})
+    common = [c for c in frames[0].columns if all(c in f.columns for f in frames)]
+    frame = pd.concat([f[common] for f in frames], ignore_index=True)
+    y = family = None
+    if schema.label:
+        col = schema.label["column"]
+        if col not in frame.columns:
+            raise ValueError(f"schema {schema.name}: label column {col!r} is not in the data (columns: {list(frame.columns)[:8]}...)")
+        normal = {str(v) for v in schema.label["normal"]}
+        y = (~frame[col].str.strip().isin(normal)).to_numpy(dtype=np.int64)
+    if schema.family and schema.family in frame.columns:
+        family = frame[schema.family].map(normalize_family).to_numpy(dtype=object)
+        if y is not None:
+            family = np.where(y == 0, "Normal", np.where(family == "", "Unknown", family))
+    if limit is not None and limit < len(frame):
+        rng = np.random.default_rng(seed)
+        strata = family if family is not None else (y if y is not None else np.zeros(len(frame)))
+        keep = []
+        for s in pd.unique(strata):
+            idx = np.flatnonzero(strata == s)
+            take = max(1, int(round(limit * len(idx) / len(frame))))
+            keep.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
+        keep = np.sort(np.concatenate(keep))
+        frame = frame.iloc[keep].reset_index(drop=True)
+        y = None if y is None else y[keep]
+        family = None if family is None else family[keep]
+    return Dataset(schema=schema, frame=frame, y=y, family=family, files=info)
