@@ -175,19 +175,59 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
     let (proto, service, state, dur, spkts, dpkts, sbytes, dbytes, cat) = match p {
         P::Dns => {
             let (s, d) = (2, 2);
-            ("udp", "dns", "CON", around(rng, 0.001, 0.5), s, d, count(rng, 146.0, 0.1, 60), count(rng, 178.0, 0.2, 60), "Normal")
+            (
+                "udp",
+                "dns",
+                "CON",
+                around(rng, 0.001, 0.5),
+                s,
+                d,
+                count(rng, 146.0, 0.1, 60),
+                count(rng, 178.0, 0.2, 60),
+                "Normal",
+            )
         }
         P::Http => {
             let s = count(rng, 10.0, 0.3, 4);
             let d = count(rng, 12.0, 0.5, 4);
-            ("tcp", "http", "FIN", around(rng, 1.0, 0.6), s, d, s * count(rng, 86.0, 0.3, 40), d * count(rng, 150.0, 1.0, 40), "Normal")
+            (
+                "tcp",
+                "http",
+                "FIN",
+                around(rng, 1.0, 0.6),
+                s,
+                d,
+                s * count(rng, 86.0, 0.3, 40),
+                d * count(rng, 150.0, 1.0, 40),
+                "Normal",
+            )
         }
         P::Tcp => {
             let s = count(rng, 10.0, 0.6, 2);
             let d = count(rng, 8.0, 0.7, 1);
-            ("tcp", "-", "FIN", around(rng, 0.2, 1.2), s, d, s * count(rng, 65.0, 0.5, 40), d * count(rng, 45.0, 0.5, 40), "Normal")
+            (
+                "tcp",
+                "-",
+                "FIN",
+                around(rng, 0.2, 1.2),
+                s,
+                d,
+                s * count(rng, 65.0, 0.5, 40),
+                d * count(rng, 45.0, 0.5, 40),
+                "Normal",
+            )
         }
-        P::Smtp => ("tcp", "smtp", "FIN", around(rng, 0.2, 1.0), 52, 42, count(rng, 37232.0, 0.05, 1000), count(rng, 3380.0, 0.1, 100), "Normal"),
+        P::Smtp => (
+            "tcp",
+            "smtp",
+            "FIN",
+            around(rng, 0.2, 1.0),
+            52,
+            42,
+            count(rng, 37232.0, 0.05, 1000),
+            count(rng, 3380.0, 0.1, 100),
+            "Normal",
+        ),
         P::Ftp => {
             let s = count(rng, 16.0, 0.5, 6);
             ("tcp", "ftp", "FIN", around(rng, 1.2, 0.4), s, s.saturating_sub(2).max(4), s * 56, s * 57, "Normal")
@@ -198,9 +238,20 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
         }
         P::Scan => {
             let tcp = rng.gen_bool(0.8);
-            let (proto, state) = if tcp { ("tcp", *pick(rng, &[("INT", 0.5), ("REQ", 0.3), ("FIN", 0.2)])) } else { ("udp", "INT") };
+            let (proto, state) =
+                if tcp { ("tcp", *pick(rng, &[("INT", 0.5), ("REQ", 0.3), ("FIN", 0.2)])) } else { ("udp", "INT") };
             let s = count(rng, 1.5, 0.3, 1);
-            (proto, "-", state, around(rng, 0.00001, 1.0), s, if state == "FIN" { 1 } else { 0 }, s * count(rng, 60.0, 0.4, 40), 0, "Reconnaissance")
+            (
+                proto,
+                "-",
+                state,
+                around(rng, 0.00001, 1.0),
+                s,
+                if state == "FIN" { 1 } else { 0 },
+                s * count(rng, 60.0, 0.4, 40),
+                0,
+                "Reconnaissance",
+            )
         }
         P::Flood => {
             let s = count(rng, 800.0, 1.0, 50);
@@ -211,7 +262,17 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
             let ftp = rng.gen_bool(0.5);
             let s = count(rng, 12.0, 0.3, 6);
             let d = count(rng, 10.0, 0.3, 4);
-            ("tcp", if ftp { "ftp" } else { "ssh" }, "FIN", around(rng, 3.0, 0.5), s, d, s * count(rng, 80.0, 0.2, 40), d * count(rng, 90.0, 0.2, 40), "BruteForce")
+            (
+                "tcp",
+                if ftp { "ftp" } else { "ssh" },
+                "FIN",
+                around(rng, 3.0, 0.5),
+                s,
+                d,
+                s * count(rng, 80.0, 0.2, 40),
+                d * count(rng, 90.0, 0.2, 40),
+                "BruteForce",
+            )
         }
         P::Generic => ("udp", "dns", "INT", around(rng, 0.000009, 0.5), 2, 0, 114, 0, "Generic"),
     };
@@ -235,7 +296,8 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
     // Connection counters over the last 100 flows: attacks repeat the same source, port or pair.
     let few = |rng: &mut StdRng| count(rng, 2.5, 0.6, 1);
     let many = |rng: &mut StdRng| count(rng, 25.0, 0.5, 8);
-    let (ct_srv_src, ct_dst_ltm, ct_src_dport_ltm, ct_dst_sport_ltm, ct_dst_src_ltm, ct_src_ltm, ct_srv_dst) = match cat {
+    let (ct_srv_src, ct_dst_ltm, ct_src_dport_ltm, ct_dst_sport_ltm, ct_dst_src_ltm, ct_src_ltm, ct_srv_dst) = match cat
+    {
         "Normal" => (few(rng), few(rng), 1, 1, few(rng), few(rng), few(rng)),
         "Reconnaissance" => (many(rng), many(rng), many(rng), 1, many(rng), many(rng), many(rng)),
         _ => (many(rng), few(rng), many(rng), few(rng), many(rng), many(rng), many(rng)),
@@ -276,7 +338,17 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
         ("trans_depth", (if http { 1 } else { 0 }).to_string()),
         ("response_body_len", (if http { count(rng, 300.0, 1.2, 0) } else { 0 }).to_string()),
         ("ct_srv_src", ct_srv_src.to_string()),
-        ("ct_state_ttl", (if attack_like { 2 } else if sttl == 254 { 1 } else { 0 }).to_string()),
+        (
+            "ct_state_ttl",
+            (if attack_like {
+                2
+            } else if sttl == 254 {
+                1
+            } else {
+                0
+            })
+            .to_string(),
+        ),
         ("ct_dst_ltm", ct_dst_ltm.to_string()),
         ("ct_src_dport_ltm", ct_src_dport_ltm.to_string()),
         ("ct_dst_sport_ltm", ct_dst_sport_ltm.to_string()),
@@ -327,11 +399,17 @@ fn cicflowmeter(rng: &mut StdRng, attack: bool) -> Record {
     let (port, nf, nb, fsize, bsize, gap, label, win_f, win_b) = match p {
         P::Web => (80, count(rng, 5.0, 0.6, 2), count(rng, 5.0, 0.7, 1), 180.0, 900.0, 20_000.0, "BENIGN", 29200, 235),
         P::Dns => (53, count(rng, 1.5, 0.4, 1), count(rng, 1.5, 0.4, 1), 40.0, 130.0, 30_000.0, "BENIGN", -1, -1),
-        P::Tls => (443, count(rng, 8.0, 0.8, 3), count(rng, 8.0, 0.8, 2), 120.0, 700.0, 60_000.0, "BENIGN", 8192, 31088),
+        P::Tls => {
+            (443, count(rng, 8.0, 0.8, 3), count(rng, 8.0, 0.8, 2), 120.0, 700.0, 60_000.0, "BENIGN", 8192, 31088)
+        }
         P::PortScan => (rng.gen_range(1..65535), 1, 1, 0.0, 0.0, 40.0, "PortScan", 1024, 0),
         P::Flood => (80, count(rng, 5.0, 0.5, 3), count(rng, 1.0, 0.5, 0), 10.0, 0.0, 500_000.0, "DDoS", 256, -1),
-        P::FtpBrute => (21, count(rng, 6.0, 0.4, 2), count(rng, 6.0, 0.4, 1), 6.0, 14.0, 700_000.0, "FTP-Patator", 29200, 227),
-        P::SshBrute => (22, count(rng, 14.0, 0.3, 4), count(rng, 12.0, 0.3, 4), 80.0, 160.0, 180_000.0, "SSH-Patator", 29200, 247),
+        P::FtpBrute => {
+            (21, count(rng, 6.0, 0.4, 2), count(rng, 6.0, 0.4, 1), 6.0, 14.0, 700_000.0, "FTP-Patator", 29200, 227)
+        }
+        P::SshBrute => {
+            (22, count(rng, 14.0, 0.3, 4), count(rng, 12.0, 0.3, 4), 80.0, 160.0, 180_000.0, "SSH-Patator", 29200, 247)
+        }
     };
     // Packets: (time µs, forward?, payload length).
     let mut packets: Vec<(f64, bool, f64)> = Vec::with_capacity((nf + nb) as usize);

@@ -94,6 +94,38 @@ impl Output {
         }
     }
 
+    /// [`Output::blocking_send`], calling `idle` whenever a target is full: a file source
+    /// keeps recording confirmations (and moving checkpoints) while it waits for room.
+    pub fn blocking_send_with(&self, events: Events, mut idle: impl FnMut()) -> Result<(), ()> {
+        let n = events.len() as i64;
+        let mut delivered = false;
+        for (tx, gauge) in &self.targets {
+            gauge.add(n);
+            let mut batch = events.clone();
+            loop {
+                match tx.try_send(batch) {
+                    Ok(()) => {
+                        delivered = true;
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        batch = back;
+                        idle();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        gauge.sub(n);
+                        break;
+                    }
+                }
+            }
+        }
+        if delivered || self.targets.is_empty() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
     /// [`Output::send`] from a thread outside the runtime.
     pub fn blocking_send(&self, events: Events) -> Result<(), ()> {
         let n = events.len() as i64;

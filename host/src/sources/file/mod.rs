@@ -447,7 +447,10 @@ impl Tailer {
         };
         let n = events.len();
         self.ctx.metrics.received(n, data.len());
-        if self.ctx.out.blocking_send(events).is_err() {
+        // While the pipeline is full, keep recording confirmations so checkpoints follow the
+        // sinks (this bounds what a crash makes us read twice).
+        let out = self.ctx.out.clone();
+        if out.blocking_send_with(events, || self.drain_completions(Duration::from_millis(20))).is_err() {
             return Err(());
         }
         self.ctx.metrics.sent(n);
