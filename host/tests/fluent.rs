@@ -1,0 +1,250 @@
+//! The Fluent forward protocol both ways: the `fluent` source fed by the real Python
+//! `fluent-logger` client and by a client that asks for chunk acks, and the `fluent` sink
+//! against a strict msgpack peer that checks PackedForward messages and acknowledges them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rmpv::Value;
+
+fn python() -> std::path::PathBuf {
+    let p = repo().join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh", p.display());
+    p
+}
+
+fn source_config(dir: &std::path::Path, api: u16, port: u16, out: &std::path::Path) -> String {
+    format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.forward]
+type = "fluent"
+address = "127.0.0.1:{port}"
+[transforms.tag]
+type = "anomaly"
+inputs = ["forward"]
+model = "{model}"
+[sinks.out]
+type = "file"
+inputs = ["tag"]
+path = "{out}"
+"#,
+        data = dir.join("data").display(),
+        model = fixture_bundle("iforest").display(),
+        out = out.display()
+    )
+}
+
+#[test]
+fn the_python_fluent_logger_client_feeds_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, port) = (free_port(), free_port());
+    let out = dir.path().join("out.jsonl");
+    let ft = Flowtag::start(dir.path(), &source_config(dir.path(), api, port, &out), api);
+    let script = format!(
+        r#"
+from fluent import sender
+for nano in (False, True):
+    s = sender.FluentSender("flows", host="127.0.0.1", port={port}, nanosecond_precision=nano)
+    for i in range(500):
+        ok = s.emit("conn", {{"seq": i + (500 if nano else 0), "dur": 0.5, "proto": "tcp", "service": "http", "state": "FIN",
+                           "spkts": 10, "dpkts": 8, "sbytes": 4000, "dbytes": 9000, "sttl": 62, "rate": 36}})
+        assert ok, s.last_error
+    s.close()
+"#
+    );
+    let status = std::process::Command::new(python()).arg("-c").arg(script).status().unwrap();
+    assert!(status.success());
+    wait_until(Duration::from_secs(30), "1000 records", || read_jsonl(&out).len() >= 1000);
+    let lines = read_jsonl(&out);
+    assert_eq!(lines.len(), 1000);
+    let mut seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..1000).collect::<Vec<_>>());
+    assert!(lines
+        .iter()
+        .all(|l| l["tag"] == "flows.conn" && l["timestamp"].is_number() && l["anomaly"]["verdict"].is_string()));
+    assert!(ft.terminate().success());
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut b = Vec::new();
+    rmpv::encode::write_value(&mut b, v).unwrap();
+    b
+}
+
+fn read_value(stream: &mut TcpStream) -> Value {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 4096];
+    loop {
+        if let Ok(v) = rmpv::decode::read_value(&mut &buf[..]) {
+            return v;
+        }
+        let n = stream.read(&mut piece).expect("an answer within 30 s");
+        assert!(n > 0, "connection closed before the answer");
+        buf.extend_from_slice(&piece[..n]);
+    }
+}
+
+#[test]
+fn chunk_acks_come_back_only_after_the_sink_has_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, port) = (free_port(), free_port());
+    let out = dir.path().join("out.jsonl");
+    let ft = Flowtag::start(dir.path(), &source_config(dir.path(), api, port, &out), api);
+    let record = |i: i64| {
+        Value::Map(vec![
+            ("seq".into(), i.into()),
+            ("dur".into(), 0.25.into()),
+            ("proto".into(), "udp".into()),
+            ("service".into(), "dns".into()),
+            ("state".into(), "CON".into()),
+            ("spkts".into(), 2.into()),
+            ("dpkts".into(), 2.into()),
+            ("sbytes".into(), 146.into()),
+            ("dbytes".into(), 178.into()),
+            ("rate".into(), 8.into()),
+        ])
+    };
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Forward mode with EventTime, then PackedForward, each with a chunk id.
+    let event_time = Value::Ext(0, [0x65u8, 0, 0, 0, 0, 0, 0, 1].to_vec());
+    let entries = Value::Array((0..50).map(|i| Value::Array(vec![event_time.clone(), record(i)])).collect());
+    stream
+        .write_all(&encode(&Value::Array(vec![
+            "t.forward".into(),
+            entries,
+            Value::Map(vec![("chunk".into(), "c1".into())]),
+        ])))
+        .unwrap();
+    let ack = read_value(&mut stream);
+    assert_eq!(ack, Value::Map(vec![("ack".into(), "c1".into())]));
+    // By the time the ack arrives the records are in the file.
+    assert_eq!(read_jsonl(&out).len(), 50);
+    let mut packed = Vec::new();
+    for i in 50..120 {
+        packed.extend(encode(&Value::Array(vec![1_700_000_000.into(), record(i)])));
+    }
+    let msg = Value::Array(vec![
+        "t.packed".into(),
+        Value::Binary(packed),
+        Value::Map(vec![("chunk".into(), "c2".into()), ("size".into(), 70.into())]),
+    ]);
+    stream.write_all(&encode(&msg)).unwrap();
+    assert_eq!(read_value(&mut stream), Value::Map(vec![("ack".into(), "c2".into())]));
+    assert_eq!(read_jsonl(&out).len(), 120);
+    // Garbage closes the connection and is counted; the source keeps serving others.
+    let mut bad = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    bad.write_all(&[0xc1, 0xc1, 0xc1]).unwrap();
+    wait_until(Duration::from_secs(10), "the protocol error counted", || {
+        ft.metrics().sum("flowtag_component_errors_total", &[("component_id", "forward"), ("error_type", "protocol")])
+            >= 1.0
+    });
+    assert!(ft.terminate().success());
+}
+
+/// A forward-protocol input that checks every message strictly, records the events, and acks.
+fn strict_forward_peer() -> (u16, Arc<Mutex<Vec<(String, Value)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let got = got2.clone();
+            std::thread::spawn(move || loop {
+                stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut buf = Vec::new();
+                let mut piece = [0u8; 65536];
+                let msg = loop {
+                    if let Ok(v) = rmpv::decode::read_value(&mut &buf[..]) {
+                        break v;
+                    }
+                    match stream.read(&mut piece) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&piece[..n]),
+                    }
+                };
+                // [tag, bin, {"size": n, "chunk": id}]
+                let parts = msg.as_array().expect("a message is an array");
+                assert_eq!(parts.len(), 3, "PackedForward with options");
+                let tag = parts[0].as_str().expect("tag").to_string();
+                let Value::Binary(entries) = &parts[1] else { panic!("entries are bin, got {}", parts[1]) };
+                let opts = parts[2].as_map().expect("options map");
+                let opt = |k: &str| opts.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone());
+                let chunk = opt("chunk").and_then(|c| c.as_str().map(str::to_string)).expect("chunk id");
+                let mut cursor = &entries[..];
+                let mut n = 0;
+                while !cursor.is_empty() {
+                    let e = rmpv::decode::read_value(&mut cursor).unwrap();
+                    let e = e.as_array().expect("entry is [time, record]");
+                    assert!(matches!(&e[0], Value::Ext(0, b) if b.len() == 8), "EventTime");
+                    assert!(e[1].is_map());
+                    got.lock().unwrap().push((tag.clone(), e[1].clone()));
+                    n += 1;
+                }
+                assert_eq!(opt("size").and_then(|s| s.as_u64()), Some(n), "size matches the entries");
+                let ack = encode(&Value::Map(vec![("ack".into(), chunk.into())]));
+                stream.write_all(&ack).unwrap();
+            });
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn the_sink_sends_packed_forward_and_waits_for_acks() {
+    let (peer_port, got) = strict_forward_peer();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..1500 {
+        text.push_str(&format!("{{\"seq\":{i},\"dur\":0.5,\"proto\":\"tcp\",\"service\":\"http\",\"state\":\"FIN\",\"spkts\":10,\"dpkts\":8,\"sbytes\":4000,\"dbytes\":9000,\"sttl\":62,\"rate\":36}}\n"));
+    }
+    std::fs::write(dir.path().join("flows.jsonl"), text).unwrap();
+    let api = free_port();
+    let cfg = format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.flows]
+type = "file"
+include = ["{input}"]
+[transforms.tag]
+type = "anomaly"
+inputs = ["flows"]
+model = "{model}"
+[sinks.aggregator]
+type = "fluent"
+inputs = ["tag"]
+address = "127.0.0.1:{peer_port}"
+tag = "flowtag.flows"
+batch.max_events = 400
+"#,
+        data = dir.path().join("data").display(),
+        input = dir.path().join("flows.jsonl").display(),
+        model = fixture_bundle("iforest").display()
+    );
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    wait_until(Duration::from_secs(30), "1500 confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "aggregator")]) >= 1500.0
+    });
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 1500);
+    assert!(got.iter().all(|(tag, _)| tag == "flowtag.flows"));
+    let rec = &got[0].1;
+    let field = |k: &str| rec.as_map().unwrap().iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone());
+    assert_eq!(field("seq").and_then(|v| v.as_i64()), Some(0));
+    assert!(field("anomaly").is_some_and(|a| a.is_map()));
+    drop(got);
+    assert!(ft.terminate().success());
+}
