@@ -277,14 +277,16 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
         P::Generic => ("udp", "dns", "INT", around(rng, 0.000009, 0.5), 2, 0, 114, 0, "Generic"),
     };
     let attack_like = cat != "Normal";
-    // Hop counts: normal flows mostly from inside the testbed (31/62); attacks at 254, as in
-    // UNSW-NB15's capture.
+    // Hop counts and handshake times tell where the peers are, as in UNSW-NB15's testbed:
+    // internal hosts (TTL 31/29, sub-millisecond handshakes), hosts across the router (62/252,
+    // tens of milliseconds), and attack traffic (254/252 or 0).
+    let internal = !attack_like && (matches!(service, "dns" | "smtp" | "ssh") || rng.gen_bool(0.65));
     let (sttl, dttl) = if attack_like {
         (254, if dpkts > 0 { 252 } else { 0 })
-    } else if rng.gen_bool(0.85) {
-        (*pick(rng, &[(31, 0.6), (62, 0.4)]), if dpkts > 0 { 29 } else { 0 })
+    } else if internal {
+        (31, if dpkts > 0 { 29 } else { 0 })
     } else {
-        (254, if dpkts > 0 { 252 } else { 0 })
+        (62, if dpkts > 0 { 252 } else { 0 })
     };
     let dur_s = dur.max(0.0);
     let load = |bytes: u64| if dur_s > 0.0 { bytes as f64 * 8.0 / dur_s } else { 0.0 };
@@ -292,7 +294,11 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
     let (sinpkt, dinpkt) = (inpkt(spkts), inpkt(dpkts));
     let tcp = proto == "tcp";
     let handshake = tcp && state == "FIN";
-    let (synack, ackdat) = if handshake { (around(rng, 0.05, 0.8), around(rng, 0.045, 0.8)) } else { (0.0, 0.0) };
+    let (synack, ackdat) = match (handshake, internal) {
+        (false, _) => (0.0, 0.0),
+        (true, true) => (around(rng, 0.0006, 0.4), around(rng, 0.0004, 0.4)),
+        (true, false) => (around(rng, 0.05, 0.5), around(rng, 0.045, 0.5)),
+    };
     // Connection counters over the last 100 flows: attacks repeat the same source, port or pair.
     let few = |rng: &mut StdRng| count(rng, 2.5, 0.6, 1);
     let many = |rng: &mut StdRng| count(rng, 25.0, 0.5, 8);
@@ -353,8 +359,8 @@ fn unsw(rng: &mut StdRng, id: u64, attack: bool) -> Record {
         ("ct_src_dport_ltm", ct_src_dport_ltm.to_string()),
         ("ct_dst_sport_ltm", ct_dst_sport_ltm.to_string()),
         ("ct_dst_src_ltm", ct_dst_src_ltm.to_string()),
-        ("is_ftp_login", (if ftp && rng.gen_bool(0.5) { 1 } else { 0 }).to_string()),
-        ("ct_ftp_cmd", (if ftp { 1 } else { 0 }).to_string()),
+        ("is_ftp_login", (if ftp && (attack_like || rng.gen_bool(0.3)) { 1 } else { 0 }).to_string()),
+        ("ct_ftp_cmd", (if ftp && (attack_like || rng.gen_bool(0.3)) { 1 } else { 0 }).to_string()),
         ("ct_flw_http_mthd", (if http { 1 } else { 0 }).to_string()),
         ("ct_src_ltm", ct_src_ltm.to_string()),
         ("ct_srv_dst", ct_srv_dst.to_string()),
