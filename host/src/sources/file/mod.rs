@@ -362,7 +362,8 @@ impl Tailer {
             f.at_eof_since = None;
             let mut chunk = &buf[..n];
             while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
-                let consumed = (nl + 1) as u64;
+                // The line's bytes: what an earlier read left in `partial`, plus this chunk's.
+                let consumed = (f.partial.len() + nl + 1) as u64;
                 if f.skipping {
                     f.skipping = false;
                 } else {
@@ -381,7 +382,7 @@ impl Tailer {
                         }
                     }
                 }
-                f.offset += f.partial.len() as u64 + consumed;
+                f.offset += consumed;
                 f.partial.clear();
                 chunk = &chunk[nl + 1..];
                 let at_cut = cut.is_some_and(|c| f.offset >= c);

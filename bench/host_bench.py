@@ -1,0 +1,113 @@
+"""Host throughput: 1 M JSON flow records from a file, through the tag filter (an Isolation
+Forest of 100 trees), to a file; and the same pipeline without the transform.
+
+    .venv/bin/python bench/host_bench.py [--records 1000000] [--flowtag target/release/flowtag]
+
+Prints events/s (wall clock), CPU seconds (user + system of the flowtag process), records per
+CPU-second, and peak RSS. Records come from `flowtag gen --schema unsw --format json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def metric(api: int, name: str, component: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'component_id="{component}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run(flowtag: Path, work: Path, input_path: Path, n: int, tag: bool, api: int) -> dict:
+    out = work / ("tagged.jsonl" if tag else "plain.jsonl")
+    data = work / ("data-tag" if tag else "data-plain")
+    transform = f"""
+[transforms.tag]
+type = "anomaly"
+inputs = ["flows"]
+model = "{ROOT / 'plugin/tests/fixtures/iforest'}"
+""" if tag else ""
+    cfg = f"""
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.flows]
+type = "file"
+include = ["{input_path}"]
+[sinks.out]
+type = "file"
+inputs = ["{'tag' if tag else 'flows'}"]
+path = "{out}"
+{transform}"""
+    path = work / ("tag.toml" if tag else "plain.toml")
+    path.write_text(cfg)
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(flowtag), "run", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            try:
+                if metric(api, "flowtag_component_sent_events_total", "out") >= n:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        cpu = cpu_seconds(proc.pid)
+        rss = peak_rss_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return {"pipeline": "file -> anomaly (IF, 100 trees) -> file" if tag else "file -> file", "records": n, "wall_s": round(wall, 2),
+            "events_per_s": round(n / wall), "cpu_s": round(cpu, 2), "records_per_cpu_s": round(n / cpu), "peak_rss_mib": round(rss, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--flowtag", default=str(ROOT / "target/release/flowtag"))
+    a = ap.parse_args()
+    flowtag = Path(a.flowtag)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        input_path = work / "flows.jsonl"
+        with open(input_path, "wb") as f:
+            subprocess.run([str(flowtag), "gen", "--schema", "unsw", "--format", "json", "--count", str(a.records), "--seed", "3"], stdout=f, check=True)
+        results = [run(flowtag, work, input_path, a.records, tag, 19700 + i) for i, tag in enumerate((True, False))]
+    print(json.dumps(results, indent=1))
+    print("| pipeline | records | wall s | events/s | CPU s | records per CPU-second | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['pipeline']} | {r['records']} | {r['wall_s']} | {r['events_per_s']} | {r['cpu_s']} | {r['records_per_cpu_s']} | {r['peak_rss_mib']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
