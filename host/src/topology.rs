@@ -290,7 +290,9 @@ pub async fn start(config: &Config, health: Health, drain: Duration) -> Result<R
             .into_iter()
             .map(|(sink, n)| (sink_ids.iter().position(|s| *s == sink).expect("known sink"), n))
             .collect();
-        let ctx = sources::SourceContext::new(id, cfg, output_of(id), paths, &wiring);
+        // Every other consumer is a tag filter, which validates records itself.
+        let check_json = config.sinks.values().any(|s| s.inputs().iter().any(|i| i == id));
+        let ctx = sources::SourceContext::new(id, cfg, output_of(id), paths, check_json, &wiring);
         match sources::spawn(id.clone(), cfg.clone(), ctx).await? {
             sources::Started::Task(t) => running.tasks.push(t),
             sources::Started::Thread(t) => running.threads.push(t),

@@ -308,12 +308,16 @@ fn long_records_that_straddle_reads_come_out_exactly_once() {
     // so lines are split across reads and across batches.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    let gen = std::process::Command::new(flowtag()).args(["gen", "--schema", "unsw", "--format", "json", "--count", "20000", "--seed", "9"]).output().unwrap();
+    let gen = std::process::Command::new(flowtag())
+        .args(["gen", "--schema", "unsw", "--format", "json", "--count", "20000", "--seed", "9"])
+        .output()
+        .unwrap();
     assert!(gen.status.success());
     std::fs::write(dir.path().join("in/flows.jsonl"), &gen.stdout).unwrap();
     let out = dir.path().join("out/tagged.jsonl");
     let api = free_port();
-    let cfg = config(dir.path(), api, &dir.path().join("in/*.jsonl").display().to_string(), &file_sink(&out)).replace("batch_events = 500", "batch_events = 1000");
+    let cfg = config(dir.path(), api, &dir.path().join("in/*.jsonl").display().to_string(), &file_sink(&out))
+        .replace("batch_events = 500", "batch_events = 1000");
     let ft = Flowtag::start(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(60), "20000 records", || read_jsonl(&out).len() >= 20_000);
     std::thread::sleep(Duration::from_millis(300));

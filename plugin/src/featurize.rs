@@ -43,6 +43,18 @@ pub struct Featurizer {
     policy: Policy,
     width: usize,
     scratch: String,
+    /// The keys of the last record scanned, in order, with what each meant: records of one
+    /// stream share their key order, so most keys are matched by a comparison, not a lookup.
+    key_cache: Vec<CachedKey>,
+    /// The reserved key the cache was built for.
+    cache_reserved: Box<[u8]>,
+}
+
+#[derive(Clone, Debug)]
+struct CachedKey {
+    raw: Box<[u8]>,
+    feature: Option<u32>,
+    reserved: bool,
 }
 
 /// Where a scanned record's object is, and whether it already has the reserved key.
@@ -115,6 +127,8 @@ impl Featurizer {
             policy: manifest.missing.policy,
             width: column,
             scratch: String::new(),
+            key_cache: Vec::new(),
+            cache_reserved: Box::new([]),
         }
     }
 
@@ -142,22 +156,47 @@ impl Featurizer {
         if std::str::from_utf8(record).is_err() {
             return Err(RecordError("record is not valid UTF-8".into()));
         }
+        if *self.cache_reserved != *reserved.as_bytes() {
+            self.key_cache.clear();
+            self.cache_reserved = reserved.as_bytes().into();
+        }
         let lookup = &self.lookup;
         let scratch = &mut self.scratch;
+        let cache = &mut self.key_cache;
         let mut has_reserved = false;
+        let mut position = 0;
         let object = json::scan_object(record, |m| {
             let Kind::String { escaped } = m.key.kind else {
                 return;
             };
             let inner = m.key.inner(record);
-            let key: &[u8] = if escaped {
-                json::unescape(inner, scratch);
-                scratch.as_bytes()
-            } else {
-                inner
+            let hit = cache.get(position).filter(|c| *c.raw == *inner);
+            let (feature, reserved_here) = match hit {
+                Some(c) => (c.feature, c.reserved),
+                None => {
+                    let key: &[u8] = if escaped {
+                        json::unescape(inner, scratch);
+                        scratch.as_bytes()
+                    } else {
+                        inner
+                    };
+                    let entry = CachedKey {
+                        raw: inner.into(),
+                        feature: lookup.get(key.trim_ascii()).copied(),
+                        reserved: key == reserved.as_bytes(),
+                    };
+                    let meaning = (entry.feature, entry.reserved);
+                    if position < cache.len() {
+                        cache[position] = entry;
+                    } else {
+                        cache.push(entry);
+                    }
+                    meaning
+                }
             };
-            has_reserved |= key == reserved.as_bytes();
-            if let Some(&f) = lookup.get(key.trim_ascii()) {
+            position += 1;
+            has_reserved |= reserved_here;
+            if let Some(f) = feature {
                 slots[f as usize] = Some(m.value);
             }
         })

@@ -154,11 +154,13 @@ impl Parser<'_> {
 
     #[inline(always)]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        // Compact JSON has none: one comparison in the common case.
+        while let Some(&(b' ' | b'\t' | b'\n' | b'\r')) = self.s.get(self.i) {
             self.i += 1;
         }
     }
 
+    #[inline]
     fn value(&mut self, depth: usize) -> Result<Span, JsonError> {
         let start = self.i;
         let kind = match self.peek() {
@@ -201,58 +203,51 @@ impl Parser<'_> {
         }
     }
 
+    #[inline]
     fn number(&mut self) -> Result<(), JsonError> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
+        let s = self.s;
+        let mut i = self.i;
+        if s.get(i) == Some(&b'-') {
+            i += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(self.err("a digit")),
+        match s.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digit_run(s, i + 1),
+            _ => return Err(self.err_at(i, "a digit")),
         }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.err("a digit after '.'"));
+        if s.get(i) == Some(&b'.') {
+            let j = digit_run(s, i + 1);
+            if j == i + 1 {
+                return Err(self.err_at(j, "a digit after '.'"));
             }
-            self.digits();
+            i = j;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
+        if let Some(b'e' | b'E') = s.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = s.get(i) {
+                i += 1;
             }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(self.err("a digit in the exponent"));
+            let j = digit_run(s, i);
+            if j == i {
+                return Err(self.err_at(j, "a digit in the exponent"));
             }
-            self.digits();
+            i = j;
         }
-        if matches!(self.peek(), Some(b'0'..=b'9')) {
-            return Err(self.err("no leading zeros in a number"));
+        if s.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err(self.err_at(i, "no leading zeros in a number"));
         }
+        self.i = i;
         Ok(())
     }
 
-    #[inline(always)]
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.i += 1;
-        }
-    }
-
     /// A string starting at the opening quote.
+    #[inline]
     fn string(&mut self) -> Result<Span, JsonError> {
         let start = self.i;
         self.i += 1;
         let mut escaped = false;
         loop {
-            // Fast path: plain bytes.
-            while let Some(&c) = self.s.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            self.i = plain_run(self.s, self.i);
             match self.next() {
                 Some(b'"') => return Ok(Span { kind: Kind::String { escaped }, start, end: self.i }),
                 Some(b'\\') => {
@@ -312,6 +307,43 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// Index of the first non-digit at or after `i`.
+#[inline(always)]
+fn digit_run(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i].wrapping_sub(b'0') < 10 {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that ends a run of plain string bytes (a quote, a
+/// backslash or a control character), or `s.len()`. Eight bytes at a time (SWAR): strings are
+/// most of a flow record.
+#[inline(always)]
+fn plain_run(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while i + 8 <= s.len() {
+        let v = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+        // A byte is zero in `x` <=> its high bit is set in `(x - ONES) & !x & HIGH`.
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let slash = v ^ (ONES * u64::from(b'\\'));
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            // Bytes below 0x20 (control characters): high bit set after subtracting 0x20.
+            | (v.wrapping_sub(ONES * 0x20) & !v);
+        let special = special & HIGH;
+        if special != 0 {
+            return i + (special.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() && !matches!(s[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
 }
 
 /// Unescape the inside of a validated JSON string into `out` (cleared first). Lone

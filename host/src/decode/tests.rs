@@ -122,11 +122,19 @@ fn real_dataset_files_decode_with_their_real_column_names() {
         }
         let first = first.unwrap_or_else(|| panic!("{rel}: no records"));
         if rel.contains("XSS") {
-            // cp1252 0x96 in the label reads as an en dash.
-            assert_eq!(first["Label"], "Web Attack \u{2013} XSS");
+            // A bare cp1252 0x96 (invalid UTF-8) reads as an en dash; the same byte already
+            // carried into UTF-8 through Latin-1 (C2 96) is valid text and is kept as it is.
+            let want = if bytes.windows(2).any(|w| w == [0xC2, 0x96]) {
+                "Web Attack \u{96} XSS"
+            } else {
+                "Web Attack \u{2013} XSS"
+            };
+            assert_eq!(first["Label"], want);
         }
         for k in want_keys {
-            assert!(first.get(*k).is_some(), "{rel}: no field {k:?} in {first}");
+            // Headers differ in case between copies of the raw files (`Label`, `label`).
+            let found = first.as_object().unwrap().keys().any(|have| have.eq_ignore_ascii_case(k));
+            assert!(found, "{rel}: no field {k:?} in {first}");
         }
         (records, malformed)
     };

@@ -107,7 +107,7 @@ async fn handle(
     } else {
         body
     };
-    let mut decoder = Decoder::new(cfg.decoding);
+    let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
     let mut events = decode_lines(&mut decoder, &body, &ctx.metrics);
     let n = events.len();
     if n == 0 {

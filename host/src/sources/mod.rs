@@ -66,6 +66,8 @@ pub struct SourceContext {
     pub metrics: ComponentMetrics,
     pub health: Health,
     pub id: String,
+    /// Whether JSON lines must be validated here (some sink reads this source directly).
+    pub check_json: bool,
     sources_left: Arc<crate::topology::SourcesLeft>,
 }
 
@@ -81,6 +83,7 @@ impl SourceContext {
         cfg: &SourceConfig,
         out: Output,
         paths: Vec<(usize, usize)>,
+        check_json: bool,
         w: &Arc<Wiring>,
     ) -> SourceContext {
         SourceContext {
@@ -93,6 +96,7 @@ impl SourceContext {
             metrics: ComponentMetrics::new(id, "source", cfg.type_name()),
             health: w.health.clone(),
             id: id.to_string(),
+            check_json,
             sources_left: w.sources_left.clone(),
         }
     }

@@ -21,7 +21,7 @@ pub fn spawn(cfg: StdinConfig, ctx: SourceContext) -> std::thread::JoinHandle<()
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut decoder = Decoder::new(cfg.decoding);
+            let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
             let stdin = std::io::stdin();
             let mut input = std::io::BufReader::with_capacity(256 * 1024, stdin.lock());
             let mut chunk = Vec::with_capacity(256 * 1024);

@@ -66,7 +66,7 @@ pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio
 }
 
 async fn connection(mut stream: tokio::net::TcpStream, peer: SocketAddr, cfg: TcpConfig, ctx: &SourceContext) {
-    let mut decoder = Decoder::new(cfg.decoding);
+    let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {

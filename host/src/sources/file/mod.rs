@@ -272,7 +272,7 @@ impl Tailer {
             _ if !self.started && self.cfg.read_from == ReadFrom::End => (len, vec![len; self.paths.len()]),
             _ => (0, vec![0; self.paths.len()]),
         };
-        let mut decoder = Decoder::new(self.cfg.decoding);
+        let mut decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
         if offset > 0 {
             prime_decoder(&mut file, &mut decoder, offset);
         }
@@ -329,7 +329,7 @@ impl Tailer {
                 let _ = f.file.seek(SeekFrom::Start(0));
                 f.offset = 0;
                 f.partial.clear();
-                f.decoder = Decoder::new(self.cfg.decoding);
+                f.decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
                 f.pending.clear();
                 f.confirmed = 0;
                 f.sink_confirmed.iter_mut().for_each(|o| *o = 0);
@@ -361,7 +361,7 @@ impl Tailer {
             };
             f.at_eof_since = None;
             let mut chunk = &buf[..n];
-            while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            while let Some(nl) = memchr::memchr(b'\n', chunk) {
                 // The line's bytes: what an earlier read left in `partial`, plus this chunk's.
                 let consumed = (f.partial.len() + nl + 1) as u64;
                 if f.skipping {
