@@ -15,7 +15,7 @@ use crate::featurize::{Featurizer, Shape, Slot};
 use crate::json;
 use crate::manifest::Manifest;
 use crate::scorer::Scorer;
-use crate::tagger::{Reason, ReasonsMode, Tagger, Verdict};
+use crate::tagger::{write_unscored_tag, Reason, ReasonsMode, Tagger, Verdict};
 
 /// How far a canary's raw score may be from the expected one, relative to max(1, |expected|).
 pub const CANARY_TOLERANCE: f64 = 1e-5;
@@ -289,6 +289,29 @@ impl Filter {
         Verdict::Unscored
     }
 }
+/// Tag every record of a batch that could not be run at all (the WASM module trapped, ran out
+/// of time or memory): each goes on as [`Filter`] would write an unscored record, with `error`.
+/// Appends to `out` and pushes each record's end to `ends`.
+pub fn tag_failed(records: &[&[u8]], key: &str, model_id: &str, error: &str, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    let mut key_prefix = Vec::new();
+    json::write_string(&mut key_prefix, key);
+    key_prefix.push(b':');
+    let mut model_member = b"\"model\":".to_vec();
+    json::write_string(&mut model_member, model_id);
+    let mut scratch = String::new();
+    for record in records {
+        let mut has_reserved = false;
+        let scanned = json::scan_object(record, |m| has_reserved |= names_key(record, &m.key, key, &mut scratch));
+        match scanned {
+            Ok(object) => open_record(out, record, Shape { object, has_reserved }, key),
+            Err(_) => wrap_line(out, record),
+        }
+        write_unscored_tag(out, &key_prefix, &model_member, error);
+        out.push(b'}');
+        ends.push(out.len());
+    }
+}
+
 /// Write the record's object up to (not including) its closing brace, followed by a comma if
 /// members precede the tags. A record that already has the tag key is rewritten without it.
 fn open_record(out: &mut Vec<u8>, record: &[u8], shape: Shape, key: &str) {
@@ -307,19 +330,23 @@ fn open_record(out: &mut Vec<u8>, record: &[u8], shape: Shape, key: &str) {
     out.push(b'{');
     let mut scratch = String::new();
     let _ = json::scan_object(record, |m| {
-        let inner = m.key.inner(record);
-        let is_tag = match m.key.kind {
-            json::Kind::String { escaped: true } => {
-                json::unescape(inner, &mut scratch);
-                scratch == key
-            }
-            _ => inner == key.as_bytes(),
-        };
-        if !is_tag {
+        if !names_key(record, &m.key, key, &mut scratch) {
             out.extend_from_slice(&record[m.key.start..m.value.end]);
             out.push(b',');
         }
     });
+}
+
+/// Whether a member's key (a span of `record`) is `key`, escapes and all.
+fn names_key(record: &[u8], span: &json::Span, key: &str, scratch: &mut String) -> bool {
+    let inner = span.inner(record);
+    match span.kind {
+        json::Kind::String { escaped: true } => {
+            json::unescape(inner, scratch);
+            scratch == key
+        }
+        _ => inner == key.as_bytes(),
+    }
 }
 
 /// A line that is not a JSON object, as `{"message": <line>,`.

@@ -13,7 +13,10 @@
 //! println!("{} anomalous: {}", stats.anomalous, String::from_utf8_lossy(&out));
 //! ```
 
+#[cfg(target_family = "wasm")]
+pub mod abi;
 pub mod bundle;
+pub mod dense;
 pub mod error;
 pub mod featurize;
 pub mod filter;
@@ -24,8 +27,12 @@ pub mod scorer;
 pub mod signature;
 pub mod tagger;
 
+/// The version of the WASM plugin ABI (the exports in `abi`, see `docs/plugin-abi.md`) this
+/// crate builds and the host speaks.
+pub const ABI_VERSION: u32 = 1;
+
 pub use bundle::Bundle;
 pub use error::BundleError;
-pub use filter::{BatchStats, Filter, FilterOptions, RecordResult};
+pub use filter::{tag_failed, BatchStats, Filter, FilterOptions, RecordResult};
 pub use signature::PublicKey;
 pub use tagger::{ReasonsMode, Verdict};

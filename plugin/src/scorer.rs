@@ -1,24 +1,31 @@
-//! The model: `model.onnx` through tract, optimised once, run on batches of any size.
+//! The model: `model.onnx`, parsed and checked by tract, run on batches of any size.
 //!
-//! Tree ensembles run on our own evaluator ([`crate::forest`]), registered into tract's ONNX op
-//! registry before the model is parsed; tract runs everything else (autoencoders, score
-//! arithmetic). The batch dimension is symbolic, so one optimised plan serves every batch size.
+//! Two engines run it. Graphs made only of dense arithmetic (the autoencoder) run on
+//! [`crate::dense`], which gives the same bits natively and under WASM. Everything else runs
+//! through tract, optimised once with a symbolic batch dimension; tree ensembles in those graphs
+//! run on our own evaluator ([`crate::forest`]), registered into tract's ONNX op registry before
+//! the model is parsed, and tract does the score arithmetic around them.
 
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::model::typed::{TypedRunnableModel, TypedSimpleState};
 
+use crate::dense::DenseGraph;
 use crate::error::BundleError;
 use crate::forest::tract_op;
 use crate::manifest::Manifest;
 
 pub struct Scorer {
-    plan: Arc<TypedRunnableModel>,
-    state: TypedSimpleState,
+    engine: Engine,
     width: usize,
     score: OutputRef,
     residual: Option<OutputRef>,
+}
+
+enum Engine {
+    Tract { plan: Arc<TypedRunnableModel>, state: TypedSimpleState },
+    Dense(DenseGraph),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,14 +86,30 @@ impl Scorer {
             Some(name) => Some(OutputRef { index: find("output.residual", name)?, column: width }),
             None => None,
         };
-        let n = model.symbols.sym("N");
-        model.set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into()).map_err(model_err)?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| BundleError::Model { problem: format!("cannot run with {width} input columns: {e:#}") })?;
-        let state = plan.spawn().map_err(model_err)?;
-        let mut scorer = Scorer { plan, state, width, score, residual };
+        let engine = match DenseGraph::from_onnx(model_bytes, width) {
+            Some(dense) => {
+                // Dense outputs are read by name; map the indices found above to values.
+                let index = |name: &str| dense.output(name).map(|(v, _)| v);
+                let score = OutputRef { index: index(&manifest.output.name).expect("a graph output"), column: 0 };
+                let residual = residual.map(|_| OutputRef {
+                    index: index(manifest.output.residual.as_deref().expect("named")).expect("a graph output"),
+                    column: width,
+                });
+                let mut scorer = Scorer { engine: Engine::Dense(dense), width, score, residual };
+                scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
+                return Ok(scorer);
+            }
+            None => {
+                let n = model.symbols.sym("N");
+                model.set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into()).map_err(model_err)?;
+                let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| BundleError::Model {
+                    problem: format!("cannot run with {width} input columns: {e:#}"),
+                })?;
+                let state = plan.spawn().map_err(model_err)?;
+                Engine::Tract { plan, state }
+            }
+        };
+        let mut scorer = Scorer { engine, width, score, residual };
         // One row of zeros proves the graph runs and the outputs have the shapes we read.
         scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
         Ok(scorer)
@@ -99,30 +122,59 @@ impl Scorer {
     /// Score `x`, `n` rows of `width` columns.
     pub fn run(&mut self, x: &[f32], n: usize) -> Result<Scores, String> {
         debug_assert_eq!(x.len(), n * self.width);
-        let input = Tensor::from_shape(&[n, self.width], x).map_err(|e| e.to_string())?;
-        let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(|e| format!("model failed: {e:#}"))?;
-        let raw = read_column(&outputs[self.score.index], n, self.score.column, "score")?;
-        let residual = match self.residual {
-            Some(r) => {
-                let t = &outputs[r.index];
-                let v = t.cast_to::<f32>().map_err(|e| e.to_string())?;
-                let s = v
-                    .try_as_plain_ram()
-                    .and_then(|p| p.as_slice::<f32>().map(|s| s.to_vec()))
-                    .map_err(|e| e.to_string())?;
-                if s.len() != n * r.column {
-                    return Err(format!("residual output has {} values, expected {} x {}", s.len(), n, r.column));
+        match &mut self.engine {
+            Engine::Dense(g) => {
+                let values = g.run(x, n);
+                let raw = values[self.score.index].clone();
+                let residual = self.residual.map(|r| values[r.index].clone()).unwrap_or_default();
+                if raw.len() != n || (self.residual.is_some() && residual.len() != n * self.width) {
+                    return Err(format!("the model's outputs do not have {n} rows of the expected widths"));
                 }
-                s
+                Ok(Scores { raw, residual })
             }
-            None => Vec::new(),
-        };
-        Ok(Scores { raw, residual })
+            Engine::Tract { state, .. } => {
+                let input = Tensor::from_shape(&[n, self.width], x).map_err(|e| e.to_string())?;
+                let outputs = state.run(tvec!(input.into_tvalue())).map_err(|e| format!("model failed: {e:#}"))?;
+                let raw = read_column(&outputs[self.score.index], n, self.score.column, "score")?;
+                let residual = match self.residual {
+                    Some(r) => {
+                        let t = &outputs[r.index];
+                        let v = t.cast_to::<f32>().map_err(|e| e.to_string())?;
+                        let s = v
+                            .try_as_plain_ram()
+                            .and_then(|p| p.as_slice::<f32>().map(|s| s.to_vec()))
+                            .map_err(|e| e.to_string())?;
+                        if s.len() != n * r.column {
+                            return Err(format!(
+                                "residual output has {} values, expected {} x {}",
+                                s.len(),
+                                n,
+                                r.column
+                            ));
+                        }
+                        s
+                    }
+                    None => Vec::new(),
+                };
+                Ok(Scores { raw, residual })
+            }
+        }
     }
 
-    /// The plan, for callers that want to inspect the optimised graph.
-    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
-        &self.plan
+    /// The tract plan, when tract runs the model (for callers that inspect the optimised graph).
+    pub fn plan(&self) -> Option<&Arc<TypedRunnableModel>> {
+        match &self.engine {
+            Engine::Tract { plan, .. } => Some(plan),
+            Engine::Dense(_) => None,
+        }
+    }
+
+    /// Which engine runs the model: `"dense"` or `"tract"`.
+    pub fn engine(&self) -> &'static str {
+        match self.engine {
+            Engine::Tract { .. } => "tract",
+            Engine::Dense(_) => "dense",
+        }
     }
 }
 

@@ -247,13 +247,19 @@ impl Tagger {
 
     /// Write the tag member of a record that could not be scored.
     pub fn write_unscored(&self, out: &mut Vec<u8>, error: &str) {
-        out.extend_from_slice(&self.key_prefix);
-        out.extend_from_slice(b"{\"verdict\":\"unscored\",");
-        out.extend_from_slice(&self.model_member);
-        out.extend_from_slice(b",\"error\":");
-        json::write_string(out, error);
-        out.push(b'}');
+        write_unscored_tag(out, &self.key_prefix, &self.model_member, error);
     }
+}
+
+/// `"<key>":{"verdict":"unscored","model":"<id>","error":"<error>"}` from the prepared
+/// `"<key>":` and `"model":"<id>"` pieces.
+pub(crate) fn write_unscored_tag(out: &mut Vec<u8>, key_prefix: &[u8], model_member: &[u8], error: &str) {
+    out.extend_from_slice(key_prefix);
+    out.extend_from_slice(b"{\"verdict\":\"unscored\",");
+    out.extend_from_slice(model_member);
+    out.extend_from_slice(b",\"error\":");
+    json::write_string(out, error);
+    out.push(b'}');
 }
 
 /// Fraction of normal traffic scoring at most `s`, linear between the quantiles
