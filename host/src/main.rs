@@ -61,6 +61,9 @@ enum Command {
     Validate {
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the file only: do not load the models and WASM modules it names.
+        #[arg(long)]
+        no_environment: bool,
     },
     /// Tag the records of a file or standard input; JSON lines to standard output, in order.
     Score {
@@ -109,6 +112,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum RuntimeArg {
     Native,
+    Wasm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +120,44 @@ enum ReasonsArg {
     Anomalous,
     All,
     None,
+}
+
+/// `flowtag validate`: the file (syntax, keys, wiring), then unless `no_environment` what it
+/// names: every model bundle loaded and its canaries run, every WASM module compiled.
+fn validate(path: &std::path::Path, no_environment: bool) -> i32 {
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    if !no_environment {
+        for (id, t) in &c.transforms {
+            let transforms::TransformConfig::Anomaly(cfg) = t;
+            match model::load_configured(id, cfg, &c.data_dir.join("wasm-cache")) {
+                Ok((loader, _, runtime)) => {
+                    println!(
+                        "transforms.{id}: model {} loaded, canaries pass ({})",
+                        runtime.model_id(),
+                        loader.describe()
+                    )
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return 2;
+                }
+            }
+        }
+    }
+    println!(
+        "{}: ok ({} sources, {} transforms, {} sinks)",
+        path.display(),
+        c.sources.len(),
+        c.transforms.len(),
+        c.sinks.len()
+    );
+    0
 }
 
 fn parse_format(s: &str) -> Result<Decoding, String> {
@@ -135,28 +177,19 @@ fn init_logging(format: LogFormat, level: &str) {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} sources, {} transforms, {} sinks)",
-                    config.display(),
-                    c.sources.len(),
-                    c.transforms.len(),
-                    c.sinks.len()
-                );
-                0
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                2
-            }
-        },
+        Command::Validate { config, no_environment } => {
+            init_logging(LogFormat::Text, "warn");
+            validate(&config, no_environment)
+        }
         Command::Score { model, format, runtime, plugin, reasons, key, batch, data_dir, file } => {
+            // Warnings (a stale module cache, a recompile) go to stderr; RUST_LOG can ask for more.
+            init_logging(LogFormat::Text, "warn");
             score::run(score::ScoreArgs {
                 model,
                 format,
                 runtime: match runtime {
                     RuntimeArg::Native => Runtime::Native,
+                    RuntimeArg::Wasm => Runtime::Wasm,
                 },
                 plugin,
                 reasons: match reasons {

@@ -10,7 +10,8 @@ use std::time::Instant;
 use flowtag_plugin::Bundle;
 
 use crate::decode::{Decoder, Decoding, Line};
-use crate::transforms::anomaly::{load_runtime, AnomalyConfig, BatchConfig, Reasons, Runtime};
+use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Reasons, Runtime, WasmConfig};
+use crate::transforms::runtime::Loader;
 
 pub struct ScoreArgs {
     pub model: PathBuf,
@@ -35,6 +36,7 @@ pub fn run(args: ScoreArgs) -> i32 {
         reasons: args.reasons,
         max_reasons: 3,
         batch: BatchConfig { max_events: args.batch, ..BatchConfig::default() },
+        wasm: WasmConfig::default(),
     };
     if let Err(e) = cfg.check("score") {
         eprintln!("flowtag score: {e}");
@@ -47,7 +49,14 @@ pub fn run(args: ScoreArgs) -> i32 {
             return 2;
         }
     };
-    let mut runtime = match load_runtime(&cfg, &bundle, &args.data_dir) {
+    let loader = match Loader::new(&cfg, &args.data_dir.join("wasm-cache")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("flowtag score: plugin: {e}");
+            return 2;
+        }
+    };
+    let mut runtime = match loader.load(&bundle) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flowtag score: {}: model refused: {e}", args.model.display());

@@ -218,7 +218,7 @@ fn sighup_reloads_and_sigterm_drains_without_losing_events() {
     let out = dir.path().join("out/tagged.jsonl");
     let api = free_port();
     let cfg = config(dir.path(), api, &dir.path().join("in/*.jsonl").display().to_string(), &file_sink(&out));
-    let ft = Flowtag::start(dir.path(), &cfg, api);
+    let mut ft = Flowtag::start(dir.path(), &cfg, api);
     // A writer appends records the whole time.
     let stop = Arc::new(AtomicBool::new(false));
     let (stop2, input2) = (stop.clone(), input.clone());

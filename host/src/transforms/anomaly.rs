@@ -25,7 +25,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::runtime::{Native, TagRuntime};
+use super::runtime::wasm::Limits;
+use super::runtime::TagRuntime;
 use crate::config::duration::Dur;
 use crate::event::{Event, Events};
 use crate::metrics::{self, ComponentMetrics};
@@ -52,6 +53,49 @@ pub struct AnomalyConfig {
     pub max_reasons: usize,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Limits for `runtime = "wasm"`.
+    #[serde(default)]
+    pub wasm: WasmConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// The module's linear memory may not grow beyond this.
+    #[serde(default = "default_memory_limit_mib")]
+    pub memory_limit_mib: usize,
+    /// How long one batch may run before it is stopped (and its records go on unscored).
+    #[serde(default = "default_wasm_timeout")]
+    pub timeout: Dur,
+    /// How long loading a bundle into the module may take.
+    #[serde(default = "default_wasm_load_timeout")]
+    pub load_timeout: Dur,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            memory_limit_mib: default_memory_limit_mib(),
+            timeout: default_wasm_timeout(),
+            load_timeout: default_wasm_load_timeout(),
+        }
+    }
+}
+
+impl WasmConfig {
+    pub fn limits(&self) -> Limits {
+        Limits { memory_bytes: self.memory_limit_mib << 20, timeout: self.timeout.0, load_timeout: self.load_timeout.0 }
+    }
+}
+
+fn default_memory_limit_mib() -> usize {
+    512
+}
+fn default_wasm_timeout() -> Dur {
+    Dur::millis(5_000)
+}
+fn default_wasm_load_timeout() -> Dur {
+    Dur::millis(120_000)
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -59,6 +103,7 @@ pub struct AnomalyConfig {
 pub enum Runtime {
     #[default]
     Native,
+    Wasm,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -109,6 +154,17 @@ impl AnomalyConfig {
         if self.plugin.is_some() && self.runtime == Runtime::Native {
             return Err(format!("transforms.{id}.plugin: only used with runtime = \"wasm\"; remove it or set runtime"));
         }
+        if self.plugin.is_none() && self.runtime == Runtime::Wasm {
+            return Err(format!(
+                "transforms.{id}.plugin: runtime = \"wasm\" needs the module, e.g. plugin = \"/usr/lib/flowtag/flowtag_filter.wasm\""
+            ));
+        }
+        if self.wasm.memory_limit_mib < 16 || self.wasm.memory_limit_mib > 4096 {
+            return Err(format!(
+                "transforms.{id}.wasm.memory_limit_mib: {} is out of range (16..=4096)",
+                self.wasm.memory_limit_mib
+            ));
+        }
         Ok(())
     }
 
@@ -125,18 +181,6 @@ impl AnomalyConfig {
     }
 }
 
-/// Load a runtime for `bundle` as this transform is configured.
-pub fn load_runtime(
-    cfg: &AnomalyConfig,
-    bundle: &flowtag_plugin::Bundle,
-    data_dir: &std::path::Path,
-) -> Result<Box<dyn TagRuntime>, String> {
-    let _ = data_dir;
-    match cfg.runtime {
-        Runtime::Native => Ok(Box::new(Native::new(bundle, cfg.options())?)),
-    }
-}
-
 pub fn spawn(
     id: String,
     cfg: AnomalyConfig,
@@ -146,12 +190,13 @@ pub fn spawn(
 ) -> Result<std::thread::JoinHandle<()>, String> {
     wiring.health.pending(&id, "loading the model");
     let data_dir = wiring.data_dir.join("transforms").join(&id);
-    let mut manager = ModelManager::start(&id, &cfg, &data_dir, wiring.shutdown.clone())?;
+    let wasm_cache = wiring.data_dir.join("wasm-cache");
+    let mut manager = ModelManager::start(&id, &cfg, &data_dir, &wasm_cache, wiring.shutdown.clone())?;
     let runtime = manager.current();
     let handle = tokio::runtime::Handle::current();
     let metrics = ComponentMetrics::new(&id, "transform", "anomaly");
     wiring.health.ready(&id);
-    tracing::info!(component = %id, model = %runtime.model_id(), runtime = ?cfg.runtime, "tagging with model");
+    tracing::info!(component = %id, model = %runtime.model_id(), runtime = %manager.runtime(), "tagging with model");
     std::thread::Builder::new()
         .name(format!("anomaly:{id}"))
         .spawn(move || Tagger { id, cfg, inbox, out, metrics, handle, runtime, manager }.run())

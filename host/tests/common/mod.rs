@@ -66,13 +66,17 @@ impl Flowtag {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let ft = Flowtag { child, api, log };
+        let mut ft = Flowtag { child, api, log };
         ft.wait_ready();
         ft
     }
 
-    pub fn wait_ready(&self) {
+    /// Wait for `/ready`; a process that exits first fails the test with its log.
+    pub fn wait_ready(&mut self) {
         wait_until(Duration::from_secs(60), "flowtag /ready", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("flowtag exited ({status}) before it was ready:\n{}", self.log());
+            }
             http_get(self.api, "/ready").map(|(s, _)| s == 200).unwrap_or(false)
         });
     }

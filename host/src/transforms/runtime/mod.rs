@@ -1,7 +1,14 @@
 //! Where the tag filter runs: natively in the host, or as a WASM module under wasmtime. Both
 //! sit behind [`TagRuntime`], so batching, metrics and model updates do not care which.
 
+pub mod wasm;
+
+use std::path::Path;
+use std::sync::Arc;
+
 use flowtag_plugin::{Bundle, Filter, FilterOptions, RecordResult};
+
+use crate::transforms::anomaly::{AnomalyConfig, Runtime};
 
 /// Counts and results of one tagged batch.
 #[derive(Debug, Default)]
@@ -58,5 +65,46 @@ impl TagRuntime for Native {
 
     fn results(&self) -> &[RecordResult] {
         self.filter.results()
+    }
+}
+
+/// Builds a runtime for a bundle the way a transform is configured: the same for its first
+/// model and for every pushed one, so model updates do not care which runtime runs.
+pub enum Loader {
+    Native { options: FilterOptions },
+    Wasm { plugin: Arc<wasm::Plugin>, options: FilterOptions, limits: wasm::Limits },
+}
+
+impl Loader {
+    /// For `runtime = "wasm"` this compiles the module (or loads it from the cache in
+    /// `cache_dir`) once.
+    pub fn new(cfg: &AnomalyConfig, cache_dir: &Path) -> Result<Loader, String> {
+        let options = cfg.options();
+        match cfg.runtime {
+            Runtime::Native => Ok(Loader::Native { options }),
+            Runtime::Wasm => {
+                let path = cfg.plugin.as_ref().ok_or("runtime = \"wasm\" needs plugin = \"<module.wasm>\"")?;
+                let plugin = wasm::Plugin::load(path, cache_dir)?;
+                Ok(Loader::Wasm { plugin: Arc::new(plugin), options, limits: cfg.wasm.limits() })
+            }
+        }
+    }
+
+    /// A runtime serving `bundle`, its canaries checked.
+    pub fn load(&self, bundle: &Bundle) -> Result<Box<dyn TagRuntime>, String> {
+        match self {
+            Loader::Native { options } => Ok(Box::new(Native::new(bundle, options.clone())?)),
+            Loader::Wasm { plugin, options, limits } => {
+                Ok(Box::new(wasm::Wasm::new(plugin.clone(), bundle, options.clone(), *limits)?))
+            }
+        }
+    }
+
+    /// `native`, or `wasm` with the module's path.
+    pub fn describe(&self) -> String {
+        match self {
+            Loader::Native { .. } => "native".into(),
+            Loader::Wasm { plugin, .. } => format!("wasm: {}, sha256 {}", plugin.path.display(), &plugin.sha256[..12]),
+        }
     }
 }
