@@ -1,0 +1,30 @@
+# The project's entry points. `make demo` and `make test` are the README's first two commands.
+.PHONY: setup build wasm demo test test-rust test-python bench fixtures fmt
+
+setup:
+	scripts/setup.sh
+
+build:
+	cargo build --release -p host
+
+# The tag filter as a WASM module: target/wasm32-wasip1/release/flowtag_filter.wasm
+wasm:
+	scripts/build-wasm.sh
+
+demo: setup
+	scripts/demo.sh
+
+test: setup
+	scripts/test.sh
+
+bench: setup build
+	cargo bench -p plugin --bench filter
+	.venv/bin/python bench/plugin_report.py
+	.venv/bin/python bench/host_bench.py
+
+# Regenerate the plugin's golden fixtures (small bundles from generated data, onnxruntime's outputs).
+fixtures: setup
+	.venv/bin/flowtag-export fixtures --out plugin/tests/fixtures
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test, as CI runs them (`make test` runs scripts/setup.sh first):
+#   Rust: the plugin (golden fixtures against onnxruntime, bundles, ops), the host (units, and
+#   end-to-end tests that run the real binary, strict protocol peers, the WASM runtime and the
+#   Fluent Bit calling convention), then Python: training, export, parity on real rows,
+#   MLflow, Airflow, Kubeflow, the DaemonSet manifests, Prometheus rules and the dashboard.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FLOWTAG_DATASETS=${FLOWTAG_DATASETS:-$PWD/../shared/datasets}
+[ -d "$FLOWTAG_DATASETS" ] || { echo "no datasets at $FLOWTAG_DATASETS (set FLOWTAG_DATASETS)" >&2; exit 2; }
+
+step() { printf '\n\033[1m[test]\033[0m %s\n' "$*"; }
+started=$SECONDS
+
+step "WASM filter module"
+scripts/build-wasm.sh
+
+step "Rust: cargo test --release (plugin, host)"
+cargo test --release --workspace
+
+step "Python: pytest"
+.venv/bin/python -m pytest -q
+
+step "all tests passed in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"
