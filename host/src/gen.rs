@@ -48,9 +48,16 @@ pub struct GenArgs {
 type Record = Vec<(&'static str, String)>;
 
 pub fn run(args: GenArgs) -> i32 {
-    let mut rng = StdRng::seed_from_u64(args.seed);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    // A write error means the reader went away (a pipe closed): done either way.
+    let _ = write(&args, &mut out);
+    0
+}
+
+/// Write `args.count` records to `out` (at `args.rate` per second, if set).
+pub fn write(args: &GenArgs, out: &mut impl Write) -> std::io::Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
     let started = Instant::now();
     let mut line = Vec::with_capacity(2048);
     for i in 0..args.count {
@@ -92,9 +99,7 @@ pub fn run(args: GenArgs) -> i32 {
             }
         }
         line.push(b'\n');
-        if out.write_all(&line).is_err() {
-            return 0; // the reader went away (a pipe closed): done
-        }
+        out.write_all(&line)?;
         if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
             let due = started + Duration::from_secs_f64((i + 1) as f64 / rate);
             let now = Instant::now();
@@ -104,8 +109,7 @@ pub fn run(args: GenArgs) -> i32 {
             }
         }
     }
-    let _ = out.flush();
-    0
+    out.flush()
 }
 
 /// A log-normal value around `median` (`spread` is the sigma of its log).

@@ -7,34 +7,16 @@
 //! flowtag model inspect|verify BUNDLE      look at or check a model bundle
 //! ```
 
-mod api;
-mod config;
-mod decode;
-mod event;
-mod forward;
-mod gen;
-mod health;
-mod http_server;
-mod metrics;
-mod model;
-mod score;
-mod sinks;
-mod sources;
-mod topology;
-mod transforms;
-
-#[cfg(test)]
-mod datasets;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, LogFormat};
-use crate::decode::Decoding;
-use crate::health::Health;
-use crate::transforms::anomaly::{Reasons, Runtime};
+use flowtag_host::config::{Config, LogFormat};
+use flowtag_host::decode::Decoding;
+use flowtag_host::health::Health;
+use flowtag_host::transforms::anomaly::{Reasons, Runtime};
+use flowtag_host::{api, gen, metrics, model, score, topology, transforms};
 
 #[derive(Parser)]
 #[command(

@@ -26,14 +26,20 @@ def keygen(private_path: str | os.PathLike, public_path: str | os.PathLike) -> N
 
 
 def _private(path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not an unencrypted Ed25519 private key in PEM ({e})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")
     return key
 
 
 def _public(path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path}: not an Ed25519 public key in PEM ({e})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path}: not an Ed25519 public key")
     return key

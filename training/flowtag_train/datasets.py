@@ -142,13 +142,13 @@ def read_csv(path: Path, schema: Schema) -> pd.DataFrame:
 
 
 def read_zeek(path: Path) -> pd.DataFrame:
-    """A Zeek log, TSV with `#fields` or JSON lines; unset fields are empty strings."""
+    """A Zeek log, TSV with `#fields` or JSON lines. An unset field (`-` in TSV, absent in JSON)
+    is None, as the plugin sees it (absent: the feature's fill); `(empty)` is an empty string."""
     text = decode_text(path.read_bytes())
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if lines and lines[0].lstrip().startswith("{"):
-        rows = [json.loads(ln) for ln in lines]
-        frame = pd.DataFrame(rows).astype(object)
-        return frame.where(frame.notna(), "").astype(str)
+        rows = [{k: None if v is None else _zeek_json_text(v) for k, v in json.loads(ln).items()} for ln in lines]
+        return pd.DataFrame(rows, dtype=object).replace({np.nan: None})
     sep, unset, empty, fields = "\t", "-", "(empty)", None
     rows = []
     for ln in lines:
@@ -167,8 +167,17 @@ def read_zeek(path: Path) -> pd.DataFrame:
         if fields is None:
             raise ValueError(f"{path}: a data line before the #fields line")
         values = ln.split(sep)
-        rows.append(["" if v in (unset, empty) else v for v in values])
-    return pd.DataFrame(rows, columns=fields)
+        rows.append([None if v == unset else "" if v == empty else v for v in values])
+    return pd.DataFrame(rows, columns=fields, dtype=object)
+
+
+def _zeek_json_text(v) -> str:
+    """A JSON value as the text a CSV would hold (numbers exactly, lists joined by commas)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    return v if isinstance(v, str) else repr(v)
 
 
 def _sha256(path: Path) -> str:

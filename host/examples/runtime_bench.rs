@@ -1,0 +1,191 @@
+//! Native vs WASM tag filter, measured through the host's own runtimes:
+//!
+//! - records/s at batch 1, 64, 256 and 4096 for each runtime, and the ratio WASM / native;
+//! - WASM start (module ready and a bundle loaded) without and with the compiled-module cache,
+//!   each in a fresh `flowtag score` process on one record (so process start is included), next
+//!   to the native start;
+//! - the per-record cost of Fluent Bit's `filter` entry point (one JSON record in, one out), as a
+//!   Fluent Bit host calls it, under wasmtime.
+//!
+//!     cargo run --release -p host --example runtime_bench -- [--records 100000] [--model DIR]...
+//!
+//! Records are `flowtag gen --schema unsw --format json` records (about 700 bytes each). Prints a
+//! markdown table per model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flowtag_host::gen::{self, Format, GenArgs, Schema};
+use flowtag_host::transforms::anomaly::AnomalyConfig;
+use flowtag_host::transforms::runtime::Loader;
+use flowtag_plugin::{Bundle, Filter, FilterOptions};
+use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::WasiCtxBuilder;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+struct Args {
+    records: u64,
+    models: Vec<PathBuf>,
+    plugin: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args { records: 100_000, models: Vec::new(), plugin: repo().join("target/flowtag_filter.wasm") };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--records" => a.records = v.parse().expect("--records N"),
+            "--model" => a.models.push(PathBuf::from(v)),
+            "--plugin" => a.plugin = PathBuf::from(v),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    if a.models.is_empty() {
+        a.models = vec![repo().join("plugin/tests/fixtures/iforest"), repo().join("models/unsw-unsupervised")];
+    }
+    a
+}
+
+fn config(model: &Path, plugin: Option<&Path>) -> AnomalyConfig {
+    let mut text = format!("inputs = [\"x\"]\nmodel = {:?}\n", model.display().to_string());
+    if let Some(p) = plugin {
+        text += &format!("runtime = \"wasm\"\nplugin = {:?}\n", p.display().to_string());
+    }
+    toml::from_str(&text).expect("a valid transform config")
+}
+
+/// Records/s tagging every record in batches of `batch`, at least `min_time` of work.
+fn throughput(loader: &Loader, bundle: &Bundle, records: &[&[u8]], batch: usize) -> f64 {
+    let mut runtime = loader.load(bundle).expect("the model loads");
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let n = if batch == 1 { records.len().min(20_000) } else { records.len() };
+    let started = Instant::now();
+    let mut done = 0;
+    for chunk in records[..n].chunks(batch) {
+        out.clear();
+        ends.clear();
+        let t = runtime.tag(chunk, &mut out, &mut ends);
+        assert!(t.failure.is_none(), "{:?}", t.failure);
+        done += chunk.len();
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Wall time of `flowtag score` on one record.
+fn start_time(model: &Path, wasm: Option<(&Path, &Path)>, one: &Path) -> Duration {
+    let mut cmd = Command::new(repo().join("target/release/flowtag"));
+    cmd.arg("score").arg("--model").arg(model).arg(one);
+    if let Some((plugin, data)) = wasm {
+        cmd.args(["--runtime", "wasm", "--plugin"]).arg(plugin).arg("--data-dir").arg(data);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("target/release/flowtag (cargo build --release -p host)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    started.elapsed()
+}
+
+/// µs per record through Fluent Bit's `filter` entry point, and natively one record at a time.
+fn fluent_bit_cost(plugin: &Path, model: &Path, records: &[&[u8]]) -> (f64, f64) {
+    let work = tempfile::tempdir().unwrap();
+    let bundle = Bundle::read_path(model).unwrap();
+    std::fs::write(work.path().join("flowtag-bundle.tar"), bundle.to_tar()).unwrap();
+    let engine = Engine::default();
+    let module = Module::from_file(&engine, plugin).unwrap();
+    let wasi =
+        WasiCtxBuilder::new().preopened_dir(work.path(), ".", wasmtime_wasi::FsPerms::ReadOnly).unwrap().build_p1();
+    let mut store = Store::new(&engine, wasi);
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).unwrap();
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    let heap = memory.grow(&mut store, 16).unwrap() as usize * 65536;
+    let filter: TypedFunc<(u32, u32, u32, u32, u32, u32), u32> = instance.get_typed_func(&mut store, "filter").unwrap();
+    let n = records.len().min(20_000);
+    let call = |store: &mut Store<WasiP1Ctx>, r: &[u8]| {
+        let mem = memory.data_mut(&mut *store);
+        mem[heap..heap + 6].copy_from_slice(b"flows\0");
+        mem[heap + 8..heap + 8 + r.len()].copy_from_slice(r);
+        mem[heap + 8 + r.len()] = 0;
+        let ptr = filter.call(&mut *store, (heap as u32, 5, 0, 0, heap as u32 + 8, r.len() as u32)).unwrap() as usize;
+        let mem = memory.data(&*store);
+        let len = mem[ptr..].iter().position(|&b| b == 0).unwrap();
+        std::hint::black_box(mem[ptr..ptr + len].to_vec());
+    };
+    call(&mut store, records[0]); // loads the bundle
+    let started = Instant::now();
+    for r in &records[..n] {
+        call(&mut store, r);
+    }
+    let wasm_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let mut native = Filter::new(&bundle, FilterOptions::default()).unwrap();
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for r in &records[..n] {
+        out.clear();
+        ends.clear();
+        native.tag_batch(&[r], &mut out, &mut ends);
+        std::hint::black_box(&out);
+    }
+    (wasm_us, started.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+fn main() {
+    let a = args();
+    let mut data = Vec::new();
+    gen::write(
+        &GenArgs {
+            schema: Schema::Unsw,
+            count: a.records,
+            rate: None,
+            format: Format::Json,
+            seed: 3,
+            attack_share: 0.1,
+        },
+        &mut data,
+    )
+    .unwrap();
+    let records: Vec<&[u8]> = data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let mean_len = data.len() / records.len();
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one.jsonl");
+    std::fs::write(&one, [records[0], b"\n"].concat()).unwrap();
+    println!(
+        "{} records of {mean_len} bytes (flowtag gen --schema unsw --format json); plugin {}",
+        records.len(),
+        a.plugin.display()
+    );
+    for model in &a.models {
+        let bundle = Bundle::read_path(model).unwrap();
+        let native = Loader::new(&config(model, None), tmp.path()).unwrap();
+        let cache = tmp.path().join(format!("cache-{}", bundle.manifest.name));
+        let wasm = Loader::new(&config(model, Some(&a.plugin)), &cache).unwrap();
+        println!("\n### {} ({})\n", bundle.id(), model.display());
+        println!("| batch | native records/s | WASM records/s | WASM / native |");
+        println!("|---|---|---|---|");
+        for batch in [1, 64, 256, 4096] {
+            let n = throughput(&native, &bundle, &records, batch);
+            let w = throughput(&wasm, &bundle, &records, batch);
+            println!("| {batch} | {n:.0} | {w:.0} | {:.2} |", w / n);
+        }
+        let data_dir = tmp.path().join(format!("start-{}", bundle.manifest.name));
+        let cold = start_time(model, Some((&a.plugin, &data_dir)), &one);
+        let warm = start_time(model, Some((&a.plugin, &data_dir)), &one);
+        let native_start = start_time(model, None, &one);
+        println!(
+            "\nStart (a `flowtag score` process on one record): WASM without the compiled-module cache {:.0} ms, with it {:.0} ms; native {:.0} ms.",
+            cold.as_secs_f64() * 1e3,
+            warm.as_secs_f64() * 1e3,
+            native_start.as_secs_f64() * 1e3
+        );
+        let (fb, nat) = fluent_bit_cost(&a.plugin, model, &records);
+        println!(
+            "Fluent Bit ABI (`filter`, one record per call, under wasmtime): {fb:.1} µs per record; the native filter one record at a time: {nat:.1} µs."
+        );
+    }
+}

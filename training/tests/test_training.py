@@ -1,0 +1,113 @@
+"""Training runs on small real subsets: every model kind end to end (the sklearn-vs-onnxruntime
+parity check inside `train` fails the run when the graph disagrees), splits that do not leak,
+the threshold rule, and MLflow logging, registration and aliases on a local sqlite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from flowtag_export.bundle import read
+from flowtag_export.manifest import validate
+from flowtag_train import cli, evaluate, splits, tracking
+from flowtag_train.datasets import load
+from flowtag_train.pipeline import PARITY, TrainConfig, prepare, train
+
+SMALL = {
+    "isolation_forest": {"n_estimators": 30},
+    "autoencoder": {"hidden": [16, 4, 16], "epochs": 8, "patience": 3},
+    "random_forest": {"n_estimators": 20, "max_depth": 8},
+    "gradient_boosting": {"max_iter": 30},
+}
+
+
+@pytest.mark.parametrize("model", sorted(SMALL))
+def test_each_model_trains_exports_and_scores_like_sklearn(datasets, tmp_path, model, flowtag):
+    cfg = TrainConfig(dataset="unsw_nb15", model=model, name=f"smoke-{model}", limit=4000, params=SMALL[model], out=str(tmp_path), log_to_mlflow=False)
+    r = train(cfg)
+    b = read(r.bundle_dir)
+    validate(b.manifest)
+    m = b.manifest
+    assert m["kind"] == {"isolation_forest": "isolation_forest", "autoencoder": "autoencoder"}.get(model, "classifier")
+    parity = m["metrics"]["parity_sklearn_onnx"]
+    assert parity["rows"] > 1000 and parity["max_relative_diff"] <= PARITY
+    for key in ("roc_auc", "pr_auc", "f1", "precision", "recall", "fpr", "detection_at_fpr_1e-2", "detection_at_fpr_1e-3", "recall_by_family"):
+        assert key in m["metrics"], key
+    # Far from chance even on 4,000 rows (the unsupervised models see only normal traffic).
+    floor = 0.65 if model in ("isolation_forest", "autoencoder") else 0.9
+    assert m["metrics"]["roc_auc"] > floor, m["metrics"]["roc_auc"]
+    assert m["training"]["files"][0]["path"] == "UNSW_NB15_dev.csv" and len(m["training"]["files"][0]["sha256"]) == 64
+    assert m["training"]["code_revision"] != ""
+    # The canaries are synthesised, not dataset rows, and the Rust plugin reproduces them.
+    assert len(m["canaries"]) >= 4
+    records = "\n".join(json.dumps(c["record"]) for c in m["canaries"]) + "\n"
+    out = subprocess.run([str(flowtag), "score", "--model", str(r.bundle_dir), "--format", "json"], input=records.encode(), capture_output=True, check=True)
+    tags = [json.loads(line)["anomaly"] for line in out.stdout.splitlines()]
+    for c, t in zip(m["canaries"], tags, strict=True):
+        assert t["verdict"] == c["verdict"] and abs(t["raw_score"] - c["raw_score"]) <= 1e-5 * max(1.0, abs(c["raw_score"])), (c, t)
+    # Report and plots
+    report = r.report.read_text()
+    assert "ROC-AUC" in report or "roc_auc" in report
+    for png in ("roc.png", "pr.png", "score_histogram.png", "confusion.png"):
+        assert (r.report.parent / png).stat().st_size > 1000
+
+
+def test_split_keeps_identical_rows_together_and_holds_out_a_family(datasets):
+    cfg = TrainConfig(dataset="unsw_nb15", model="autoencoder", name="x", limit=6000, holdout_family="Exploits")
+    ds, sp, spec = prepare(cfg)
+    sets = [set(sp.train), set(sp.valid), set(sp.test)]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert sum(map(len, sets)) == len(ds)
+    assert not (ds.family[sp.train] == "Exploits").any() and not (ds.family[sp.valid] == "Exploits").any()
+    assert (ds.family[sp.test] == "Exploits").sum() == (ds.family == "Exploits").sum()
+    cols = [f.name for f in spec.features]
+    keys = splits.groups(ds, cols)
+    assert not set(keys[sp.train]) & set(keys[sp.test])
+    with pytest.raises(ValueError, match="no attack family 'Nope'"):
+        splits.split(ds, cols, seed=1, holdout_family="Nope")
+
+
+def test_threshold_meets_the_target_false_positive_rate():
+    rng = np.random.default_rng(3)
+    normal = rng.normal(size=20000).astype(np.float32)
+    for target in (0.01, 0.001):
+        thr = evaluate.threshold_for_fpr(normal, target)
+        assert (normal >= thr).mean() <= target
+        assert (normal >= thr).mean() >= target * 0.8
+
+
+def test_mlflow_run_registration_aliases_and_compare(datasets, tmp_path, tracking_uri, capsys):
+    base = dict(dataset="unsw_nb15", model="isolation_forest", limit=3000, params={"n_estimators": 20}, out=str(tmp_path / "b"), tracking_uri=tracking_uri, register=True)
+    r1 = train(TrainConfig(name="flows", **base))
+    r2 = train(TrainConfig(name="flows", seed=7, **base))
+    assert (r1.version, r2.version) == ("1", "2")
+    # The manifest carries the registry's version, so tags name what MLflow shows.
+    assert read(r2.bundle_dir).manifest["version"] == "2"
+    assert tracking.alias_version("flows", "challenger", uri=tracking_uri) == "2"
+    assert tracking.alias_version("flows", "champion", uri=tracking_uri) is None
+    assert cli.main(["--tracking-uri", tracking_uri, "promote", "--name", "flows", "--version", "1"]) == 0
+    assert tracking.alias_version("flows", "champion", uri=tracking_uri) == "1"
+
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri).get_run(r1.run_id)
+    assert run.data.params["model"] == "isolation_forest" and "roc_auc" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient(tracking_uri).list_artifacts(r1.run_id)}
+    assert {"bundle", "onnx", "report"} <= arts
+
+    got = tracking.download_bundle("flows", "1", tmp_path / "dl", uri=tracking_uri)
+    assert read(got).manifest["version"] == "1"
+
+    capsys.readouterr()
+    assert cli.main(["--tracking-uri", tracking_uri, "compare", "--metric", "roc_auc"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("run | name") and len(table) == 3
+
+
+def test_check_data_reports_balance(datasets, capsys):
+    assert cli.main(["check-data", "--dataset", "unsw_nb15_raw"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["rows"] == 3500 and s["attacks"] == 122
