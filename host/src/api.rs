@@ -1,6 +1,7 @@
 //! The API on `127.0.0.1:9598` (`[api] address`): `GET /metrics` (Prometheus text), `GET
 //! /health` (200 while the process serves), `GET /ready` (200 once every component is ready,
-//! else 503 with what it waits for).
+//! else 503 with what it waits for), `POST /model/rollback[?transform=ID]` (the tag transforms
+//! with `[transforms.<id>.updates]` go back to their previous bundle).
 
 use hyper::Method;
 use tokio::net::TcpListener;
@@ -35,10 +36,37 @@ pub async fn start(
                         serde_json::json!({"ready": ready, "waiting": waiting}),
                     )
                 }
+                (&Method::POST, "/model/rollback") => {
+                    let only = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("transform=")).map(str::to_string));
+                    match crate::model::rollback(only.as_deref()).await {
+                        Err(e) => http_server::json(404, serde_json::json!({"error": e})),
+                        Ok(results) => {
+                            let ok = results.values().all(|r| r.is_ok());
+                            let body: serde_json::Map<String, serde_json::Value> = results
+                                .into_iter()
+                                .map(|(id, r)| {
+                                    let v = match r {
+                                        Ok(m) => serde_json::json!({"rolled_back": m}),
+                                        Err(e) => serde_json::json!({"error": e}),
+                                    };
+                                    (id, v)
+                                })
+                                .collect();
+                            http_server::json(if ok { 200 } else { 409 }, serde_json::Value::Object(body))
+                        }
+                    }
+                }
+                (_, "/model/rollback") => http_server::json(405, serde_json::json!({"error": "use POST"})),
                 (_, "/metrics" | "/health" | "/ready") => {
                     http_server::json(405, serde_json::json!({"error": "use GET"}))
                 }
-                _ => http_server::json(404, serde_json::json!({"error": "not found: try /metrics, /health or /ready"})),
+                _ => http_server::json(
+                    404,
+                    serde_json::json!({"error": "not found: try /metrics, /health, /ready or POST /model/rollback"}),
+                ),
             }
         }
     })))

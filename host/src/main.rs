@@ -72,6 +72,11 @@ enum Command {
         /// Input file (default: standard input).
         file: Option<PathBuf>,
     },
+    /// Look at a model bundle, or run every check a node runs before it serves one.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
     /// Write synthetic flows with labelled attacks (scans, floods, brute force) to stdout.
     Gen {
         #[arg(long, value_enum)]
@@ -88,6 +93,25 @@ enum Command {
         /// Share of flows that are attacks.
         #[arg(long, default_value_t = 0.1)]
         attack_share: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Print a bundle's manifest summary (model, features, threshold, metrics) as JSON.
+    Inspect { bundle: PathBuf },
+    /// sha256, signature (with --public-key), load and canaries (natively, and under WASM with
+    /// --plugin); exit code 1 with the reason when a check fails.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Also check the bundle under this WASM module.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Where the compiled WASM module is cached.
+        #[arg(long, default_value = ".flowtag")]
+        data_dir: PathBuf,
     },
 }
 
@@ -117,6 +141,12 @@ fn validate(path: &std::path::Path, no_environment: bool) -> i32 {
     if !no_environment {
         for (id, t) in &c.transforms {
             let transforms::TransformConfig::Anomaly(cfg) = t;
+            if let Some(up) = &cfg.updates {
+                if let Err(e) = model::public_key(id, up) {
+                    eprintln!("{}: {e}", path.display());
+                    return 2;
+                }
+            }
             match model::load_configured(id, cfg, &c.data_dir.join("wasm-cache")) {
                 Ok((loader, _, runtime)) => {
                     println!(
@@ -186,6 +216,15 @@ fn main() {
             })
         }
         Command::Run { config, drain_timeout } => run(config, drain_timeout),
+        Command::Model { action } => {
+            init_logging(LogFormat::Text, "warn");
+            match action {
+                ModelAction::Inspect { bundle } => model::cli::inspect(&bundle),
+                ModelAction::Verify { bundle, public_key, plugin, data_dir } => {
+                    model::cli::verify(&bundle, public_key.as_deref(), plugin, &data_dir)
+                }
+            }
+        }
         Command::Gen { schema, count, rate, format, seed, attack_share } => {
             gen::run(gen::GenArgs { schema, count, rate, format, seed, attack_share })
         }

@@ -37,6 +37,7 @@ pub fn run(args: ScoreArgs) -> i32 {
         max_reasons: 3,
         batch: BatchConfig { max_events: args.batch, ..BatchConfig::default() },
         wasm: WasmConfig::default(),
+        updates: None,
     };
     if let Err(e) = cfg.check("score") {
         eprintln!("flowtag score: {e}");

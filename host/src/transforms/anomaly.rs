@@ -10,6 +10,9 @@
 //! reasons = "anomalous"                   # which records carry reasons: anomalous, all, none
 //! batch.max_events = 256
 //! batch.timeout = "50ms"
+//! [transforms.tag.updates]                # optional: model pushes (see `model::fetch`)
+//! source = "dir"
+//! path = "/etc/flowtag/models/next"
 //! ```
 //!
 //! Records are gathered into batches (up to `max_events`, or whatever arrived within
@@ -30,6 +33,7 @@ use super::runtime::TagRuntime;
 use crate::config::duration::Dur;
 use crate::event::{Event, Events};
 use crate::metrics::{self, ComponentMetrics};
+use crate::model::fetch::UpdatesConfig;
 use crate::model::ModelManager;
 use crate::topology::{Inbox, Output, Wiring};
 use flowtag_plugin::{FilterOptions, ReasonsMode, Verdict};
@@ -56,6 +60,8 @@ pub struct AnomalyConfig {
     /// Limits for `runtime = "wasm"`.
     #[serde(default)]
     pub wasm: WasmConfig,
+    /// Model pushes: where new bundles come from and how they are checked.
+    pub updates: Option<UpdatesConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +170,9 @@ impl AnomalyConfig {
                 "transforms.{id}.wasm.memory_limit_mib: {} is out of range (16..=4096)",
                 self.wasm.memory_limit_mib
             ));
+        }
+        if let Some(up) = &self.updates {
+            up.check(&format!("transforms.{id}.updates"))?;
         }
         Ok(())
     }
