@@ -7,7 +7,7 @@ setup:
 build:
 	cargo build --release -p host
 
-# The tag filter as a WASM module: target/wasm32-wasip1/release/flowtag_filter.wasm
+# The tag filter as a WASM module: target/flowtag_filter.wasm
 wasm:
 	scripts/build-wasm.sh
 
