@@ -7,6 +7,7 @@
 //! `sinks`, wired by bounded channels that carry `event`s with their acknowledgements;
 //! `api`, `metrics` and `health` watch them. The plugin crate below does the tagging.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod decode;

@@ -134,13 +134,13 @@ impl Metrics {
             alerts_sent: counter(
                 &r,
                 "flowtag_alerts_sent_total",
-                "Alerts delivered, by rule and destination.",
-                &["component_id", "rule"],
+                "Alerts delivered, by alert and destination.",
+                &["component_id", "destination"],
             ),
             alerts_suppressed: counter(
                 &r,
                 "flowtag_alerts_suppressed_total",
-                "Alerts held back (cooldown, budget).",
+                "Alert evaluations held back (cooldown, budget, queue_full), and alerts given up after retries (failed).",
                 &["component_id", "reason"],
             ),
             up,

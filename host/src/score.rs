@@ -1,7 +1,9 @@
 //! `flowtag score`: tag the records of a file (or standard input) and print them as JSON lines,
 //! in input order. For trying a model or a WASM module on real logs before deploying it.
 //!
-//!     flowtag score --model models/unsw-supervised --format unsw flows.csv
+//! ```text
+//! flowtag score --model models/unsw-supervised --format unsw flows.csv
+//! ```
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::event::Events;
+use crate::event::{Event, Events};
 use crate::health::Health;
 use crate::metrics;
 use crate::sinks;
@@ -68,11 +68,14 @@ impl Shutdown {
 #[derive(Clone)]
 pub struct Output {
     targets: Vec<(mpsc::Sender<Events>, prometheus::IntGauge)>,
+    /// Alerts: a copy of each batch without acknowledgements, never waited for.
+    taps: Vec<(String, &'static str, mpsc::Sender<Events>)>,
 }
 
 impl Output {
     /// Send to every target, waiting while one is full. `Err` when every target is gone.
     pub async fn send(&self, events: Events) -> Result<(), ()> {
+        self.tap(&events);
         let n = events.len() as i64;
         let mut delivered = false;
         let last = self.targets.len().saturating_sub(1);
@@ -94,9 +97,24 @@ impl Output {
         }
     }
 
+    /// Copy `events` to the alerts, without their acknowledgements (alerts never hold a
+    /// checkpoint) and without waiting: an alert that falls behind misses records, counted.
+    fn tap(&self, events: &Events) {
+        for (id, ty, tx) in &self.taps {
+            let copy: Events = events.iter().map(|e| Event::new(e.data.clone())).collect();
+            if let Err(mpsc::error::TrySendError::Full(lost)) = tx.try_send(copy) {
+                metrics::global()
+                    .discarded
+                    .with_label_values(&[id, "alert", ty, "alert_behind"])
+                    .inc_by(lost.len() as u64);
+            }
+        }
+    }
+
     /// [`Output::blocking_send`], calling `idle` whenever a target is full: a file source
     /// keeps recording confirmations (and moving checkpoints) while it waits for room.
     pub fn blocking_send_with(&self, events: Events, mut idle: impl FnMut()) -> Result<(), ()> {
+        self.tap(&events);
         let n = events.len() as i64;
         let mut delivered = false;
         for (tx, gauge) in &self.targets {
@@ -128,6 +146,7 @@ impl Output {
 
     /// [`Output::send`] from a thread outside the runtime.
     pub fn blocking_send(&self, events: Events) -> Result<(), ()> {
+        self.tap(&events);
         let n = events.len() as i64;
         let mut delivered = false;
         for (tx, gauge) in &self.targets {
@@ -266,18 +285,30 @@ pub async fn start(config: &Config, health: Health, drain: Duration) -> Result<R
         inboxes.insert(id.clone(), Inbox { rx, gauge: gauge.clone() });
         senders.insert(id.clone(), (tx, gauge));
     }
+    let mut taps: Vec<(String, &'static str, mpsc::Sender<Events>)> = Vec::new();
+    let mut alert_inboxes = Vec::new();
+    for (id, cfg) in &config.alerts {
+        let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+        let gauge = metrics::global().buffer_events.with_label_values(&[id]);
+        taps.push((id.clone(), cfg.type_name(), tx));
+        alert_inboxes.push((id.clone(), cfg.clone(), Inbox { rx, gauge }));
+    }
     let output_of = |id: &str| Output {
         targets: consumers
             .iter()
             .filter(|c| config.inputs_of(c).iter().any(|i| i == id))
             .map(|c| senders[c].clone())
             .collect(),
+        taps: taps.iter().filter(|(a, _, _)| config.inputs_of(a).iter().any(|i| i == id)).cloned().collect(),
     };
 
     let mut running = Running { shutdown: shutdown.clone(), tasks: Vec::new(), threads: Vec::new(), sources_left };
     for (index, (id, cfg)) in config.sinks.iter().enumerate() {
         let inbox = inboxes.remove(id).expect("every sink has an inbox");
         running.tasks.push(sinks::spawn(id.clone(), index, cfg.clone(), inbox, wiring.clone()).await?);
+    }
+    for (id, cfg, inbox) in alert_inboxes {
+        running.tasks.push(crate::alerts::spawn(id, cfg, inbox, shutdown.clone())?);
     }
     for (id, cfg) in &config.transforms {
         let inbox = inboxes.remove(id).expect("every transform has an inbox");

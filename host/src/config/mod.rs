@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alerts::AlertConfig;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use crate::transforms::TransformConfig;
@@ -52,6 +53,8 @@ pub struct Config {
     pub transforms: BTreeMap<String, TransformConfig>,
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    pub alerts: BTreeMap<String, AlertConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -157,6 +160,7 @@ impl Config {
         all.extend(self.sources.keys().map(|k| (k.as_str(), Kind::Source)));
         all.extend(self.transforms.keys().map(|k| (k.as_str(), Kind::Transform)));
         all.extend(self.sinks.keys().map(|k| (k.as_str(), Kind::Sink)));
+        all.extend(self.alerts.keys().map(|k| (k.as_str(), Kind::Alert)));
         all
     }
 
@@ -166,6 +170,8 @@ impl Config {
             t.inputs()
         } else if let Some(s) = self.sinks.get(id) {
             s.inputs()
+        } else if let Some(a) = self.alerts.get(id) {
+            &a.inputs
         } else {
             &[]
         }
@@ -177,6 +183,7 @@ impl Config {
             ("sources", self.sources.keys().collect::<Vec<_>>()),
             ("transforms", self.transforms.keys().collect()),
             ("sinks", self.sinks.keys().collect()),
+            ("alerts", self.alerts.keys().collect()),
         ] {
             for id in ids {
                 if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
@@ -229,6 +236,9 @@ impl Config {
         }
         for (id, s) in &self.sinks {
             s.check(id)?;
+        }
+        for (id, a) in &self.alerts {
+            a.check(id)?;
         }
         for (id, s) in &self.sources {
             s.check(id)?;

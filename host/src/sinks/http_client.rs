@@ -29,12 +29,13 @@ pub struct TlsConfig {
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub fn build(tls: &TlsConfig) -> Result<HttpClient, String> {
+/// A rustls client config: the system's roots plus `tls.ca_file`, or (tests only) any certificate.
+pub fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
-    let config = if tls.verify_certificate {
+    Ok(if tls.verify_certificate {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
@@ -49,7 +50,11 @@ pub fn build(tls: &TlsConfig) -> Result<HttpClient, String> {
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
-    };
+    })
+}
+
+pub fn build(tls: &TlsConfig) -> Result<HttpClient, String> {
+    let config = tls_config(tls)?;
     let https =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))

@@ -1,0 +1,516 @@
+//! Edge alerts: rules on the tagged stream that reach people.
+//!
+//! ```toml
+//! [alerts.burst]
+//! type = "slack"                         # slack | alertmanager | email
+//! inputs = ["tag"]
+//! when = "anomaly_rate > 0.05 over 1m"   # or "anomalies_per_host > 100 over 5m", "score > 0.999"
+//! url = "${SLACK_WEBHOOK_URL}"           # slack: the webhook; alertmanager: its base URL
+//! cooldown = "10m"                       # at most one alert per rule this often
+//! daily_budget = 20                      # and at most this many per UTC day
+//! group_wait = "5s"                      # gather a burst before the first alert
+//! ```
+//!
+//! An alert component gets a copy of the records of its inputs without their delivery
+//! acknowledgements, through a bounded queue that never waits: when alerting falls behind,
+//! records are skipped for alerting only (counted as discarded for the alert), never delayed
+//! on the log path. Every second the rule is evaluated over its window. When it starts to hold,
+//! an episode starts: after `group_wait` one alert goes out with the count of anomalous flows,
+//! the top source hosts, the top reasons and a sample record. While the rule keeps holding no
+//! further alert goes out until `cooldown` has passed (then one reminder with the new count);
+//! beyond `daily_budget` alerts are held back. Held-back alerts are counted in
+//! `flowtag_alerts_suppressed_total{reason}`. For Alertmanager the firing alert is renewed
+//! (`endsAt`) while the rule holds and resolved when it stops holding.
+
+mod notify;
+mod smtp;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::config::duration::Dur;
+use crate::metrics::{self, ComponentMetrics};
+use crate::sinks::http_client::TlsConfig;
+use crate::topology::{Inbox, Shutdown};
+pub use notify::Alert;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    #[serde(rename = "type")]
+    pub destination: Destination,
+    pub inputs: Vec<String>,
+    pub when: String,
+    /// Where the tags are (the tag transform's `key`).
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Fields naming a flow's source host, first present wins.
+    #[serde(default = "default_host_fields")]
+    pub host_fields: Vec<String>,
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+    #[serde(default = "default_budget")]
+    pub daily_budget: u32,
+    #[serde(default = "default_group_wait")]
+    pub group_wait: Dur,
+    /// `anomaly_rate` needs at least this many scored flows in the window.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
+    /// slack: the incoming webhook; alertmanager: its base URL (`/api/v2/alerts` is added).
+    pub url: Option<String>,
+    /// alertmanager: extra labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// alertmanager: how long a firing alert lasts without renewal.
+    #[serde(default = "default_resolve")]
+    pub resolve_timeout: Dur,
+    /// email: the SMTP server, `host:port`.
+    pub smtp: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// email: `auto` (STARTTLS when offered), `always` (refuse a server without it), `never`.
+    #[serde(default)]
+    pub starttls: StartTls,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Per delivery attempt.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    Slack,
+    Alertmanager,
+    Email,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartTls {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+fn default_key() -> String {
+    "anomaly".into()
+}
+fn default_host_fields() -> Vec<String> {
+    ["srcip", "Source IP", "id.orig_h", "src_ip", "host"].map(String::from).to_vec()
+}
+fn default_cooldown() -> Dur {
+    Dur::secs(600)
+}
+fn default_budget() -> u32 {
+    20
+}
+fn default_group_wait() -> Dur {
+    Dur::secs(5)
+}
+fn default_min_events() -> u64 {
+    20
+}
+fn default_resolve() -> Dur {
+    Dur::secs(300)
+}
+fn default_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// What a rule measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    /// Share of scored flows tagged anomalous over the window.
+    AnomalyRate { above: f64, window: Duration },
+    /// Anomalous flows of one source host over the window.
+    AnomaliesPerHost { above: f64, window: Duration },
+    /// One flow's calibrated score.
+    Score { above: f64 },
+}
+
+impl Rule {
+    /// `"<anomaly_rate|anomalies_per_host|score> > <number> [over <duration>]"`.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let usage =
+            "expected e.g. \"anomaly_rate > 0.05 over 1m\", \"anomalies_per_host > 100 over 5m\" or \"score > 0.999\"";
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let (metric, above, window) = match words.as_slice() {
+            [m, ">", n] => (*m, *n, None),
+            [m, ">", n, "over", w] => (*m, *n, Some(*w)),
+            _ => return Err(format!("{text:?}: {usage}")),
+        };
+        let above: f64 = above.parse().map_err(|_| format!("{text:?}: {above:?} is not a number"))?;
+        let window =
+            window.map(|w| humantime::parse_duration(w).map_err(|e| format!("{text:?}: {w:?}: {e}"))).transpose()?;
+        let need_window = |w: Option<Duration>| {
+            let w = w.ok_or_else(|| format!("{text:?}: {metric} needs a window (\"... over 1m\")"))?;
+            if w < Duration::from_secs(1) || w > Duration::from_secs(86_400) {
+                return Err(format!("{text:?}: the window must be between 1s and 24h"));
+            }
+            Ok(w)
+        };
+        match metric {
+            "anomaly_rate" if (0.0..1.0).contains(&above) => {
+                Ok(Rule::AnomalyRate { above, window: need_window(window)? })
+            }
+            "anomaly_rate" => Err(format!("{text:?}: an anomaly rate is between 0 and 1")),
+            "anomalies_per_host" => Ok(Rule::AnomaliesPerHost { above, window: need_window(window)? }),
+            "score" if window.is_some() => {
+                Err(format!("{text:?}: a score rule looks at single flows; drop \"over ...\""))
+            }
+            "score" if (0.0..1.0).contains(&above) => Ok(Rule::Score { above }),
+            "score" => Err(format!("{text:?}: scores are between 0 and 1")),
+            other => Err(format!("{text:?}: unknown measure {other:?}; {usage}")),
+        }
+    }
+
+    fn window(&self) -> Duration {
+        match self {
+            Rule::AnomalyRate { window, .. } | Rule::AnomaliesPerHost { window, .. } => *window,
+            Rule::Score { .. } => Duration::from_secs(1),
+        }
+    }
+}
+
+impl AlertConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self.destination {
+            Destination::Slack => "slack",
+            Destination::Alertmanager => "alertmanager",
+            Destination::Email => "email",
+        }
+    }
+
+    pub fn check(&self, id: &str) -> Result<(), String> {
+        let key = |k: &str| format!("alerts.{id}.{k}");
+        Rule::parse(&self.when).map_err(|e| format!("{}: {e}", key("when")))?;
+        match self.destination {
+            Destination::Slack | Destination::Alertmanager => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| format!("{}: required for type = {:?}", key("url"), self.destination))?;
+                match url.parse::<hyper::Uri>() {
+                    Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                    _ => return Err(format!("{}: {url:?} is not an http:// or https:// URL", key("url"))),
+                }
+            }
+            Destination::Email => {
+                let smtp = self.smtp.as_deref().ok_or_else(|| {
+                    format!("{}: required for type = \"email\", e.g. \"smtp.example.com:587\"", key("smtp"))
+                })?;
+                if smtp.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                    return Err(format!("{}: {smtp:?}: expected host:port", key("smtp")));
+                }
+                if self.from.as_deref().is_none_or(|f| !f.contains('@')) {
+                    return Err(format!("{}: required, an address like \"flowtag@example.com\"", key("from")));
+                }
+                if self.to.is_empty() || self.to.iter().any(|t| !t.contains('@')) {
+                    return Err(format!("{}: one or more addresses", key("to")));
+                }
+                if self.password.is_some() && self.password_file.is_some() {
+                    return Err(format!("{}: give password or password_file, not both", key("password_file")));
+                }
+                if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
+                    return Err(format!("{}: required with a password", key("username")));
+                }
+            }
+        }
+        if self.destination != Destination::Email && (self.smtp.is_some() || !self.to.is_empty() || self.from.is_some())
+        {
+            return Err(format!(
+                "{}: only used with type = \"email\"",
+                key(if self.smtp.is_some() {
+                    "smtp"
+                } else if self.from.is_some() {
+                    "from"
+                } else {
+                    "to"
+                })
+            ));
+        }
+        if self.cooldown.0 < Duration::from_secs(1) {
+            return Err(format!("{}: at least 1s", key("cooldown")));
+        }
+        if self.daily_budget == 0 {
+            return Err(format!("{}: at least 1 (remove the alert to silence it)", key("daily_budget")));
+        }
+        Ok(())
+    }
+}
+
+/// One second of the stream, as the rules see it.
+#[derive(Default)]
+struct Bucket {
+    second: u64,
+    scored: u64,
+    anomalous: u64,
+    hosts: HashMap<String, u64>,
+    reasons: HashMap<String, u64>,
+    top_score: f64,
+    sample: Option<String>,
+}
+
+struct Episode {
+    started: Instant,
+    starts_at: SystemTime,
+    /// Sent its first alert.
+    sent: bool,
+    last_sent: Option<Instant>,
+    last_renewed: Option<Instant>,
+    /// Anomalous flows counted into this episode and not yet reported.
+    count: u64,
+}
+
+pub struct Evaluator {
+    id: String,
+    cfg: AlertConfig,
+    rule: Rule,
+    buckets: VecDeque<Bucket>,
+    episode: Option<Episode>,
+    day: u64,
+    sent_today: u32,
+    budget_warned: bool,
+    queue: tokio::sync::mpsc::Sender<Alert>,
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+impl Evaluator {
+    /// Take in one tagged record.
+    fn observe(&mut self, record: &[u8]) {
+        let now = unix_seconds();
+        if self.buckets.back().is_none_or(|b| b.second != now) {
+            self.buckets.push_back(Bucket { second: now, ..Bucket::default() });
+        }
+        // Most records are normal: count them without parsing (the plugin writes tags compactly).
+        if memchr::memmem::find(record, br#""verdict":"normal""#).is_some() {
+            self.buckets.back_mut().expect("pushed above").scored += 1;
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(record) else { return };
+        let tags = &v[&self.cfg.key];
+        let verdict = tags["verdict"].as_str().unwrap_or("");
+        if verdict != "anomalous" && verdict != "normal" {
+            return;
+        }
+        let anomalous = verdict == "anomalous";
+        let score = tags["score"].as_f64().unwrap_or(0.0);
+        let matches = match self.rule {
+            Rule::Score { above } => anomalous && score > above,
+            _ => anomalous,
+        };
+        let host = self.cfg.host_fields.iter().find_map(|f| v.get(f)).map(|h| match h {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let b = self.buckets.back_mut().expect("pushed above");
+        b.scored += 1;
+        if !matches {
+            return;
+        }
+        b.anomalous += 1;
+        if let Some(h) = host {
+            *b.hosts.entry(h).or_default() += 1;
+        }
+        if let Some(reasons) = tags["reasons"].as_array() {
+            for r in reasons {
+                if let Some(f) = r["feature"].as_str() {
+                    *b.reasons.entry(f.to_string()).or_default() += 1;
+                }
+            }
+        }
+        if score >= b.top_score || b.sample.is_none() {
+            b.top_score = score;
+            b.sample = Some(String::from_utf8_lossy(&record[..record.len().min(4096)]).into_owned());
+        }
+        if let Some(e) = &mut self.episode {
+            e.count += 1;
+        }
+    }
+
+    /// Evaluate the rule (called every second).
+    fn tick(&mut self) {
+        let now = unix_seconds();
+        let window = self.rule.window().as_secs().max(1);
+        while self.buckets.front().is_some_and(|b| b.second + window <= now) {
+            self.buckets.pop_front();
+        }
+        let (scored, anomalous): (u64, u64) =
+            self.buckets.iter().fold((0, 0), |(s, a), b| (s + b.scored, a + b.anomalous));
+        let mut hosts: HashMap<&str, u64> = HashMap::new();
+        for b in &self.buckets {
+            for (h, n) in &b.hosts {
+                *hosts.entry(h.as_str()).or_default() += n;
+            }
+        }
+        let holds = match self.rule {
+            Rule::AnomalyRate { above, .. } => {
+                scored >= self.cfg.min_events && anomalous as f64 / scored as f64 > above
+            }
+            Rule::AnomaliesPerHost { above, .. } => hosts.values().any(|&n| n as f64 > above),
+            Rule::Score { .. } => anomalous > 0,
+        };
+        let t = Instant::now();
+        if !holds {
+            if let Some(e) = self.episode.take() {
+                if e.sent && self.cfg.destination == Destination::Alertmanager {
+                    // Resolve: endsAt now.
+                    let mut a = self.alert(anomalous, &e);
+                    a.resolved = true;
+                    let _ = self.queue.try_send(a);
+                }
+            }
+            return;
+        }
+        let e = self.episode.get_or_insert_with(|| Episode {
+            started: t,
+            starts_at: SystemTime::now(),
+            sent: false,
+            last_sent: None,
+            last_renewed: None,
+            count: anomalous,
+        });
+        let due = match e.last_sent {
+            None => t.duration_since(e.started) >= self.cfg.group_wait.0,
+            Some(last) => t.duration_since(last) >= self.cfg.cooldown.0 && e.count > 0,
+        };
+        let renew = self.cfg.destination == Destination::Alertmanager
+            && e.sent
+            && e.last_renewed.is_none_or(|r| t.duration_since(r) >= self.cfg.resolve_timeout.0 / 2);
+        if !due {
+            if e.sent && e.count > 0 && anomalous > 0 {
+                metrics::global().alerts_suppressed.with_label_values(&[&self.id, "cooldown"]).inc();
+            }
+            if renew {
+                let e = self.episode.take().expect("set above");
+                let mut a = self.alert(0, &e);
+                a.renewal = true;
+                let _ = self.queue.try_send(a);
+                self.episode = Some(Episode { last_renewed: Some(t), ..e });
+            }
+            return;
+        }
+        let day = now / 86_400;
+        if day != self.day {
+            (self.day, self.sent_today, self.budget_warned) = (day, 0, false);
+        }
+        let e = self.episode.take().expect("set above");
+        if self.sent_today >= self.cfg.daily_budget {
+            metrics::global().alerts_suppressed.with_label_values(&[&self.id, "budget"]).inc();
+            if !self.budget_warned {
+                tracing::warn!(alert = %self.id, budget = self.cfg.daily_budget, "daily alert budget used up; further alerts are held back until midnight UTC");
+                self.budget_warned = true;
+            }
+            // Counted from the next possible alert on.
+            self.episode = Some(Episode { last_sent: Some(t), count: 0, ..e });
+            return;
+        }
+        let alert = self.alert(e.count, &e);
+        self.sent_today += 1;
+        if self.queue.try_send(alert).is_err() {
+            metrics::global().alerts_suppressed.with_label_values(&[&self.id, "queue_full"]).inc();
+        }
+        self.episode = Some(Episode { sent: true, last_sent: Some(t), last_renewed: Some(t), count: 0, ..e });
+    }
+
+    fn alert(&self, count: u64, e: &Episode) -> Alert {
+        let mut hosts: HashMap<&str, u64> = HashMap::new();
+        let mut reasons: HashMap<&str, u64> = HashMap::new();
+        let (mut scored, mut anomalous) = (0, 0);
+        let mut sample: Option<(&f64, &String)> = None;
+        for b in &self.buckets {
+            scored += b.scored;
+            anomalous += b.anomalous;
+            for (h, n) in &b.hosts {
+                *hosts.entry(h).or_default() += n;
+            }
+            for (r, n) in &b.reasons {
+                *reasons.entry(r).or_default() += n;
+            }
+            if let Some(s) = &b.sample {
+                if sample.is_none_or(|(best, _)| b.top_score >= *best) {
+                    sample = Some((&b.top_score, s));
+                }
+            }
+        }
+        let top = |m: HashMap<&str, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(5);
+            v
+        };
+        Alert {
+            rule_id: self.id.clone(),
+            when: self.cfg.when.clone(),
+            count,
+            window_scored: scored,
+            window_anomalous: anomalous,
+            top_hosts: top(hosts),
+            top_reasons: top(reasons),
+            sample: sample.map(|(_, s)| s.clone()),
+            starts_at: e.starts_at,
+            resolved: false,
+            renewal: false,
+        }
+    }
+}
+
+/// Start an alert: its evaluator (every second) and its notifier (deliveries with retries).
+pub fn spawn(
+    id: String,
+    cfg: AlertConfig,
+    mut inbox: Inbox,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let rule = Rule::parse(&cfg.when).map_err(|e| format!("alerts.{id}.when: {e}"))?;
+    let notifier = notify::Notifier::new(&id, &cfg)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let metrics = ComponentMetrics::new(&id, "alert", cfg.type_name());
+    let sender = tokio::spawn(notifier.run(rx, shutdown.clone()));
+    let mut ev = Evaluator {
+        id: id.clone(),
+        cfg,
+        rule,
+        buckets: VecDeque::new(),
+        episode: None,
+        day: 0,
+        sent_today: 0,
+        budget_warned: false,
+        queue: tx,
+    };
+    tracing::info!(alert = %id, rule = %ev.cfg.when, "alert armed");
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.stopped() => break,
+                _ = tick.tick() => ev.tick(),
+                events = inbox.recv() => match events {
+                    Some(events) => {
+                        metrics.received(events.len(), events.iter().map(|e| e.data.len()).sum());
+                        for e in &events {
+                            ev.observe(&e.data);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        drop(ev);
+        let _ = sender.await;
+    }))
+}
