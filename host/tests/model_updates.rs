@@ -238,6 +238,20 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
         ["unsw-portable@1", "unsw-portable@2", "unsw-portable@1"],
         "versions follow the swaps in order"
     );
+
+    // A config pin: kept are v1 (current) and v2 (previous); pinned to 2, a restart serves v2
+    // without any source; pinned to a version not kept, the configured model serves.
+    std::fs::remove_dir_all(&push).unwrap();
+    let pinned = cfg.replace("source = \"dir\"", "pin = \"2\"\nsource = \"dir\"");
+    let mut ft = Flowtag::start(dir.path(), &pinned, api);
+    ft.wait_ready();
+    assert!(serving(&ft, "2"), "{}", ft.log());
+    assert!(ft.terminate().success());
+    let mut ft = Flowtag::start(dir.path(), &cfg.replace("source = \"dir\"", "pin = \"9\"\nsource = \"dir\""), api);
+    ft.wait_ready();
+    assert!(serving(&ft, "1"));
+    assert!(ft.log().contains("pinned version not kept yet"), "{}", ft.log());
+    assert!(ft.terminate().success());
 }
 
 /// A bundle server: `GET /bundle.tar` with a strong ETag; `If-None-Match` with the current tag
