@@ -12,7 +12,7 @@ use std::time::Instant;
 use flowtag_plugin::Bundle;
 
 use crate::decode::{Decoder, Decoding, Line};
-use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Reasons, Runtime, WasmConfig};
+use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Reasons, Runtime};
 use crate::transforms::runtime::Loader;
 
 pub struct ScoreArgs {
@@ -30,16 +30,10 @@ pub struct ScoreArgs {
 /// Run; returns the process exit code.
 pub fn run(args: ScoreArgs) -> i32 {
     let cfg = AnomalyConfig {
-        inputs: vec![],
-        model: args.model.clone(),
-        runtime: args.runtime,
-        plugin: args.plugin.clone(),
         key: args.key.clone(),
         reasons: args.reasons,
-        max_reasons: 3,
         batch: BatchConfig { max_events: args.batch, ..BatchConfig::default() },
-        wasm: WasmConfig::default(),
-        updates: None,
+        ..AnomalyConfig::standalone(args.model.clone(), args.runtime, args.plugin.clone())
     };
     if let Err(e) = cfg.check("score") {
         eprintln!("flowtag score: {e}");

@@ -200,10 +200,7 @@ impl AlertConfig {
                     .url
                     .as_deref()
                     .ok_or_else(|| format!("{}: required for type = {:?}", key("url"), self.destination))?;
-                match url.parse::<hyper::Uri>() {
-                    Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-                    _ => return Err(format!("{}: {url:?} is not an http:// or https:// URL", key("url"))),
-                }
+                crate::config::check_http_url(&key("url"), url)?;
             }
             Destination::Email => {
                 let smtp = self.smtp.as_deref().ok_or_else(|| {

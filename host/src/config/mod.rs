@@ -110,6 +110,14 @@ fn default_api_address() -> SocketAddr {
     "127.0.0.1:9598".parse().expect("valid address")
 }
 
+/// `url` must be an absolute http:// or https:// URL; errors name `key`.
+pub fn check_http_url(key: &str, url: &str) -> Result<(), String> {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
+        _ => Err(format!("{key}: {url:?} is not an http:// or https:// URL")),
+    }
+}
+
 pub fn yes() -> bool {
     true
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Reasons, Runtime, WasmConfig};
+use crate::transforms::anomaly::{AnomalyConfig, Runtime};
 use crate::transforms::runtime::Loader;
 use flowtag_plugin::{Bundle, PublicKey};
 
@@ -83,18 +83,7 @@ pub fn verify(path: &Path, public_key: Option<&Path>, plugin: Option<PathBuf>, d
         None => vec![(Runtime::Native, None)],
     };
     for (runtime, plugin) in runtimes {
-        let cfg = AnomalyConfig {
-            inputs: vec![],
-            model: path.to_path_buf(),
-            runtime,
-            plugin,
-            key: "anomaly".into(),
-            reasons: Reasons::Anomalous,
-            max_reasons: 3,
-            batch: BatchConfig::default(),
-            wasm: WasmConfig::default(),
-            updates: None,
-        };
+        let cfg = AnomalyConfig::standalone(path.to_path_buf(), runtime, plugin);
         let loaded =
             Loader::new(&cfg, &data_dir.join("wasm-cache")).and_then(|l| l.load(&bundle).map(|_| l.describe()));
         match loaded {

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use serde::Deserialize;
 
+use crate::config::check_http_url;
 use crate::config::duration::Dur;
 use crate::sinks::http_client::{self, HttpClient, TlsConfig};
 use flowtag_plugin::bundle::{sha256_hex, MANIFEST, MODEL, SIGNATURE};
@@ -94,14 +95,14 @@ impl UpdatesConfig {
                 stray(self.path.is_some(), "path")?;
                 stray(self.uri.is_some(), "uri")?;
                 stray(self.model_name.is_some(), "model_name")?;
-                check_url(key, "url", self.url.as_deref().unwrap_or(""))?;
+                check_http_url(&format!("{key}.url"), self.url.as_deref().unwrap_or(""))?;
             }
             UpdateSource::Mlflow => {
                 need(self.uri.is_some(), "uri", "\"http://mlflow:5000\"")?;
                 need(self.model_name.is_some(), "model_name", "\"flows\"")?;
                 stray(self.path.is_some(), "path")?;
                 stray(self.url.is_some(), "url")?;
-                check_url(key, "uri", self.uri.as_deref().unwrap_or(""))?;
+                check_http_url(&format!("{key}.uri"), self.uri.as_deref().unwrap_or(""))?;
             }
         }
         if self.interval.0 < Duration::from_millis(100) {
@@ -133,13 +134,6 @@ impl UpdatesConfig {
                 self.pin.as_deref().unwrap_or(&self.alias)
             ),
         }
-    }
-}
-
-fn check_url(key: &str, what: &str, url: &str) -> Result<(), String> {
-    match url.parse::<hyper::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
-        _ => Err(format!("{key}.{what}: {url:?} is not an http:// or https:// URL")),
     }
 }
 

@@ -150,6 +150,23 @@ fn default_timeout() -> Dur {
 }
 
 impl AnomalyConfig {
+    /// A transform config outside a pipeline (`flowtag score`, `flowtag model verify`): the
+    /// defaults a config file would get, for this bundle and runtime.
+    pub fn standalone(model: PathBuf, runtime: Runtime, plugin: Option<PathBuf>) -> AnomalyConfig {
+        AnomalyConfig {
+            inputs: vec![],
+            model,
+            runtime,
+            plugin,
+            key: default_key(),
+            reasons: Reasons::default(),
+            max_reasons: default_max_reasons(),
+            batch: BatchConfig::default(),
+            wasm: WasmConfig::default(),
+            updates: None,
+        }
+    }
+
     pub fn check(&self, id: &str) -> Result<(), String> {
         if self.key.is_empty() {
             return Err(format!("transforms.{id}.key: must not be empty"));
