@@ -256,9 +256,7 @@ fn hostile_modules_fail_only_their_batch_and_the_host_keeps_delivering() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let api = free_port();
     let ft = Flowtag::start(dir.path(), &wasm_config(dir.path(), api, &plugin, &input, &output), api);
-    wait_until(Duration::from_secs(60), "every record delivered", || {
-        std::fs::read_to_string(&output).map(|s| s.lines().count() >= lines.len()).unwrap_or(false)
-    });
+    wait_until(Duration::from_secs(60), "every record delivered", || read_jsonl(&output).len() >= lines.len());
     let out = read_jsonl(&output);
     assert_eq!(out.len(), lines.len(), "every record in comes out once");
     let mut failures = std::collections::BTreeMap::new();
@@ -367,9 +365,7 @@ path = "{out_wasm}"
     );
     let ft = Flowtag::start(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(120), "both sinks have every record", || {
-        [&out_native, &out_wasm]
-            .iter()
-            .all(|p| std::fs::read_to_string(p).map(|s| s.lines().count() >= 3_000).unwrap_or(false))
+        [&out_native, &out_wasm].iter().all(|p| read_jsonl(p).len() >= 3_000)
     });
     assert!(ft.terminate().success());
     let native = std::fs::read(&out_native).unwrap();
