@@ -6,6 +6,7 @@
     flowtag-train defaults --out models            # the shipped bundles, reproducibly (seeded)
     flowtag-train compare --metric roc_auc --metric f1
     flowtag-train promote --name unsw-supervised --version 3 --alias champion
+    flowtag-train retrain --config '{"name": "unsw-supervised", "limit": 20000}'
 
 The datasets folder is `FLOWTAG_DATASETS` (default `../shared/datasets`); the MLflow tracking URI
 is `--tracking-uri`, `MLFLOW_TRACKING_URI`, or a sqlite store in `.mlflow/`.
@@ -17,7 +18,7 @@ import argparse
 import json
 import sys
 
-from . import defaults, pipeline, tracking
+from . import defaults, pipeline, retrain, tracking
 from .datasets import load
 
 
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--version", required=True)
     pr.add_argument("--alias", default="champion")
 
+    rt = sub.add_parser("retrain", help="check data, train candidates, gate against the champion, publish (what the Airflow DAG runs)")
+    rt.add_argument("--config", default="{}", help="retrain settings as JSON (see flowtag_train.retrain.RetrainConfig)")
+
     a = p.parse_args(argv)
     if a.cmd == "check-data":
         print(json.dumps(load(a.dataset, files=a.file).summary(), indent=2))
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         print(" | ".join(cols))
         for r in rows:
             print(" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    elif a.cmd == "retrain":
+        settings = json.loads(a.config)
+        settings.setdefault("tracking_uri", a.tracking_uri)
+        result = retrain.run(settings)
+        print(json.dumps(result, indent=2, default=str))
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
         print(f"{a.name}@{a.alias} -> version {a.version}")

@@ -84,6 +84,33 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def take(self, rows: np.ndarray) -> "Dataset":
+        """These rows only (positions), labels and families alongside."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Dataset(
+            schema=self.schema, frame=self.frame.iloc[rows].reset_index(drop=True), y=None if self.y is None else self.y[rows],
+            family=None if self.family is None else self.family[rows], files=self.files,
+        )
+
+    def sample(self, limit: int, seed: int) -> "Dataset":
+        """A random sample of `limit` rows, stratified by family (else label), in file order."""
+        if limit >= len(self.frame):
+            return self
+        rng = np.random.default_rng(seed)
+        strata = self.family if self.family is not None else (self.y if self.y is not None else np.zeros(len(self.frame)))
+        keep = []
+        for s in pd.unique(strata):
+            idx = np.flatnonzero(strata == s)
+            take = max(1, int(round(limit * len(idx) / len(self.frame))))
+            keep.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
+        return self.take(np.sort(np.concatenate(keep)))
+
+    def without(self, rows: np.ndarray) -> "Dataset":
+        """Every row but these (positions)."""
+        keep = np.ones(len(self.frame), dtype=bool)
+        keep[np.asarray(rows, dtype=np.int64)] = False
+        return self.take(np.flatnonzero(keep))
+
     def summary(self) -> dict:
         s = {"rows": len(self.frame), "columns": len(self.frame.columns), "files": self.files}
         if self.y is not None:
@@ -231,16 +258,5 @@ def load(schema: Schema | str, files: list[str] | None = None, root: Path | None
         family = frame[schema.family].map(normalize_family).to_numpy(dtype=object)
         if y is not None:
             family = np.where(y == 0, "Normal", np.where(family == "", "Unknown", family))
-    if limit is not None and limit < len(frame):
-        rng = np.random.default_rng(seed)
-        strata = family if family is not None else (y if y is not None else np.zeros(len(frame)))
-        keep = []
-        for s in pd.unique(strata):
-            idx = np.flatnonzero(strata == s)
-            take = max(1, int(round(limit * len(idx) / len(frame))))
-            keep.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
-        keep = np.sort(np.concatenate(keep))
-        frame = frame.iloc[keep].reset_index(drop=True)
-        y = None if y is None else y[keep]
-        family = None if family is None else family[keep]
-    return Dataset(schema=schema, frame=frame, y=y, family=family, files=info)
+    ds = Dataset(schema=schema, frame=frame, y=y, family=family, files=info)
+    return ds.sample(limit, seed) if limit is not None else ds

@@ -43,6 +43,9 @@ class TrainConfig:
     target_fpr: float = 0.01
     holdout_family: str | None = None
     limit: int | None = None
+    reserve: int | None = None
+    """Leave the fixed evaluation set (1/`reserve` of the rows, see `splits.evaluation_rows`) out
+    of training, validation and test: the retraining gate judges models on it."""
     params: dict = field(default_factory=dict)
     out: str = "build/bundles"
     experiment: str = "flowtag"
@@ -111,10 +114,19 @@ def check_parity(trained: models.Trained, X: np.ndarray, onnx: np.ndarray) -> No
 
 def prepare(cfg: TrainConfig) -> tuple[Dataset, splits.Split, FeatureSpec]:
     ds = load(cfg.dataset, files=cfg.files, limit=cfg.limit, seed=cfg.seed)
+    if cfg.reserve:
+        ds = ds.without(splits.evaluation_rows(ds, evaluation_columns(ds), cfg.reserve))
     numeric, categorical = features.feature_columns(ds, use_leaky=cfg.use_leaky, only=cfg.only)
     sp = splits.split(ds, numeric + categorical, seed=cfg.seed, holdout_family=cfg.holdout_family)
     spec = features.fit_spec(ds, sp.train, use_leaky=cfg.use_leaky, only=cfg.only, extra_aliases=cfg.extra_aliases, optional=set(cfg.optional))
     return ds, sp, spec
+
+
+def evaluation_columns(ds: Dataset) -> list[str]:
+    """The columns that decide the fixed evaluation set: every feature column of the schema (TTLs
+    included), whichever subset a model uses, so all models share one evaluation set."""
+    numeric, categorical = features.feature_columns(ds, use_leaky=True)
+    return numeric + categorical
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -153,6 +165,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "params": trained.params,
         "use_leaky": cfg.use_leaky,
         "holdout_family": cfg.holdout_family,
+        "evaluation_set_reserved": cfg.reserve,
         "target_fpr": cfg.target_fpr,
         "seed": cfg.seed,
         "code_revision": code_revision(),

@@ -36,6 +36,26 @@ def groups(ds: Dataset, columns: list[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(ds.frame[columns], index=False).to_numpy()
 
 
+#: The fixed evaluation set's seed: rows whose group key falls in bucket 0 of `buckets`.
+EVALUATION_SALT = 0x666C6F77746167
+
+
+def evaluation_rows(ds: Dataset, columns: list[str], buckets: int) -> np.ndarray:
+    """Rows of the fixed evaluation set: 1/`buckets` of the groups, chosen by their content alone.
+
+    The choice depends on a row's feature values only (not on which rows were loaded, a sample,
+    a seed or the order of files), so the set stays the same from one retraining to the next and
+    grows with the data; identical rows always land on the same side. Retraining leaves these
+    rows out of the candidate's training, validation and test splits and judges candidate and
+    champion on them.
+    """
+    if buckets < 2:
+        raise ValueError(f"eval_buckets must be at least 2, got {buckets}")
+    keys = groups(ds, columns).astype(np.uint64)
+    mixed = (keys ^ np.uint64(EVALUATION_SALT)) * np.uint64(0x9E3779B97F4A7C15)
+    return np.flatnonzero((mixed >> np.uint64(33)) % np.uint64(buckets) == 0)
+
+
 def split(ds: Dataset, columns: list[str], *, seed: int, valid: float = 0.2, test: float = 0.2, holdout_family: str | None = None) -> Split:
     if ds.y is None:
         raise ValueError("splitting needs labels")

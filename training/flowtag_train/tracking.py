@@ -89,6 +89,11 @@ def register(run_id: str, name: str, alias: str | None = "challenger", uri: str 
     return str(version.version)
 
 
+def log_file(run_id: str, path: Path, artifact_path: str, uri: str | None = None) -> None:
+    """Add one file to a finished run's artifacts (a bundle's signature, after the gate)."""
+    _mlflow(uri).MlflowClient().log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
 def next_version(name: str, uri: str | None = None) -> str:
     """The version number the next registration of `name` will get."""
     client = _mlflow(uri).MlflowClient()

@@ -11,10 +11,8 @@ import ipaddress
 import json
 import ssl
 import subprocess
-import threading
 import time
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,62 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import Flowtag, free_port, http_ok, read_jsonl, wait_until
+from testkit.slack import SlackPeer
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-class SlackPeer:
-    """Answers like Slack's incoming webhooks (`ok`, text/plain); the first request gets a 500
-    so the sender's retry is exercised. Rejects (400) payloads Slack would reject."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        self.failed_first = False
-        peer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                status, answer = peer.handle(self.path, self.headers.get("content-type", ""), body)
-                self.send_response(status)
-                self.send_header("content-type", "text/plain")
-                self.end_headers()
-                self.wfile.write(answer.encode())
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def handle(self, path, ctype, body):
-        if path != "/services/T000/B000/XXXX":
-            return 404, "no_service"
-        if not ctype.startswith("application/json"):
-            return 400, "invalid_payload"
-        try:
-            p = json.loads(body)
-        except ValueError:
-            return 400, "invalid_payload"
-        if not isinstance(p.get("text"), str) or not p["text"]:
-            return 400, "no_text"
-        for b in p.get("blocks", []):
-            if b.get("type") not in ("header", "section"):
-                return 400, "invalid_blocks"
-            texts = ([b["text"]] if "text" in b else []) + b.get("fields", [])
-            if not texts or len(b.get("fields", [])) > 10:
-                return 400, "invalid_blocks"
-            for t in texts:
-                if t.get("type") not in ("plain_text", "mrkdwn") or not isinstance(t.get("text"), str) or len(t["text"]) > 3000:
-                    return 400, "invalid_blocks"
-            if b["type"] == "header" and (b["text"]["type"] != "plain_text" or len(b["text"]["text"]) > 150):
-                return 400, "invalid_blocks"
-        if not self.failed_first:
-            self.failed_first = True
-            return 500, "temporarily_unavailable"
-        self.posts.append(p)
-        return 200, "ok"
 
 
 def certificate(tmp: Path) -> tuple[Path, Path, Path]:
@@ -195,7 +140,7 @@ path = "{tmp_path / 'out.jsonl'}"
 type = "slack"
 inputs = ["tag"]
 when = "anomaly_rate > 0.2 over 20s"
-url = "http://127.0.0.1:{slack.port}/services/T000/B000/XXXX"
+url = "{slack.url}"
 group_wait = "1s"
 cooldown = "4s"
 daily_budget = 2

@@ -1,0 +1,1 @@
+"""Test helpers shared by the Python test folders: strict peers for services that cannot run here."""
