@@ -45,12 +45,24 @@ class Trained:
 def fit(name: str, X: np.ndarray, y: np.ndarray, *, seed: int, params: dict | None = None, X_valid=None, y_valid=None) -> Trained:
     if name not in DEFAULTS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(DEFAULTS)}")
-    p = {**DEFAULTS[name], **(params or {})}
+    unknown = sorted(set(params or {}) - set(DEFAULTS[name]))
+    if unknown:
+        raise ValueError(f"{name}: unknown parameters {unknown} (known: {sorted(DEFAULTS[name])})")
+    p = {**DEFAULTS[name], **{k: _like(DEFAULTS[name][k], v) for k, v in (params or {}).items()}}
     if name in UNSUPERVISED:
         X = X[y == 0]
         if X_valid is not None:
             X_valid = X_valid[y_valid == 0]
     return {"isolation_forest": _iforest, "autoencoder": _autoencoder, "random_forest": _forest, "gradient_boosting": _boosting}[name](X, y, p, seed, X_valid)
+
+
+def _like(default, value):
+    """A parameter as the type of its default: JSON carriers (Kubeflow structs) turn 5 into 5.0."""
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(default, list) and default and isinstance(value, list):
+        return [_like(default[0], v) for v in value]
+    return value
 
 
 def _iforest(X, y, p, seed, _):

@@ -97,8 +97,10 @@ class RetrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown retrain settings {unknown} (known: {sorted(known)})")
-        # None means "the default" (how orchestrators pass a setting left empty).
-        cfg = cls(**{k: v for k, v in d.items() if v is not None})
+        # None means "the default" (how orchestrators pass a setting left empty); whole floats
+        # become ints where a setting is a count (KFP structs carry every number as a double).
+        counts = {f.name for f in dataclasses.fields(cls) if "int" in str(f.type)}
+        cfg = cls(**{k: int(v) if k in counts and isinstance(v, float) and v.is_integer() else v for k, v in d.items() if v is not None})
         cfg.check()
         return cfg
 
@@ -161,6 +163,9 @@ def check_data(cfg: RetrainConfig | dict) -> dict:
         raise DataCheckError(f"{ds.schema.name}: " + "; ".join(problems))
     summary = ds.summary()
     summary.update(training_rows=int(train_rows), attack_share=share, evaluation_rows=int(len(reserved)), evaluation_attacks=int(eval_y.sum()))
+    # Reach the registry before hours of training (and create a fresh local store's tables once,
+    # before candidates train in parallel).
+    summary[cfg.alias] = tracking.alias_version(cfg.name, cfg.alias, uri=cfg.tracking_uri)
     return summary
 
 
@@ -188,6 +193,18 @@ def pick(cfg: RetrainConfig | dict, candidates: list[dict]) -> dict:
     return max(candidates, key=lambda c: _finite(c["metrics"].get(cfg.metric)))
 
 
+def candidate_bundle(cfg: RetrainConfig, candidate: dict) -> Path:
+    """The candidate's bundle folder: where training wrote it, or, when this step runs on another
+    machine (a Kubeflow pod, a remote Airflow worker), downloaded from its MLflow run."""
+    local = Path(candidate["bundle_dir"])
+    if (local / "manifest.json").is_file():
+        return local
+    dest = Path(cfg.work_dir) / "runs" / candidate["run_id"]
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    return tracking.download_run_bundle(candidate["run_id"], dest, uri=cfg.tracking_uri)
+
+
 def evaluation_set(cfg: RetrainConfig) -> Dataset:
     ds = _load(cfg)
     ev = ds.take(evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets))
@@ -210,7 +227,7 @@ def evaluate_against_champion(cfg: RetrainConfig | dict, candidate: dict) -> dic
     """Candidate and current champion on the fixed evaluation set."""
     cfg = _config(cfg)
     ev = evaluation_set(cfg)
-    result = {"evaluation_set": {"rows": len(ev), "attacks": int(ev.y.sum())}, "candidate": score_bundle(Path(candidate["bundle_dir"]), ev), "champion": None}
+    result = {"evaluation_set": {"rows": len(ev), "attacks": int(ev.y.sum())}, "candidate": score_bundle(candidate_bundle(cfg, candidate), ev), "champion": None}
     result["candidate"]["model"] = candidate["model"]
     champion = tracking.alias_version(cfg.name, cfg.alias, uri=cfg.tracking_uri)
     if champion is not None:
@@ -225,7 +242,7 @@ def evaluate_against_champion(cfg: RetrainConfig | dict, candidate: dict) -> dic
 def gate(cfg: RetrainConfig | dict, evaluation: dict) -> dict:
     """Promote only if within the false-positive budget and better than the champion."""
     cfg = _config(cfg)
-    cand, champ = evaluation["candidate"], evaluation["champion"]
+    cand, champ = evaluation["candidate"], evaluation.get("champion")
     reasons, promote = [], True
     fpr = _finite(cand.get("fpr"), 1.0)
     if fpr > cfg.fpr_budget:
@@ -253,7 +270,7 @@ def publish(cfg: RetrainConfig | dict, candidate: dict, decision: dict) -> dict:
     previous = tracking.alias_version(cfg.name, cfg.alias, uri=cfg.tracking_uri)
     if not decision["promote"]:
         return {"promoted": False, cfg.alias: previous, "reasons": decision["reasons"]}
-    bundle_dir = Path(candidate["bundle_dir"])
+    bundle_dir = candidate_bundle(cfg, candidate)
     if cfg.private_key:
         tracking.log_file(candidate["run_id"], signing.sign(bundle_dir, cfg.private_key), "bundle", uri=cfg.tracking_uri)
     version = tracking.register(candidate["run_id"], cfg.name, alias=None, uri=cfg.tracking_uri)
@@ -293,6 +310,16 @@ def run(cfg: RetrainConfig | dict) -> dict:
     evaluation = evaluate_against_champion(cfg, best)
     decision = gate(cfg, evaluation)
     return {"data": summary, "candidate": best, "evaluation": evaluation, "decision": decision, "published": publish(cfg, best, decision)}
+
+
+def without_none(v):
+    """The value with every None-valued key dropped, recursively (KFP's structs hold no nulls;
+    a missing key reads as the default everywhere here)."""
+    if isinstance(v, dict):
+        return {k: without_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [without_none(x) for x in v]
+    return v
 
 
 def _finite(v, default: float = float("-inf")) -> float:

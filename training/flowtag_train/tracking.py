@@ -126,6 +126,12 @@ def download_bundle(name: str, version: str, dest: Path, uri: str | None = None)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest)))
 
 
+def download_run_bundle(run_id: str, dest: Path, uri: str | None = None) -> Path:
+    """The `bundle` artifact folder of a run (registered or not), downloaded to `dest`."""
+    mlflow = _mlflow(uri)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(dest)))
+
+
 def compare(experiment: str, metrics: list[str], uri: str | None = None, limit: int = 20) -> list[dict]:
     """Runs of an experiment side by side: name, model, dataset, the chosen metrics."""
     mlflow = _mlflow(uri)
