@@ -16,10 +16,13 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub discarded: IntCounterVec,
     pub anomalies: IntCounterVec,
+    pub top_reasons: IntCounterVec,
     pub scored: IntCounterVec,
     pub score: HistogramVec,
     pub inference: HistogramVec,
     pub model_info: GaugeVec,
+    pub model_version: GaugeVec,
+    pub model_offered_version: GaugeVec,
     pub model_reloads: IntCounterVec,
     pub model_last_check: GaugeVec,
     pub buffer_events: IntGaugeVec,
@@ -68,6 +71,16 @@ impl Metrics {
             "The model a tag transform serves (value 1).",
             &["component_id", "name", "version", "sha256"],
         );
+        let model_version = gauge(
+            "flowtag_model_version",
+            "The served model's version as a number (bundles with numeric versions, as MLflow's).",
+            &["component_id"],
+        );
+        let model_offered_version = gauge(
+            "flowtag_model_offered_version",
+            "The version the update source last offered (taken or not), as a number.",
+            &["component_id"],
+        );
         let model_last_check = gauge(
             "flowtag_model_last_check_timestamp_seconds",
             "When the transform last checked for a new model bundle.",
@@ -108,6 +121,12 @@ impl Metrics {
                 &with(&COMPONENT, "reason"),
             ),
             anomalies: counter(&r, "flowtag_anomalies_total", "Records tagged anomalous.", &["component_id", "model"]),
+            top_reasons: counter(
+                &r,
+                "flowtag_anomaly_top_reason_total",
+                "Anomalous records by the feature that drove their score most (their first reason).",
+                &["component_id", "model", "feature"],
+            ),
             scored: counter(
                 &r,
                 "flowtag_scored_events_total",
@@ -117,6 +136,8 @@ impl Metrics {
             score,
             inference,
             model_info,
+            model_version,
+            model_offered_version,
             model_reloads: counter(
                 &r,
                 "flowtag_model_reloads_total",

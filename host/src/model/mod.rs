@@ -216,6 +216,9 @@ impl Live {
             let _ = info.remove_label_values(&[component, &b.name, &b.version, &b.sha256]);
         }
         info.with_label_values(&[component, &self.name, &self.version, &self.sha256]).set(1.0);
+        if let Ok(v) = self.version.parse::<f64>() {
+            metrics::global().model_version.with_label_values(&[component]).set(v);
+        }
     }
 }
 
@@ -318,11 +321,15 @@ impl Updater {
         let (key, loader, pin, live) =
             (self.key.clone(), self.loader.clone(), self.cfg.pin.clone(), self.live.identity.clone());
         let rolled_back = self.store.rolled_back();
+        let component = self.id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let bundle = match candidate.parse() {
                 Ok(b) => b,
                 Err(e) => return Outcome::Refused(e.to_string()),
             };
+            if let Ok(v) = bundle.manifest.version.parse::<f64>() {
+                metrics::global().model_offered_version.with_label_values(&[&component]).set(v);
+            }
             let ident = identity(&bundle);
             if ident == live {
                 return Outcome::Same;

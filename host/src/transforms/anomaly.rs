@@ -331,10 +331,17 @@ impl Tagger {
         m.anomalies.with_label_values(&[&self.id, &model]).inc_by(result.anomalous as u64);
         m.scored.with_label_values(&[&self.id, &model]).inc_by((result.anomalous + result.normal) as u64);
         let hist = m.score.with_label_values(&[&self.id, &model]);
-        for r in self.runtime.results() {
+        let mut start = 0;
+        for (r, &end) in self.runtime.results().iter().zip(ends.iter()) {
             if r.verdict != Verdict::Unscored {
                 hist.observe(r.score);
             }
+            if r.verdict == Verdict::Anomalous {
+                if let Some(feature) = top_reason(&out_buf[start..end]) {
+                    m.top_reasons.with_label_values(&[&self.id, &model, feature]).inc();
+                }
+            }
+            start = end;
         }
         let data = Bytes::from(std::mem::take(out_buf));
         let mut start = 0;
@@ -348,5 +355,26 @@ impl Tagger {
             })
             .collect();
         tagged
+    }
+}
+
+/// The feature of a tagged record's first reason (`"reasons":[{"feature":"NAME"`, as the tagger
+/// writes it; feature names come from the manifest). None when the record has no reasons.
+fn top_reason(record: &[u8]) -> Option<&str> {
+    const AT: &[u8] = b"\"reasons\":[{\"feature\":\"";
+    let at = record.windows(AT.len()).rposition(|w| w == AT)? + AT.len();
+    let len = record[at..].iter().position(|&b| b == b'"' || b == b'\\')?;
+    std::str::from_utf8(&record[at..at + len]).ok()
+}
+
+#[cfg(test)]
+mod top_reason_tests {
+    use super::top_reason;
+
+    #[test]
+    fn finds_the_first_reason_of_the_tag() {
+        let rec = br#"{"a":1,"anomaly":{"score":1.0,"verdict":"anomalous","reasons":[{"feature":"spkts","value":"9"},{"feature":"dur"}]}}"#;
+        assert_eq!(top_reason(rec), Some("spkts"));
+        assert_eq!(top_reason(br#"{"anomaly":{"verdict":"anomalous"}}"#), None);
     }
 }
