@@ -16,8 +16,10 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests.
+# prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
+# Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs).
 APT_PACKAGES=(prometheus prometheus-alertmanager)
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,4 +50,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     echo "$want" > "$stamp"
 fi
 
-say "ready: $ROOT/.venv, Rust targets, Debian packages"
+# --- npm ---------------------------------------------------------------------------------------
+stamp=schema-check/node_modules/.flowtag-setup
+want="$(sha256sum schema-check/package-lock.json | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing schema-check/ npm packages (package-lock.json)"
+    (cd schema-check && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+fi
+
+say "ready: $ROOT/.venv, schema-check/node_modules, Rust targets, Debian packages"

@@ -1,6 +1,7 @@
 """A strict peer for Slack incoming webhooks (Slack itself cannot run here): it checks the
-payload the way Slack documents it (`text` required; `blocks` of header/section with
-plain_text/mrkdwn texts within Slack's limits) and answers like Slack does."""
+payload the way Slack documents it (`text` required unless there are `blocks` or
+`attachments`; `blocks` of header/section with plain_text/mrkdwn texts within Slack's limits;
+attachments with some text) and answers like Slack does."""
 
 from __future__ import annotations
 
@@ -47,8 +48,13 @@ class SlackPeer:
             p = json.loads(body)
         except ValueError:
             return 400, "invalid_payload"
-        if not isinstance(p.get("text"), str) or not p["text"]:
+        # Slack wants `text`, unless the message is made of blocks or (legacy) attachments.
+        text_ok = isinstance(p.get("text"), str) and p["text"]
+        if not text_ok and not p.get("blocks") and not p.get("attachments"):
             return 400, "no_text"
+        for a in p.get("attachments", []):
+            if not isinstance(a, dict) or not any(isinstance(a.get(k), str) and a[k] for k in ("text", "fallback", "title", "pretext")):
+                return 400, "invalid_attachments"
         for b in p.get("blocks", []):
             if b.get("type") not in ("header", "section"):
                 return 400, "invalid_blocks"
