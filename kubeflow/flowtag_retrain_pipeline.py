@@ -90,6 +90,8 @@ def gate(checked: dict, evaluation: dict) -> bool:
 def publish(checked: dict, candidate: dict, evaluation: dict) -> dict:
     from flowtag_train import retrain
 
+    # The gate task returns only its verdict (a pipeline condition needs a bool); the decision
+    # with its reasons is recomputed here from the same evaluation: cheap and deterministic.
     decision = retrain.gate(checked["settings"], evaluation)
     return retrain.without_none(retrain.publish(checked["settings"], candidate, decision))
 
