@@ -170,7 +170,7 @@ impl Featurizer {
                 return;
             };
             let inner = m.key.inner(record);
-            let hit = cache.get(position).filter(|c| *c.raw == *inner);
+            let hit = cache.get(position).filter(|c| same_bytes(&c.raw, inner));
             let (feature, reserved_here) = match hit {
                 Some(c) => (c.feature, c.reserved),
                 None => {
@@ -346,4 +346,51 @@ fn apply(transforms: &[Transform], mut x: f64) -> Option<f64> {
         };
     }
     x.is_finite().then_some(x)
+}
+
+/// `a == b` for the short keys of a record, without a call to `memcmp` (under WASM that is
+/// wasi-libc's byte loop, and keys are compared for every field of every record): words that
+/// overlap at the ends instead of a loop over the tail.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let w4 = |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if w8(a, i) != w8(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            w8(a, n - 8) == w8(b, n - 8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let a: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        for n in 0..a.len() {
+            assert!(same_bytes(&a[..n], &a[..n]));
+            assert!(!same_bytes(&a[..n], &a[..n + 1]), "lengths differ");
+            for at in 0..n {
+                let mut b = a[..n].to_vec();
+                b[at] ^= 0x40;
+                assert!(!same_bytes(&a[..n], &b), "length {n}, difference at {at}");
+            }
+        }
+    }
 }

@@ -121,11 +121,8 @@ impl Filter {
     /// Tag newline-delimited records (a trailing `\r` is dropped; blank lines carry no record
     /// and are skipped). Output: one tagged record per line.
     pub fn tag_lines(&mut self, input: &[u8], out: &mut Vec<u8>) -> BatchStats {
-        let records: Vec<&[u8]> = input
-            .split(|&b| b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.trim_ascii().is_empty())
-            .collect();
+        let records: Vec<&[u8]> =
+            lines(input).map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.trim_ascii().is_empty()).collect();
         self.run(&records, out, None, true)
     }
 
@@ -354,4 +351,40 @@ fn wrap_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(b"{\"message\":");
     json::write_string(out, &String::from_utf8_lossy(line));
     out.push(b',');
+}
+
+/// The pieces of `input` between newlines, as `input.split(|&b| b == b'\n')` gives them (a
+/// final piece, possibly empty, after the last newline), found with `memchr` (SIMD natively
+/// and under WASM's simd128) instead of a byte at a time.
+pub fn lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut newlines = memchr::memchr_iter(b'\n', input);
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        match newlines.next() {
+            Some(nl) => {
+                start = Some(nl + 1);
+                Some(&input[from..nl])
+            }
+            None => {
+                start = None;
+                Some(&input[from..])
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines;
+
+    #[test]
+    fn lines_split_as_slice_split_does() {
+        for input in [&b""[..], b"\n", b"a", b"a\n", b"a\nb", b"\n\nab\r\n\ncd\n", b"no newline at all"] {
+            let want: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            assert_eq!(lines(input).collect::<Vec<_>>(), want, "{:?}", String::from_utf8_lossy(input));
+        }
+        let long: Vec<u8> = (0..5000).map(|i| if i % 97 == 0 { b'\n' } else { b'x' }).collect();
+        assert_eq!(lines(&long).collect::<Vec<_>>(), long.split(|&b| b == b'\n').collect::<Vec<_>>());
+    }
 }

@@ -125,7 +125,7 @@ pub fn decode_lines(decoder: &mut Decoder, data: &[u8], metrics: &ComponentMetri
     let mut out = Vec::with_capacity(data.len() + 64);
     let mut ends = Vec::new();
     let mut malformed = 0;
-    for line in data.split(|&b| b == b'\n') {
+    for line in flowtag_plugin::lines(data) {
         match decoder.decode(line, &mut out) {
             Line::Record => ends.push(out.len()),
             Line::Skipped => {}

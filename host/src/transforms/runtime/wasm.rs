@@ -474,7 +474,7 @@ impl Wasm {
         let tagged = live.read_packed(packed)?;
         let start = out.len();
         let mut lines = 0;
-        for line in tagged.split(|&b| b == b'\n') {
+        for line in flowtag_plugin::lines(tagged) {
             if line.is_empty() {
                 continue;
             }
