@@ -213,12 +213,7 @@ fn the_sink_sends_packed_forward_and_waits_for_acks() {
     let api = free_port();
     let cfg = format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 [transforms.tag]
 type = "anomaly"
 inputs = ["flows"]
@@ -230,8 +225,7 @@ address = "127.0.0.1:{peer_port}"
 tag = "flowtag.flows"
 batch.max_events = 400
 "#,
-        data = dir.path().join("data").display(),
-        input = dir.path().join("flows.jsonl").display(),
+        head = file_source_head(&dir.path().join("data"), api, &dir.path().join("flows.jsonl")),
         model = fixture_bundle("iforest").display()
     );
     let ft = Flowtag::start(dir.path(), &cfg, api);

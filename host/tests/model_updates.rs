@@ -108,12 +108,7 @@ impl Load {
 fn config(dir: &Path, api: u16, model: &Path, runtime: &str, updates: &str) -> String {
     format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 poll_interval = "50ms"
 [transforms.tag]
 type = "anomaly"
@@ -129,8 +124,7 @@ type = "file"
 inputs = ["tag"]
 path = "{out}"
 "#,
-        data = dir.join("data").display(),
-        input = dir.join("flows.jsonl").display(),
+        head = file_source_head(&dir.join("data"), api, &dir.join("flows.jsonl")),
         model = model.display(),
         out = dir.join("out.jsonl").display(),
     )

@@ -45,12 +45,7 @@ fn records(n: usize, malformed_every: usize) -> (String, usize) {
 fn config(dir: &Path, api: u16, input: &str, sink: &str) -> String {
     format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 batch_events = 500
 poll_interval = "50ms"
 glob_interval = "200ms"
@@ -61,7 +56,7 @@ model = "{model}"
 batch.max_events = 256
 {sink}
 "#,
-        data = dir.join("data").display(),
+        head = file_source_head(&dir.join("data"), api, Path::new(input)),
         model = fixture_bundle("iforest").display(),
     )
 }

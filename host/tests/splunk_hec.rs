@@ -119,12 +119,7 @@ fn setup(n: usize) -> (tempfile::TempDir, String) {
 fn config(dir: &std::path::Path, api: u16, input: &str, hec_port: u16, extra: &str) -> String {
     format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 [transforms.tag]
 type = "anomaly"
 inputs = ["flows"]
@@ -147,7 +142,7 @@ request.retry_initial_backoff = "100ms"
 request.retry_max_backoff = "300ms"
 {extra}
 "#,
-        data = dir.join("data").display(),
+        head = file_source_head(&dir.join("data"), api, std::path::Path::new(input)),
         model = fixture_bundle("iforest").display(),
     )
 }

@@ -211,12 +211,7 @@ fn write_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
 fn wasm_config(dir: &Path, api: u16, plugin: &Path, input: &Path, output: &Path) -> String {
     format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 poll_interval = "50ms"
 [transforms.tag]
 type = "anomaly"
@@ -232,10 +227,9 @@ type = "file"
 inputs = ["tag"]
 path = "{output}"
 "#,
-        data = dir.join("data").display(),
+        head = file_source_head(&dir.join("data"), api, input),
         model = fixture_bundle("iforest").display(),
         plugin = plugin.display(),
-        input = input.display(),
         output = output.display(),
     )
 }
@@ -330,12 +324,7 @@ fn a_pipeline_tags_with_the_real_module_as_it_does_natively() {
     let data = seeded_data_dir(dir.path());
     let cfg = format!(
         r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{input}"]
+{head}
 decoding = "unsw"
 [transforms.native]
 type = "anomaly"
@@ -356,8 +345,7 @@ type = "file"
 inputs = ["wasm"]
 path = "{out_wasm}"
 "#,
-        data = data.display(),
-        input = input.display(),
+        head = file_source_head(&data, api, &input),
         model = repo().join("models/unsw-unsupervised").display(),
         plugin = wasm_path().display(),
         out_native = out_native.display(),

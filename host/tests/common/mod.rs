@@ -29,6 +29,16 @@ pub fn datasets() -> PathBuf {
 }
 
 /// A free port on 127.0.0.1.
+/// The head of most end-to-end configs: `data_dir`, the API on `api`, and a file source
+/// `flows` reading `input`. The caller appends the source's other keys and the rest.
+pub fn file_source_head(data: &Path, api: u16, input: &Path) -> String {
+    format!(
+        "data_dir = \"{}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n[sources.flows]\ntype = \"file\"\ninclude = [\"{}\"]\n",
+        data.display(),
+        input.display()
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
