@@ -39,6 +39,18 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def file_source_head(data: Path, api: int, include: str | Path) -> str:
+    """The head of most end-to-end configs: `data_dir`, the API on `api`, and a file source
+    `flows` reading `include`. The caller appends the source's other keys and the rest."""
+    return f'''data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.flows]
+type = "file"
+include = ["{include}"]
+'''
+
+
 class Flowtag:
     """`flowtag run` with a config; stopped (SIGTERM, then kill) at the end."""
 

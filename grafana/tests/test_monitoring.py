@@ -21,7 +21,7 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
-from testkit.flowtag import Flowtag, free_port, http_ok, wait_until
+from testkit.flowtag import Flowtag, file_source_head, free_port, http_ok, wait_until
 from testkit.slack import SlackPeer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,12 +159,7 @@ def stack(tmp_path, flowtag):
         procs.append(gen)
         api = free_port()
         ft = Flowtag(flowtag, tmp_path, f"""
-data_dir = "{tmp_path / 'data'}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{flows}/*.csv"]
+{file_source_head(tmp_path / "data", api, f"{flows}/*.csv")}
 decoding = "unsw"
 read_from = "beginning"
 poll_interval = "200ms"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from testkit.flowtag import Flowtag, FlowWriter, free_port, http_ok, read_jsonl, wait_until  # noqa: F401 (the tests import them from here)
+from testkit.flowtag import Flowtag, FlowWriter, file_source_head, free_port, http_ok, read_jsonl, wait_until  # noqa: F401 (the tests import them from here)
 
 
 @pytest.fixture

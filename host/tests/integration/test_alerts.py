@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import Flowtag, free_port, http_ok, read_jsonl, wait_until
+from conftest import Flowtag, file_source_head, free_port, http_ok, read_jsonl, wait_until
 from testkit.slack import SlackPeer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -121,12 +121,7 @@ def test_bursts_become_single_alerts_with_cooldown_budget_and_retries(tmp_path, 
     flows = tmp_path / "flows.jsonl"
     flows.write_text("")
     config = f"""
-data_dir = "{tmp_path / 'data'}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{flows}"]
+{file_source_head(tmp_path / "data", api, flows)}
 poll_interval = "50ms"
 [transforms.tag]
 type = "anomaly"

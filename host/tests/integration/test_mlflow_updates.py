@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Flowtag, FlowWriter, free_port, http_ok, read_jsonl, wait_until
+from conftest import Flowtag, FlowWriter, file_source_head, free_port, http_ok, read_jsonl, wait_until
 from flowtag_train import tracking
 
 REPO = Path(__file__).resolve().parents[3]
@@ -73,12 +73,7 @@ def test_host_follows_the_mlflow_alias_and_refuses_a_tampered_version(tmp_path, 
     assert publish(mlflow_server, bundle(tmp_path / "v1", "1")) == "1"
     api = free_port()
     config = f"""
-data_dir = "{tmp_path / 'data'}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "file"
-include = ["{tmp_path / 'flows.jsonl'}"]
+{file_source_head(tmp_path / "data", api, tmp_path / "flows.jsonl")}
 poll_interval = "50ms"
 [transforms.tag]
 type = "anomaly"
