@@ -279,6 +279,17 @@ pub struct Evaluator {
     sent_today: u32,
     budget_warned: bool,
     queue: tokio::sync::mpsc::Sender<Alert>,
+    /// `"<key>":{`, how the tag member starts.
+    tag_prefix: Vec<u8>,
+}
+
+/// The text after `"verdict":"` in a record's tag, found without parsing: the tagger writes the
+/// tag member last and compactly (`"<key>":{"score":…,"verdict":"…"`), so it starts at the last
+/// `tag_prefix` (record text inside the tag is escaped and cannot contain it).
+fn tag_verdict<'r>(record: &'r [u8], tag_prefix: &[u8]) -> Option<&'r [u8]> {
+    const VERDICT: &[u8] = br#""verdict":""#;
+    let tag = &record[memchr::memmem::rfind(record, tag_prefix)? + tag_prefix.len()..];
+    Some(&tag[memchr::memmem::find(tag, VERDICT)? + VERDICT.len()..])
 }
 
 fn unix_seconds() -> u64 {
@@ -292,8 +303,8 @@ impl Evaluator {
         if self.buckets.back().is_none_or(|b| b.second != now) {
             self.buckets.push_back(Bucket { second: now, ..Bucket::default() });
         }
-        // Most records are normal: count them without parsing (the plugin writes tags compactly).
-        if memchr::memmem::find(record, br#""verdict":"normal""#).is_some() {
+        // Most records are normal: count them without parsing.
+        if tag_verdict(record, &self.tag_prefix).is_some_and(|v| v.starts_with(b"normal\"")) {
             self.buckets.back_mut().expect("pushed above").scored += 1;
             return;
         }
@@ -477,7 +488,11 @@ pub fn spawn(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let metrics = ComponentMetrics::new(&id, "alert", cfg.type_name());
     let sender = tokio::spawn(notifier.run(rx, shutdown.clone()));
+    let mut tag_prefix = Vec::new();
+    flowtag_plugin::json::write_string(&mut tag_prefix, &cfg.key);
+    tag_prefix.extend_from_slice(b":{");
     let mut ev = Evaluator {
+        tag_prefix,
         id: id.clone(),
         cfg,
         rule,
@@ -510,4 +525,21 @@ pub fn spawn(
         drop(ev);
         let _ = sender.await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_verdict;
+
+    #[test]
+    fn the_verdict_is_read_from_the_tag_not_from_the_record() {
+        let p = br#""anomaly":{"#;
+        let tagged = br#"{"note":{"verdict":"normal"},"anomaly":{"score":0.99,"raw_score":1.5,"verdict":"anomalous","model":"m@1"}}"#;
+        assert!(tag_verdict(tagged, p).is_some_and(|v| v.starts_with(b"anomalous\"")));
+        let normal = br#"{"a":1,"anomaly":{"score":0.1,"raw_score":0.2,"verdict":"normal","model":"m@1"}}"#;
+        assert!(tag_verdict(normal, p).is_some_and(|v| v.starts_with(b"normal\"")));
+        let unscored = br#"{"a":1,"anomaly":{"verdict":"unscored","model":"m@1","error":"x"}}"#;
+        assert!(tag_verdict(unscored, p).is_some_and(|v| v.starts_with(b"unscored\"")));
+        assert!(tag_verdict(br#"{"verdict":"normal"}"#, p).is_none(), "untagged records are not counted as normal");
+    }
 }

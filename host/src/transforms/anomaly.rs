@@ -362,8 +362,8 @@ impl Tagger {
 /// writes it; feature names come from the manifest). None when the record has no reasons.
 fn top_reason(record: &[u8]) -> Option<&str> {
     const AT: &[u8] = b"\"reasons\":[{\"feature\":\"";
-    let at = record.windows(AT.len()).rposition(|w| w == AT)? + AT.len();
-    let len = record[at..].iter().position(|&b| b == b'"' || b == b'\\')?;
+    let at = memchr::memmem::rfind(record, AT)? + AT.len();
+    let len = memchr::memchr2(b'"', b'\\', &record[at..])?;
     std::str::from_utf8(&record[at..at + len]).ok()
 }
 
