@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+mod fast;
+
 /// Maximum nesting of arrays and objects inside a record.
 pub const MAX_DEPTH: usize = 128;
 
@@ -75,8 +77,25 @@ impl fmt::Display for JsonError {
 impl std::error::Error for JsonError {}
 
 /// Validate `s` as exactly one JSON object (surrounding whitespace allowed) and call
-/// `member` for each top-level member in order.
+/// `member` for each top-level member in order. On an invalid record, members before the
+/// error may have been reported.
 pub fn scan_object(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, JsonError> {
+    if s.len() <= fast::MAX_LEN {
+        match fast::scan(s, &mut member) {
+            fast::Fast::Done(object) => return Ok(object),
+            // The scalar parser names the error.
+            fast::Fast::Invalid => {
+                return Err(scan_scalar(s, |_| {}).err().unwrap_or(JsonError { offset: 0, expected: "a JSON object" }))
+            }
+            fast::Fast::Unsupported => {}
+        }
+    }
+    scan_scalar(s, member)
+}
+
+/// [`scan_object`] a byte at a time: the reference, the error reporter, and the parser of
+/// what the fast path leaves (nesting, escapes, long records).
+fn scan_scalar(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, JsonError> {
     let mut p = Parser { s, i: 0 };
     p.ws();
     if p.peek() != Some(b'{') {
