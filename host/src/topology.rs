@@ -81,8 +81,7 @@ impl Output {
         let last = self.targets.len().saturating_sub(1);
         let mut events = Some(events);
         for (i, (tx, gauge)) in self.targets.iter().enumerate() {
-            let batch =
-                if i == last { events.take().expect("sent once") } else { events.as_ref().expect("kept").clone() };
+            let batch = take_or_clone(&mut events, i == last);
             gauge.add(n);
             if tx.send(batch).await.is_ok() {
                 delivered = true;
@@ -117,9 +116,11 @@ impl Output {
         self.tap(&events);
         let n = events.len() as i64;
         let mut delivered = false;
-        for (tx, gauge) in &self.targets {
+        let last = self.targets.len().saturating_sub(1);
+        let mut events = Some(events);
+        for (i, (tx, gauge)) in self.targets.iter().enumerate() {
             gauge.add(n);
-            let mut batch = events.clone();
+            let mut batch = take_or_clone(&mut events, i == last);
             loop {
                 match tx.try_send(batch) {
                     Ok(()) => {
@@ -149,9 +150,11 @@ impl Output {
         self.tap(&events);
         let n = events.len() as i64;
         let mut delivered = false;
-        for (tx, gauge) in &self.targets {
+        let last = self.targets.len().saturating_sub(1);
+        let mut events = Some(events);
+        for (i, (tx, gauge)) in self.targets.iter().enumerate() {
             gauge.add(n);
-            if tx.blocking_send(events.clone()).is_ok() {
+            if tx.blocking_send(take_or_clone(&mut events, i == last)).is_ok() {
                 delivered = true;
             } else {
                 gauge.sub(n);
@@ -162,6 +165,16 @@ impl Output {
         } else {
             Err(())
         }
+    }
+}
+
+/// The batch for one target: a copy, or for the last target the batch itself (copying costs
+/// two reference-count updates per event).
+fn take_or_clone(events: &mut Option<Events>, last: bool) -> Events {
+    if last {
+        events.take().expect("the last target takes the batch")
+    } else {
+        events.as_ref().expect("kept until the last target").clone()
     }
 }
 

@@ -330,7 +330,10 @@ impl Tagger {
         }
         m.anomalies.with_label_values(&[&self.id, &model]).inc_by(result.anomalous as u64);
         m.scored.with_label_values(&[&self.id, &model]).inc_by((result.anomalous + result.normal) as u64);
-        let hist = m.score.with_label_values(&[&self.id, &model]);
+        // Observed locally and flushed once per batch, not with atomics per record.
+        let hist = m.score.with_label_values(&[&self.id, &model]).local();
+        // Counted per batch: a metric lookup per anomalous record costs more than the count.
+        let mut top: Vec<(&str, u64)> = Vec::new();
         let mut start = 0;
         for (r, &end) in self.runtime.results().iter().zip(ends.iter()) {
             if r.verdict != Verdict::Unscored {
@@ -338,10 +341,17 @@ impl Tagger {
             }
             if r.verdict == Verdict::Anomalous {
                 if let Some(feature) = top_reason(&out_buf[start..end]) {
-                    m.top_reasons.with_label_values(&[&self.id, &model, feature]).inc();
+                    match top.iter_mut().find(|(f, _)| *f == feature) {
+                        Some((_, n)) => *n += 1,
+                        None => top.push((feature, 1)),
+                    }
                 }
             }
             start = end;
+        }
+        hist.flush();
+        for (feature, n) in top {
+            m.top_reasons.with_label_values(&[&self.id, &model, feature]).inc_by(n);
         }
         let data = Bytes::from(std::mem::take(out_buf));
         let mut start = 0;
@@ -362,7 +372,9 @@ impl Tagger {
 /// writes it; feature names come from the manifest). None when the record has no reasons.
 fn top_reason(record: &[u8]) -> Option<&str> {
     const AT: &[u8] = b"\"reasons\":[{\"feature\":\"";
-    let at = memchr::memmem::rfind(record, AT)? + AT.len();
+    static FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(AT));
+    let at = FINDER.rfind(record)? + AT.len();
     let len = memchr::memchr2(b'"', b'\\', &record[at..])?;
     std::str::from_utf8(&record[at..at + len]).ok()
 }
