@@ -1,6 +1,6 @@
 """The DaemonSet manifests: `kubectl kustomize` output of the base and of the production overlay
 validated against the Kubernetes 1.32 schemas (kubernetes-validate --strict) and, for the
-PodMonitor, against prometheus-operator's CRD models; the properties the node agent relies on;
+PodMonitor and the PrometheusRule, against prometheus-operator's CRD models; the properties the node agent relies on;
 and each ConfigMap's flowtag.toml passes `flowtag validate` with exactly the environment the pod
 gives it, naming only paths the pod mounts or the image ships. (No API server or container
 engine runs here, so nothing is applied or built.)"""
@@ -49,7 +49,7 @@ def test_kubernetes_schemas_strict(manifests):
     passed = out.stdout.count(" passed for resource ")
     crds = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
     assert passed == len(docs) - len(crds), out.stdout
-    assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "Service", "PodMonitor"}
+    assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "Service", "PodMonitor", "PrometheusRule"}
 
 
 def test_podmonitor_against_prometheus_operator_crd(manifests):
@@ -62,6 +62,21 @@ def test_podmonitor_against_prometheus_operator_crd(manifests):
     assert pm["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     port = pm["spec"]["podMetricsEndpoints"][0]["port"]
     assert port in {p["name"] for p in ds["spec"]["template"]["spec"]["containers"][0]["ports"]}
+
+
+def test_prometheusrule_carries_the_rule_file(manifests):
+    """The PrometheusRule (validated against the CRD above) holds exactly the groups of the rule
+    file that promtool tests, in the pods' namespace."""
+    _, docs, _ = manifests
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == one(docs, "DaemonSet")["metadata"]["namespace"]
+    assert rule["spec"]["groups"] == yaml.safe_load((REPO / "grafana/prometheus/flowtag-rules.yaml").read_text())["groups"]
+
+
+def test_committed_prometheusrule_is_up_to_date():
+    out = subprocess.run([sys.executable, str(REPO / "daemonset/generate_prometheusrule.py")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (REPO / "daemonset/base/prometheusrule.yaml").read_text(), "run daemonset/generate_prometheusrule.py"
 
 
 def test_daemonset_runs_everywhere_locked_down(manifests):
