@@ -274,7 +274,17 @@ fn a_bad_config_is_refused_naming_the_key() {
     };
     let base = format!("[sources.flows]\ntype = \"stdin\"\n[transforms.tag]\ntype = \"anomaly\"\ninputs = [\"flows\"]\nmodel = \"{}\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"tag\"]\n", fixture_bundle("iforest").display());
     assert!(run(&base.replace("type = \"stdin\"", "type = \"stdin\"\ndecodng = \"json\""))
-        .contains("unknown field `decodng`"));
+        .contains("sources.flows: unknown field `decodng`"));
+    // Inside a typed table serde loses the key; the message still names it, and the table's line.
+    let runtime = run(&base.replace("type = \"anomaly\"", "type = \"anomaly\"\nruntime = \"wsam\""));
+    assert!(
+        runtime.contains("transforms.tag.runtime: unknown variant `wsam`, expected `native` or `wasm`"),
+        "{runtime}"
+    );
+    assert!(runtime.contains("(the table at line 3"), "{runtime}");
+    assert!(run(&base.replace("type = \"anomaly\"", "type = \"anomaly\"\nbatch = { max_events = \"many\" }"))
+        .contains("transforms.tag.batch.max_events: invalid type: string \"many\""));
+    assert!(run(&base.replace("type = \"console\"", "type = \"file\"")).contains("sinks.out: missing field `path`"));
     assert!(run(&base.replace("inputs = [\"tag\"]", "inputs = [\"tagg\"]"))
         .contains("sinks.out.inputs: no source or transform is called `tagg` (did you mean `tag`?)"));
     assert!(run(&base.replace(

@@ -137,6 +137,40 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A parse error told with its full key where serde cannot: inside a typed component table
+/// (`type = "..."`), serde reports an error at the table (`[transforms.tag]`) without the key.
+/// Each such table is then read again as its own type, which names the key
+/// (`transforms.tag.batch.max_events: invalid type: ...`); the table's line is kept.
+fn explain(text: &str, error: &toml::de::Error) -> String {
+    let original = error.to_string().trim_end().to_string();
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return original };
+    let sections: [(&str, fn(&toml::Table) -> Option<String>); 3] =
+        [("sources", SourceConfig::explain), ("transforms", TransformConfig::explain), ("sinks", SinkConfig::explain)];
+    for (section, explain) in sections {
+        let Some(components) = table.get(section).and_then(toml::Value::as_table) else { continue };
+        for (id, component) in components {
+            if let Some(why) = component.as_table().and_then(explain) {
+                let at = original.lines().next().unwrap_or_default().trim_start_matches("TOML parse error at ");
+                return format!("{section}.{id}{why} (the table at {at})");
+            }
+        }
+    }
+    original
+}
+
+/// Why `table` (a typed component's table without its `type`) does not read as a `T`:
+/// `.key.path: message`, or `: message` for the table itself. None when it reads.
+pub fn explain_as<T: serde::de::DeserializeOwned>(mut table: toml::Table) -> Option<String> {
+    table.remove("type");
+    let error = toml::Value::Table(table).try_into::<T>().err()?.to_string();
+    // toml names the key on a last line: "in `batch.max_events`".
+    let (message, key) = match error.trim_end().rsplit_once("\nin `") {
+        Some((message, key)) => (message.trim_end().to_string(), format!(".{}", key.trim_end_matches('`'))),
+        None => (error.trim_end().to_string(), String::new()),
+    };
+    Some(format!("{key}: {message}"))
+}
+
 /// What a component is, for wiring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -157,7 +191,7 @@ impl Config {
     /// Parse and check config text (with `${VAR}` taken from the process environment).
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let text = interpolate::interpolate(text, |name| std::env::var(name).ok())?;
-        let config: Config = toml::from_str(&text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let config: Config = toml::from_str(&text).map_err(|e| explain(&text, &e))?;
         config.check()?;
         Ok(config)
     }

@@ -47,6 +47,20 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// The error in a `[sinks.ID]` table, with its key (see [`crate::config::explain_as`]);
+    /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
+    pub fn explain(table: &toml::Table) -> Option<String> {
+        use crate::config::explain_as;
+        match table.get("type")?.as_str()? {
+            "console" => explain_as::<console::ConsoleConfig>(table.clone()),
+            "file" => explain_as::<file::FileSinkConfig>(table.clone()),
+            "http" => explain_as::<http::HttpSinkConfig>(table.clone()),
+            "splunk_hec" => explain_as::<splunk_hec::HecConfig>(table.clone()),
+            "fluent" => explain_as::<fluent::FluentSinkConfig>(table.clone()),
+            _ => None,
+        }
+    }
+
     pub fn inputs(&self) -> &[String] {
         match self {
             SinkConfig::Console(c) => &c.inputs,

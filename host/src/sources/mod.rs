@@ -36,6 +36,20 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// The error in a `[sources.ID]` table, with its key (see [`crate::config::explain_as`]);
+    /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
+    pub fn explain(table: &toml::Table) -> Option<String> {
+        use crate::config::explain_as;
+        match table.get("type")?.as_str()? {
+            "file" => explain_as::<file::FileConfig>(table.clone()),
+            "stdin" => explain_as::<stdin::StdinConfig>(table.clone()),
+            "tcp" => explain_as::<tcp::TcpConfig>(table.clone()),
+            "http" => explain_as::<http::HttpConfig>(table.clone()),
+            "fluent" => explain_as::<fluent::FluentConfig>(table.clone()),
+            _ => None,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceConfig::File(_) => "file",

@@ -17,6 +17,15 @@ pub enum TransformConfig {
 }
 
 impl TransformConfig {
+    /// The error in a `[transforms.ID]` table, with its key (see [`crate::config::explain_as`]);
+    /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
+    pub fn explain(table: &toml::Table) -> Option<String> {
+        match table.get("type")?.as_str()? {
+            "anomaly" => crate::config::explain_as::<anomaly::AnomalyConfig>(table.clone()),
+            _ => None,
+        }
+    }
+
     pub fn inputs(&self) -> &[String] {
         match self {
             TransformConfig::Anomaly(c) => &c.inputs,
