@@ -175,7 +175,7 @@ impl Parser<'_> {
     #[inline(always)]
     fn ws(&mut self) {
         // Compact JSON has none: one comparison in the common case.
-        while let Some(&(b' ' | b'\t' | b'\n' | b'\r')) = self.s.get(self.i) {
+        while self.s.get(self.i).is_some_and(|&b| is_ws(b)) {
             self.i += 1;
         }
     }
@@ -327,6 +327,12 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// JSON's whitespace (RFC 8259): space, tab, newline, carriage return.
+#[inline(always)]
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// Index of the first non-digit at or after `i`.

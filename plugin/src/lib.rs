@@ -26,6 +26,8 @@ pub mod manifest;
 pub mod scorer;
 pub mod signature;
 pub mod tagger;
+#[cfg(test)]
+mod test_rng;
 
 /// The version of the WASM plugin ABI (the exports in `abi`, see `docs/plugin-abi.md`) this
 /// crate builds and the host speaks.

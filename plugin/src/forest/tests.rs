@@ -5,23 +5,11 @@ use super::finalize::LabelPick;
 use super::spec::{Aggregate, EnsembleSpec, Labels, Mode, Node, PostTransform, Tree};
 use super::{Forest, Outputs};
 
-/// Small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
+use crate::test_rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn value(&mut self) -> f32 {
-        // A few distinct values so inputs often equal thresholds.
-        [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0][self.below(8) as usize]
-    }
+/// A few distinct values, so inputs often equal thresholds.
+fn value(rng: &mut Rng) -> f32 {
+    [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0][rng.index(8)]
 }
 
 const MODES: [Mode; 6] = [Mode::Leq, Mode::Lt, Mode::Gte, Mode::Gt, Mode::Eq, Mode::Neq];
@@ -44,7 +32,7 @@ fn grow(
     let id = nodes.len() as u32;
     if depth == max_depth || (depth > 0 && rng.below(4) == 0) {
         let n_weights = 1 + rng.below(n_outputs as u64) as u32;
-        let weights = (0..n_weights).map(|k| ((k + id) % n_outputs, rng.value() + id as f32 * 0.01)).collect();
+        let weights = (0..n_weights).map(|k| ((k + id) % n_outputs, value(rng) + id as f32 * 0.01)).collect();
         nodes.push(Node::Leaf(weights));
         return id;
     }
@@ -53,7 +41,7 @@ fn grow(
     let false_child = grow(rng, nodes, depth + 1, max_depth, n_features, n_outputs, modes);
     nodes[id as usize] = Node::Branch {
         feature: rng.below(n_features as u64) as u32,
-        threshold: rng.value(),
+        threshold: value(rng),
         mode: modes[rng.below(modes.len() as u64) as usize],
         missing_tracks_true: rng.below(2) == 0,
         true_child,
@@ -106,7 +94,7 @@ fn random_rows(rng: &mut Rng, n: usize, width: usize, with_nan: bool) -> Vec<f32
             0 if with_nan => f32::NAN,
             1 => f32::INFINITY,
             2 => f32::NEG_INFINITY,
-            _ => rng.value(),
+            _ => value(rng),
         })
         .collect()
 }

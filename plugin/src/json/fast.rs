@@ -18,7 +18,7 @@
 //! finds invalid is [`Fast::Invalid`]; the scalar parser then names the error, so messages
 //! and offsets are the same whichever path ran.
 
-use super::{Kind, Member, Object, Parser, Span};
+use super::{is_ws, Kind, Member, Object, Parser, Span};
 
 /// Longest record the fast path takes (the masks live on the stack).
 pub const MAX_LEN: usize = 8192;
@@ -136,11 +136,6 @@ fn prefix_xor(mut x: u64) -> u64 {
     x ^= x << 16;
     x ^= x << 32;
     x
-}
-
-#[inline(always)]
-fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 #[inline(always)]
@@ -473,22 +468,7 @@ fn number(s: &[u8], digits: &[u64], a: usize, b: usize) -> bool {
 mod tests {
     use super::super::{scan_object, scan_scalar, JsonError};
     use super::*;
-
-    /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     type Scanned = Result<(Object, Vec<Member>), JsonError>;
 
@@ -606,10 +586,10 @@ mod tests {
         let mut ways = [0; 3];
         for round in 0..40_000 {
             let mut s = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
-            for _ in 0..1 + rng.below(3) {
-                let at = rng.below(s.len() + 1);
-                let c = ALPHABET[rng.below(ALPHABET.len())];
-                match rng.below(3) {
+            for _ in 0..1 + rng.index(3) {
+                let at = rng.index(s.len() + 1);
+                let c = ALPHABET[rng.index(ALPHABET.len())];
+                match rng.index(3) {
                     0 => s.insert(at, c),
                     1 if at < s.len() => s[at] = c,
                     _ if at < s.len() => {
@@ -638,10 +618,10 @@ mod tests {
             let mut block = [0u8; 64];
             for b in &mut block {
                 // Half the time a JSON-significant byte, else any byte.
-                *b = if rng.below(2) == 0 {
+                *b = if rng.index(2) == 0 {
                     {
                         const SIGNIFICANT: &[u8] = b"{}[]:,\"\\ 09/-\x1f\x20";
-                        SIGNIFICANT[rng.below(SIGNIFICANT.len())]
+                        SIGNIFICANT[rng.index(SIGNIFICANT.len())]
                     }
                 } else {
                     rng.next() as u8
