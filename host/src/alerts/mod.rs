@@ -279,17 +279,34 @@ pub struct Evaluator {
     sent_today: u32,
     budget_warned: bool,
     queue: tokio::sync::mpsc::Sender<Alert>,
-    /// `"<key>":{`, how the tag member starts.
-    tag_prefix: Vec<u8>,
+    tag: TagFinder,
 }
 
-/// The text after `"verdict":"` in a record's tag, found without parsing: the tagger writes the
+/// Finds the text after `"verdict":"` in a record's tag without parsing: the tagger writes the
 /// tag member last and compactly (`"<key>":{"score":…,"verdict":"…"`), so it starts at the last
-/// `tag_prefix` (record text inside the tag is escaped and cannot contain it).
-fn tag_verdict<'r>(record: &'r [u8], tag_prefix: &[u8]) -> Option<&'r [u8]> {
-    const VERDICT: &[u8] = br#""verdict":""#;
-    let tag = &record[memchr::memmem::rfind(record, tag_prefix)? + tag_prefix.len()..];
-    Some(&tag[memchr::memmem::find(tag, VERDICT)? + VERDICT.len()..])
+/// `"<key>":{` (record text inside the tag is escaped and cannot contain it). The searchers are
+/// built once, not per record.
+struct TagFinder {
+    /// `"<key>":{`, how the tag member starts.
+    tag: memchr::memmem::FinderRev<'static>,
+    verdict: memchr::memmem::Finder<'static>,
+}
+
+impl TagFinder {
+    fn new(key: &str) -> TagFinder {
+        let mut prefix = Vec::new();
+        flowtag_plugin::json::write_string(&mut prefix, key);
+        prefix.extend_from_slice(b":{");
+        TagFinder {
+            tag: memchr::memmem::FinderRev::new(&prefix).into_owned(),
+            verdict: memchr::memmem::Finder::new(br#""verdict":""#).into_owned(),
+        }
+    }
+
+    fn verdict<'r>(&self, record: &'r [u8]) -> Option<&'r [u8]> {
+        let tag = &record[self.tag.rfind(record)? + self.tag.needle().len()..];
+        Some(&tag[self.verdict.find(tag)? + self.verdict.needle().len()..])
+    }
 }
 
 fn unix_seconds() -> u64 {
@@ -304,7 +321,7 @@ impl Evaluator {
             self.buckets.push_back(Bucket { second: now, ..Bucket::default() });
         }
         // Most records are normal: count them without parsing.
-        if tag_verdict(record, &self.tag_prefix).is_some_and(|v| v.starts_with(b"normal\"")) {
+        if self.tag.verdict(record).is_some_and(|v| v.starts_with(b"normal\"")) {
             self.buckets.back_mut().expect("pushed above").scored += 1;
             return;
         }
@@ -488,11 +505,8 @@ pub fn spawn(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let metrics = ComponentMetrics::new(&id, "alert", cfg.type_name());
     let sender = tokio::spawn(notifier.run(rx, shutdown.clone()));
-    let mut tag_prefix = Vec::new();
-    flowtag_plugin::json::write_string(&mut tag_prefix, &cfg.key);
-    tag_prefix.extend_from_slice(b":{");
     let mut ev = Evaluator {
-        tag_prefix,
+        tag: TagFinder::new(&cfg.key),
         id: id.clone(),
         cfg,
         rule,
@@ -529,17 +543,18 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
-    use super::tag_verdict;
+    use super::TagFinder;
 
     #[test]
     fn the_verdict_is_read_from_the_tag_not_from_the_record() {
-        let p = br#""anomaly":{"#;
+        let t = TagFinder::new("anomaly");
+        let tag_verdict = |record: &'static [u8]| t.verdict(record);
         let tagged = br#"{"note":{"verdict":"normal"},"anomaly":{"score":0.99,"raw_score":1.5,"verdict":"anomalous","model":"m@1"}}"#;
-        assert!(tag_verdict(tagged, p).is_some_and(|v| v.starts_with(b"anomalous\"")));
+        assert!(tag_verdict(tagged).is_some_and(|v| v.starts_with(b"anomalous\"")));
         let normal = br#"{"a":1,"anomaly":{"score":0.1,"raw_score":0.2,"verdict":"normal","model":"m@1"}}"#;
-        assert!(tag_verdict(normal, p).is_some_and(|v| v.starts_with(b"normal\"")));
+        assert!(tag_verdict(normal).is_some_and(|v| v.starts_with(b"normal\"")));
         let unscored = br#"{"a":1,"anomaly":{"verdict":"unscored","model":"m@1","error":"x"}}"#;
-        assert!(tag_verdict(unscored, p).is_some_and(|v| v.starts_with(b"unscored\"")));
-        assert!(tag_verdict(br#"{"verdict":"normal"}"#, p).is_none(), "untagged records are not counted as normal");
+        assert!(tag_verdict(unscored).is_some_and(|v| v.starts_with(b"unscored\"")));
+        assert!(tag_verdict(br#"{"verdict":"normal"}"#).is_none(), "untagged records are not counted as normal");
     }
 }
