@@ -274,7 +274,10 @@ fn a_bad_config_is_refused_naming_the_key() {
     };
     let base = format!("[sources.flows]\ntype = \"stdin\"\n[transforms.tag]\ntype = \"anomaly\"\ninputs = [\"flows\"]\nmodel = \"{}\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"tag\"]\n", fixture_bundle("iforest").display());
     assert!(run(&base.replace("type = \"stdin\"", "type = \"stdin\"\ndecodng = \"json\""))
-        .contains("sources.flows: unknown field `decodng`"));
+        .contains("sources.flows.decodng: unknown field `decodng`"));
+    assert!(run(&format!("[api]\nadress = \"127.0.0.1:9\"\n{base}")).contains(
+        "api.adress: unknown field `adress`, expected `enabled` or `address` (did you mean `address`?) at line 2"
+    ));
     // Inside a typed table serde loses the key; the message still names it, and the table's line.
     let runtime = run(&base.replace("type = \"anomaly\"", "type = \"anomaly\"\nruntime = \"wsam\""));
     assert!(
