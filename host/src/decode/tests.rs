@@ -53,6 +53,25 @@ fn json_lines_pass_through_and_bad_ones_are_wrapped() {
 }
 
 #[test]
+fn unchecked_json_passes_braced_lines_and_names_the_problem_of_others() {
+    // Unchecked (every path goes through the tag filter, which validates): braced lines pass as
+    // they are, anything else is wrapped with the same precise reason as when checked.
+    let mut d = Decoder::new(Decoding::Json).with_json_check(false);
+    let mut out = Vec::new();
+    assert_eq!(d.decode(b"  {not checked}  ", &mut out), Line::Record);
+    assert_eq!(out, b"{not checked}");
+    for (line, why) in [(&b"{\"a\":1,"[..], "invalid JSON at byte 7"), (b"[1]", "invalid JSON at byte 0")] {
+        out.clear();
+        match d.decode(line, &mut out) {
+            Line::Malformed(w) => assert!(w.starts_with(why), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["message"], String::from_utf8_lossy(line).as_ref());
+    }
+}
+
+#[test]
 fn unsw_reads_raw_records_without_a_header() {
     let raw = "59.166.0.0,1390,149.171.126.6,53,udp,CON,0.001055,132,164,31,29,0,0,dns,500473.9375,621800.9375,2,2,0,0,0,0,66,82,0,0,0,0,1421927414,1421927414,0.017,0.013,0,0,0,0,0,0,0,0,3,7,1,3,1,1,1,,0";
     let recs = decode_all(Decoding::Unsw, raw.as_bytes());
