@@ -321,7 +321,7 @@ pub async fn start(config: &Config, health: Health, drain: Duration) -> Result<R
         running.tasks.push(sinks::spawn(id.clone(), index, cfg.clone(), inbox, wiring.clone()).await?);
     }
     for (id, cfg, inbox) in alert_inboxes {
-        running.tasks.push(crate::alerts::spawn(id, cfg, inbox, shutdown.clone())?);
+        running.tasks.push(crate::alerts::spawn(id, cfg, inbox, shutdown.clone(), &config.data_dir)?);
     }
     for (id, cfg) in &config.transforms {
         let inbox = inboxes.remove(id).expect("every transform has an inbox");

@@ -21,12 +21,18 @@
 //! beyond `daily_budget` alerts are held back. Held-back alerts are counted in
 //! `flowtag_alerts_suppressed_total{reason}`. For Alertmanager the firing alert is renewed
 //! (`endsAt`) while the rule holds and resolved when it stops holding.
+//!
+//! Budgets and cooldowns survive a restart: the day's count of alerts sent and the open episode
+//! are kept in `data_dir/alerts/<id>.json` ([`state`]). A restored episode stays open for one
+//! window after the start, while the window refills, so a restart neither resolves it nor
+//! starts a new one that would alert again before its cooldown.
 
 mod notify;
 mod smtp;
+pub mod state;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -280,7 +286,15 @@ pub struct Evaluator {
     budget_warned: bool,
     queue: tokio::sync::mpsc::Sender<Alert>,
     tag: TagFinder,
+    /// Where the state is kept, and what was last written there.
+    state: Option<PathBuf>,
+    written: Option<Signature>,
+    /// A restored episode is not closed before this (the window refilling after a restart).
+    warm_until: Option<Instant>,
 }
+
+/// What is saved, compared exactly (`Instant`s, not their wall-clock readings, which drift).
+type Signature = (u64, u32, Option<(Instant, bool, Option<Instant>, Option<Instant>)>);
 
 /// Finds the text after `"verdict":"` in a record's tag without parsing: the tagger writes the
 /// tag member last and compactly (`"<key>":{"score":…,"verdict":"…"`), so it starts at the last
@@ -314,6 +328,77 @@ fn unix_seconds() -> u64 {
 }
 
 impl Evaluator {
+    /// An evaluator that keeps its state in `state` (None: in memory only), resuming from what
+    /// is there.
+    fn new(
+        id: String,
+        cfg: AlertConfig,
+        rule: Rule,
+        queue: tokio::sync::mpsc::Sender<Alert>,
+        state: Option<PathBuf>,
+    ) -> Evaluator {
+        let saved = state.as_deref().map(state::load).unwrap_or_default();
+        // An episode of another rule (the config changed) is not this one's; the budget is.
+        let episode = saved.episode.filter(|_| saved.when == cfg.when).map(|e| Episode {
+            started: state::instant(e.started),
+            starts_at: UNIX_EPOCH + Duration::from_secs_f64(e.started.max(0.0)),
+            sent: e.sent,
+            last_sent: e.last_sent.map(state::instant),
+            last_renewed: e.last_renewed.map(state::instant),
+            count: 0,
+        });
+        if let Some(e) = &episode {
+            tracing::info!(alert = %id, sent = e.sent, sent_today = saved.sent_today, "alert episode resumed from the saved state");
+        }
+        let warm_until = episode.as_ref().map(|_| Instant::now() + rule.window());
+        let mut ev = Evaluator {
+            tag: TagFinder::new(&cfg.key),
+            id,
+            cfg,
+            rule,
+            buckets: VecDeque::new(),
+            episode,
+            day: saved.day,
+            sent_today: saved.sent_today,
+            budget_warned: false,
+            queue,
+            state,
+            written: None,
+            warm_until,
+        };
+        ev.written = Some(ev.signature());
+        ev
+    }
+
+    fn signature(&self) -> Signature {
+        let e = self.episode.as_ref().map(|e| (e.started, e.sent, e.last_sent, e.last_renewed));
+        (self.day, self.sent_today, e)
+    }
+
+    /// Write the state when it changed.
+    fn persist(&mut self) {
+        let Some(path) = &self.state else { return };
+        let signature = self.signature();
+        if self.written == Some(signature) {
+            return;
+        }
+        let saved = state::Saved {
+            when: self.cfg.when.clone(),
+            day: self.day,
+            sent_today: self.sent_today,
+            episode: self.episode.as_ref().map(|e| state::SavedEpisode {
+                started: state::unix(e.starts_at),
+                sent: e.sent,
+                last_sent: e.last_sent.map(|i| state::unix(state::wall(i))),
+                last_renewed: e.last_renewed.map(|i| state::unix(state::wall(i))),
+            }),
+        };
+        if let Err(e) = state::store(path, &saved) {
+            tracing::warn!(alert = %self.id, path = %path.display(), error = %e, "cannot save the alert state; a restart will start this alert afresh");
+        }
+        self.written = Some(signature);
+    }
+
     /// Take in one tagged record.
     fn observe(&mut self, record: &[u8]) {
         let now = unix_seconds();
@@ -366,8 +451,13 @@ impl Evaluator {
         }
     }
 
-    /// Evaluate the rule (called every second).
+    /// Evaluate the rule and save what changed (called every second).
     fn tick(&mut self) {
+        self.evaluate();
+        self.persist();
+    }
+
+    fn evaluate(&mut self) {
         let now = unix_seconds();
         let window = self.rule.window().as_secs().max(1);
         while self.buckets.front().is_some_and(|b| b.second + window <= now) {
@@ -390,6 +480,9 @@ impl Evaluator {
         };
         let t = Instant::now();
         if !holds {
+            if self.warm_until.is_some_and(|w| t < w) {
+                return;
+            }
             if let Some(e) = self.episode.take() {
                 if e.sent && self.cfg.destination == Destination::Alertmanager {
                     // Resolve: endsAt now.
@@ -499,24 +592,14 @@ pub fn spawn(
     cfg: AlertConfig,
     mut inbox: Inbox,
     shutdown: Shutdown,
+    data_dir: &Path,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let rule = Rule::parse(&cfg.when).map_err(|e| format!("alerts.{id}.when: {e}"))?;
     let notifier = notify::Notifier::new(&id, &cfg)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let metrics = ComponentMetrics::new(&id, "alert", cfg.type_name());
     let sender = tokio::spawn(notifier.run(rx, shutdown.clone()));
-    let mut ev = Evaluator {
-        tag: TagFinder::new(&cfg.key),
-        id: id.clone(),
-        cfg,
-        rule,
-        buckets: VecDeque::new(),
-        episode: None,
-        day: 0,
-        sent_today: 0,
-        budget_warned: false,
-        queue: tx,
-    };
+    let mut ev = Evaluator::new(id.clone(), cfg, rule, tx, Some(state::path(data_dir, &id)));
     tracing::info!(alert = %id, rule = %ev.cfg.when, "alert armed");
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -543,7 +626,78 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
-    use super::TagFinder;
+    use super::*;
+
+    const ANOMALOUS: &[u8] =
+        br#"{"srcip":"10.0.0.1","anomaly":{"score":0.99,"verdict":"anomalous","model":"m@1","reasons":[{"feature":"sbytes"}]}}"#;
+
+    fn evaluator(extra: &str, state: Option<PathBuf>) -> (Evaluator, tokio::sync::mpsc::Receiver<Alert>) {
+        let cfg: AlertConfig = toml::from_str(&format!(
+            "type = \"alertmanager\"\ninputs = [\"tag\"]\nurl = \"http://127.0.0.1:9\"\ngroup_wait = \"0s\"\ncooldown = \"1h\"\n{extra}"
+        ))
+        .unwrap();
+        let rule = Rule::parse(&cfg.when).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        (Evaluator::new("burst".into(), cfg, rule, tx, state), rx)
+    }
+
+    /// Feed anomalous records and evaluate, a few times (a second may turn between the two).
+    fn burst(ev: &mut Evaluator, rx: &mut tokio::sync::mpsc::Receiver<Alert>) -> Vec<Alert> {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            ev.observe(ANOMALOUS);
+            ev.tick();
+            while let Ok(a) = rx.try_recv() {
+                got.push(a);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn cooldown_and_budget_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state::path(dir.path(), "burst");
+        let (mut ev, mut rx) = evaluator("when = \"score > 0.9\"", Some(path.clone()));
+        let first = burst(&mut ev, &mut rx);
+        assert_eq!(first.iter().filter(|a| !a.renewal && !a.resolved).count(), 1, "one alert: {first:?}");
+        drop(ev);
+        // The node restarts while the rule still holds: no new alert within the cooldown.
+        let (mut ev, mut rx) = evaluator("when = \"score > 0.9\"", Some(path.clone()));
+        assert_eq!(ev.sent_today, 1, "the day's budget is remembered");
+        let after = burst(&mut ev, &mut rx);
+        assert!(after.is_empty(), "no new alert after the restart: {after:?}");
+        let starts = ev.episode.as_ref().expect("the episode goes on").starts_at;
+        let apart = starts.duration_since(first[0].starts_at).or_else(|e| Ok::<_, ()>(e.duration())).unwrap();
+        assert!(apart < Duration::from_millis(1), "the same episode (startsAt {apart:?} apart)");
+        // Without the saved state the same restart would have alerted again.
+        let (mut fresh, mut rx) = evaluator("when = \"score > 0.9\"", None);
+        assert_eq!(burst(&mut fresh, &mut rx).len(), 1);
+        // A changed rule starts its own episode, within the same day's budget.
+        let (changed, _rx) = evaluator("when = \"score > 0.95\"", Some(path));
+        assert!(changed.episode.is_none());
+        assert_eq!(changed.sent_today, 1);
+    }
+
+    #[test]
+    fn a_resumed_episode_is_not_resolved_while_its_window_refills() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state::path(dir.path(), "burst");
+        let rate = "when = \"anomaly_rate > 0.5 over 1m\"\nmin_events = 1";
+        let (mut ev, mut rx) = evaluator(rate, Some(path.clone()));
+        assert_eq!(burst(&mut ev, &mut rx).len(), 1);
+        drop(ev);
+        let (mut ev, mut rx) = evaluator(rate, Some(path.clone()));
+        ev.tick();
+        assert!(ev.episode.as_ref().is_some_and(|e| e.sent), "still open after the restart");
+        assert!(rx.try_recv().is_err(), "and not resolved: its window is empty only because of the restart");
+        assert!(state::load(&path).episode.is_some());
+        // Once the warm-up is over, an empty window does resolve it, and the file says so.
+        ev.warm_until = Some(Instant::now());
+        ev.tick();
+        assert!(rx.try_recv().is_ok_and(|a| a.resolved));
+        assert_eq!(state::load(&path).episode, None);
+    }
 
     #[test]
     fn the_verdict_is_read_from_the_tag_not_from_the_record() {

@@ -199,6 +199,17 @@ cooldown = "1h"
         assert ft.metric("flowtag_alerts_suppressed_total", component_id="mail", reason="cooldown") >= 1
         # Alerting never held the log path: every record reached the sink.
         wait_until(lambda: len(read_jsonl(tmp_path / "out.jsonl")) >= 350, 20, "every record out")
+
+        # A restart keeps the day's budget and the open episodes (data_dir/alerts/): a burst
+        # right after it brings no new alert anywhere. Without the saved state the cooldowns and
+        # the budget would start afresh and all three would alert again.
+        assert ft.stop() == 0, ft.log()
+        ft = Flowtag(flowtag, tmp_path, config, api)
+        burst(flows, 350, 100, "10.0.0.66")
+        wait_until(lambda: ft.metric("flowtag_alerts_suppressed_total", component_id="slack", reason="budget") >= 1, 20, "the budget to hold after the restart")
+        wait_until(lambda: ft.metric("flowtag_alerts_suppressed_total", component_id="mail", reason="cooldown") >= 1, 20, "the cooldown to hold after the restart")
+        assert len(slack.posts) == 2 and len(mailbox.messages) == 1 and len(am_alerts(alertmanager)) == 1
+        assert ft.metric("flowtag_alerts_sent_total") == 0
     finally:
         assert ft.stop() == 0, ft.log()
         slack.server.shutdown()

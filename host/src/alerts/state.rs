@@ -1,0 +1,136 @@
+//! What an alert remembers across restarts, in `data_dir/alerts/<id>.json`: its rule, the UTC day and
+//! how many alerts it sent that day (the daily budget), and the open episode (when it started,
+//! whether and when it last sent or renewed). Without it a node that restarts, or a pod in a
+//! crash loop, would start every cooldown and budget afresh and alert again at each start.
+//!
+//! Times are stored as Unix seconds and turned back into `Instant`s on load. The file is
+//! replaced atomically (written beside it, then renamed); a missing or unreadable file starts
+//! the alert afresh, with a warning for the unreadable one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Saved {
+    /// The rule (`when`) the episode belongs to.
+    #[serde(default)]
+    pub when: String,
+    /// Days since the Unix epoch (UTC) that `sent_today` counts.
+    pub day: u64,
+    pub sent_today: u32,
+    pub episode: Option<SavedEpisode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedEpisode {
+    /// When the rule started to hold (Unix seconds): the start of `group_wait`, and
+    /// Alertmanager's `startsAt`.
+    pub started: f64,
+    pub sent: bool,
+    pub last_sent: Option<f64>,
+    pub last_renewed: Option<f64>,
+}
+
+/// Where alert `id` keeps its state (characters a file name should not hold become `_`).
+pub fn path(data_dir: &Path, id: &str) -> PathBuf {
+    let name: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    data_dir.join("alerts").join(format!("{name}.json"))
+}
+
+/// The saved state, or a fresh one when there is none or it cannot be read.
+pub fn load(path: &Path) -> Saved {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the alert state; starting afresh");
+            return Saved::default();
+        }
+    };
+    serde_json::from_slice(&text).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "the alert state is not readable; starting afresh");
+        Saved::default()
+    })
+}
+
+/// Replace the saved state.
+pub fn store(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(saved).expect("plain data serializes"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Unix seconds of `t`.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+}
+
+/// The wall-clock time of `i`.
+pub fn wall(i: Instant) -> SystemTime {
+    let ago = Instant::now().saturating_duration_since(i);
+    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
+}
+
+/// The `Instant` of Unix seconds `s` (no earlier than this process can represent; a time in
+/// the future, from a clock that moved back, is read as now).
+pub fn instant(s: f64) -> Instant {
+    let now = Instant::now();
+    let ago = unix(SystemTime::now()) - s;
+    if !(ago > 0.0) || !ago.is_finite() {
+        return now;
+    }
+    let ago = Duration::from_secs_f64(ago);
+    // An `Instant` cannot go back before the process (or boot) started on every platform.
+    let mut back = ago;
+    loop {
+        if let Some(i) = now.checked_sub(back) {
+            return i;
+        }
+        back /= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_bad_file_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path(), "burst");
+        assert_eq!(load(&p), Saved::default(), "no file yet");
+        let saved = Saved {
+            when: "score > 0.9".into(),
+            day: 20_000,
+            sent_today: 3,
+            episode: Some(SavedEpisode {
+                started: 1.7e9,
+                sent: true,
+                last_sent: Some(1.7e9 + 5.0),
+                last_renewed: None,
+            }),
+        };
+        store(&p, &saved).unwrap();
+        assert_eq!(load(&p), saved);
+        assert!(!p.with_extension("json.tmp").exists());
+        std::fs::write(&p, b"{not json").unwrap();
+        assert_eq!(load(&p), Saved::default());
+    }
+
+    #[test]
+    fn times_convert_both_ways() {
+        let i = Instant::now() - Duration::from_secs(30);
+        let back = instant(unix(wall(i)));
+        let diff = if back > i { back - i } else { i - back };
+        assert!(diff < Duration::from_millis(50), "{diff:?}");
+        assert!(instant(unix(SystemTime::now()) + 3600.0) <= Instant::now(), "a future time reads as now");
+    }
+}
