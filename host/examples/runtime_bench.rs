@@ -6,7 +6,10 @@
 //!   each in a fresh `flowtag score` process on one record (so process start is included), next
 //!   to the native start;
 //! - the per-record cost of Fluent Bit's `filter` entry point (one JSON record in, one out), as a
-//!   Fluent Bit host calls it, under wasmtime.
+//!   Fluent Bit host calls it, under wasmtime;
+//! - at batch 256, the same module through the same ABI calls on an engine *without* epoch
+//!   interruption, to show what the host's per-batch deadline (`wasm.timeout`) costs. The host
+//!   itself always runs with the deadline.
 //!
 //!     cargo run --release -p host --example runtime_bench -- [--records 100000] [--model DIR]...
 //!
@@ -79,6 +82,72 @@ fn throughput(loader: &Loader, bundle: &Bundle, records: &[&[u8]], batch: usize)
         done += chunk.len();
     }
     done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The tag filter module on a wasmtime engine without epoch interruption (so with no
+/// deadline), called as the host's runtime calls it: per batch `flowtag_alloc`, a copy in,
+/// `flowtag_tag`, `flowtag_dealloc`, `flowtag_results`, and the tagged lines copied out.
+struct Undeadlined {
+    store: Store<WasiP1Ctx>,
+    memory: wasmtime::Memory,
+    alloc: TypedFunc<u32, u32>,
+    dealloc: TypedFunc<(u32, u32), ()>,
+    tag: TypedFunc<(u32, u32), u64>,
+    results: TypedFunc<(), u64>,
+}
+
+impl Undeadlined {
+    fn new(module: &Module, bundle: &Bundle) -> Undeadlined {
+        let mut store = Store::new(module.engine(), WasiCtxBuilder::new().build_p1());
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(module.engine());
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).unwrap();
+        let instance = linker.instantiate(&mut store, module).unwrap();
+        let mut u = Undeadlined {
+            memory: instance.get_memory(&mut store, "memory").unwrap(),
+            alloc: instance.get_typed_func(&mut store, "flowtag_alloc").unwrap(),
+            dealloc: instance.get_typed_func(&mut store, "flowtag_dealloc").unwrap(),
+            tag: instance.get_typed_func(&mut store, "flowtag_tag").unwrap(),
+            results: instance.get_typed_func(&mut store, "flowtag_results").unwrap(),
+            store,
+        };
+        let load: TypedFunc<(u32, u32), i32> = instance.get_typed_func(&mut u.store, "flowtag_load").unwrap();
+        assert_eq!(u.call_with(&load, &bundle.to_tar()), 0, "the module loads the bundle");
+        u
+    }
+
+    fn call_with<R: wasmtime::WasmResults>(&mut self, func: &TypedFunc<(u32, u32), R>, data: &[u8]) -> R {
+        let len = data.len() as u32;
+        let ptr = self.alloc.call(&mut self.store, len).unwrap();
+        self.memory.write(&mut self.store, ptr as usize, data).unwrap();
+        let r = func.call(&mut self.store, (ptr, len)).unwrap();
+        self.dealloc.call(&mut self.store, (ptr, len)).unwrap();
+        r
+    }
+
+    fn read(&self, packed: u64) -> &[u8] {
+        let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        &self.memory.data(&self.store)[ptr..ptr + len]
+    }
+
+    /// Records/s at `batch`, like [`throughput`].
+    fn throughput(&mut self, records: &[&[u8]], batch: usize) -> f64 {
+        let (mut input, mut out) = (Vec::new(), Vec::new());
+        let tag = self.tag.clone();
+        let started = Instant::now();
+        for chunk in records.chunks(batch) {
+            input.clear();
+            for r in chunk {
+                input.extend_from_slice(r);
+                input.push(b'\n');
+            }
+            let packed = self.call_with(&tag, &input);
+            out.clear();
+            out.extend_from_slice(self.read(packed));
+            let results = self.results.call(&mut self.store, ()).unwrap();
+            std::hint::black_box(self.read(results).len());
+        }
+        records.len() as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 /// Wall time of `flowtag score` on one record.
@@ -164,6 +233,8 @@ fn main() {
         records.len(),
         a.plugin.display()
     );
+    // Compiled once (Cranelift, 6-30 s on this machine), for every model.
+    let undeadlined = Module::from_file(&Engine::default(), &a.plugin).unwrap();
     for model in &a.models {
         let bundle = Bundle::read_path(model).unwrap();
         let native = Loader::new(&config(model, None), tmp.path()).unwrap();
@@ -182,6 +253,20 @@ fn main() {
             }
             println!("| {batch} | {n:.0} | {w:.0} | {:.2} |", w / n);
         }
+        // What the deadline costs: the host's WASM runtime against the same module on an engine
+        // without epoch interruption, alternated, with native as the reference.
+        let mut bare = Undeadlined::new(&undeadlined, &bundle);
+        let (mut n, mut w, mut b) = (0f64, 0f64, 0f64);
+        for _ in 0..ROUNDS {
+            n = n.max(throughput(&native, &bundle, &records, 256));
+            w = w.max(throughput(&wasm, &bundle, &records, 256));
+            b = b.max(bare.throughput(&records, 256));
+        }
+        println!(
+            "\nAt batch 256, WASM / native: {:.2} with the host's per-batch deadline (epoch interruption), {:.2} on an engine without it.",
+            w / n,
+            b / n
+        );
         let data_dir = tmp.path().join(format!("start-{}", bundle.manifest.name));
         let cold = start_time(model, Some((&a.plugin, &data_dir)), &one);
         let warm = start_time(model, Some((&a.plugin, &data_dir)), &one);
