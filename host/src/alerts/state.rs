@@ -84,7 +84,7 @@ pub fn wall(i: Instant) -> SystemTime {
 pub fn instant(s: f64) -> Instant {
     let now = Instant::now();
     let ago = unix(SystemTime::now()) - s;
-    if !(ago > 0.0) || !ago.is_finite() {
+    if !ago.is_finite() || ago <= 0.0 {
         return now;
     }
     let ago = Duration::from_secs_f64(ago);

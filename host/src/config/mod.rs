@@ -224,7 +224,7 @@ fn key_path(text: &str, at: usize) -> Option<String> {
     if line.starts_with('[') {
         return header(line);
     }
-    let table = text[..line_start].lines().filter_map(header).last().unwrap_or_default();
+    let table = text[..line_start].lines().rev().find_map(header).unwrap_or_default();
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
     if key.is_empty() || key.starts_with('#') {
