@@ -79,23 +79,30 @@ pub fn wall(i: Instant) -> SystemTime {
     SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
 }
 
-/// The `Instant` of Unix seconds `s` (no earlier than this process can represent; a time in
-/// the future, from a clock that moved back, is read as now).
+/// The `Instant` of Unix seconds `s`. A time in the future (a clock that moved back) is read as
+/// now; a time before what the monotonic clock can represent (before a reboot, on Linux) as the
+/// earliest instant it can, so a cooldown is never taken to have started later than it did.
 pub fn instant(s: f64) -> Instant {
     let now = Instant::now();
     let ago = unix(SystemTime::now()) - s;
     if !ago.is_finite() || ago <= 0.0 {
         return now;
     }
-    let ago = Duration::from_secs_f64(ago);
-    // An `Instant` cannot go back before the process (or boot) started on every platform.
-    let mut back = ago;
-    loop {
-        if let Some(i) = now.checked_sub(back) {
-            return i;
-        }
-        back /= 2;
+    let ago = Duration::from_secs_f64(ago.min(1e12));
+    if let Some(i) = now.checked_sub(ago) {
+        return i;
     }
+    // The longest representable step back, to the millisecond.
+    let (mut ok, mut too_far) = (Duration::ZERO, ago);
+    while too_far - ok > Duration::from_millis(1) {
+        let mid = ok + (too_far - ok) / 2;
+        if now.checked_sub(mid).is_some() {
+            ok = mid;
+        } else {
+            too_far = mid;
+        }
+    }
+    now - ok
 }
 
 #[cfg(test)]
@@ -125,6 +132,16 @@ mod tests {
         assert_eq!(load(&p), Saved::default());
     }
 
+    /// How far back this platform's `Instant` reaches from now (Linux: far before boot).
+    fn boot_age() -> Duration {
+        let now = Instant::now();
+        let mut back = Duration::from_secs(3600);
+        while now.checked_sub(back).is_none() {
+            back /= 2;
+        }
+        back
+    }
+
     #[test]
     fn times_convert_both_ways() {
         let i = Instant::now() - Duration::from_secs(30);
@@ -132,5 +149,8 @@ mod tests {
         let diff = if back > i { back - i } else { i - back };
         assert!(diff < Duration::from_millis(50), "{diff:?}");
         assert!(instant(unix(SystemTime::now()) + 3600.0) <= Instant::now(), "a future time reads as now");
+        // Long ago (here 1970): as far back as the clock goes, never later than an hour ago.
+        let long_ago = instant(0.0);
+        assert!(Instant::now().duration_since(long_ago) >= Duration::from_secs(3600).min(boot_age()), "{long_ago:?}");
     }
 }
