@@ -159,12 +159,8 @@ fn explain(text: &str, error: &toml::de::Error) -> String {
         }
     }
     let message = error.message().trim_end();
-    let Some(mut path) = error.span().and_then(|span| key_path(text, span.start)) else { return original };
-    if let Some(field) = misspelt(message).filter(|(what, _)| *what == "field").map(|(_, word)| word) {
-        if !path.ends_with(&format!(".{field}")) && path != field {
-            path = format!("{path}.{field}");
-        }
-    }
+    let Some(path) = error.span().and_then(|span| key_path(text, span.start)) else { return original };
+    let path = with_unknown_field(path, message);
     // toml's own rendering minus the message: the position and the line with a caret.
     let snippet = original.strip_suffix(message).unwrap_or(&original).trim_end();
     let snippet = snippet.strip_prefix("TOML parse error at ").unwrap_or(snippet);
@@ -173,18 +169,25 @@ fn explain(text: &str, error: &toml::de::Error) -> String {
 
 /// Why `table` (a typed component's table without its `type`) does not read as a `T`:
 /// `.key.path: message`, or `: message` for the table itself. None when it reads.
-pub fn explain_as<T: serde::de::DeserializeOwned>(mut table: toml::Table) -> Option<String> {
+pub fn explain_as<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Option<String> {
+    let mut table = table.clone();
     table.remove("type");
     let error = toml::Value::Table(table).try_into::<T>().err()?.to_string();
     // toml names the key on a last line: "in `batch.max_events`".
-    let (message, mut key) = match error.trim_end().rsplit_once("\nin `") {
+    let (message, key) = match error.trim_end().rsplit_once("\nin `") {
         Some((message, key)) => (message.trim_end().to_string(), format!(".{}", key.trim_end_matches('`'))),
         None => (error.trim_end().to_string(), String::new()),
     };
-    if let Some(("field", field)) = misspelt(&message) {
-        key = format!("{key}.{field}");
+    Some(format!("{}: {message}{}", with_unknown_field(key, &message), suggestion(&message)))
+}
+
+/// `path` (a key, or the table an unknown key was found in) ending in the unknown field that
+/// `message` names, if it names one: `api` + "unknown field `adress`" is `api.adress`.
+fn with_unknown_field(path: String, message: &str) -> String {
+    match misspelt(message) {
+        Some(("field", field)) if path != field && !path.ends_with(&format!(".{field}")) => format!("{path}.{field}"),
+        _ => path,
     }
-    Some(format!("{key}: {message}{}", suggestion(&message)))
 }
 
 /// The word serde could not place, from "unknown field `adress`, expected ..." or "unknown

@@ -52,11 +52,11 @@ impl SinkConfig {
     pub fn explain(table: &toml::Table) -> Option<String> {
         use crate::config::explain_as;
         match table.get("type")?.as_str()? {
-            "console" => explain_as::<console::ConsoleConfig>(table.clone()),
-            "file" => explain_as::<file::FileSinkConfig>(table.clone()),
-            "http" => explain_as::<http::HttpSinkConfig>(table.clone()),
-            "splunk_hec" => explain_as::<splunk_hec::HecConfig>(table.clone()),
-            "fluent" => explain_as::<fluent::FluentSinkConfig>(table.clone()),
+            "console" => explain_as::<console::ConsoleConfig>(table),
+            "file" => explain_as::<file::FileSinkConfig>(table),
+            "http" => explain_as::<http::HttpSinkConfig>(table),
+            "splunk_hec" => explain_as::<splunk_hec::HecConfig>(table),
+            "fluent" => explain_as::<fluent::FluentSinkConfig>(table),
             _ => None,
         }
     }

@@ -41,11 +41,11 @@ impl SourceConfig {
     pub fn explain(table: &toml::Table) -> Option<String> {
         use crate::config::explain_as;
         match table.get("type")?.as_str()? {
-            "file" => explain_as::<file::FileConfig>(table.clone()),
-            "stdin" => explain_as::<stdin::StdinConfig>(table.clone()),
-            "tcp" => explain_as::<tcp::TcpConfig>(table.clone()),
-            "http" => explain_as::<http::HttpConfig>(table.clone()),
-            "fluent" => explain_as::<fluent::FluentConfig>(table.clone()),
+            "file" => explain_as::<file::FileConfig>(table),
+            "stdin" => explain_as::<stdin::StdinConfig>(table),
+            "tcp" => explain_as::<tcp::TcpConfig>(table),
+            "http" => explain_as::<http::HttpConfig>(table),
+            "fluent" => explain_as::<fluent::FluentConfig>(table),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ impl TransformConfig {
     /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
     pub fn explain(table: &toml::Table) -> Option<String> {
         match table.get("type")?.as_str()? {
-            "anomaly" => crate::config::explain_as::<anomaly::AnomalyConfig>(table.clone()),
+            "anomaly" => crate::config::explain_as::<anomaly::AnomalyConfig>(table),
             _ => None,
         }
     }

@@ -42,7 +42,7 @@ fn grow(
     nodes[id as usize] = Node::Branch {
         feature: rng.below(n_features as u64) as u32,
         threshold: value(rng),
-        mode: modes[rng.below(modes.len() as u64) as usize],
+        mode: modes[rng.index(modes.len())],
         missing_tracks_true: rng.below(2) == 0,
         true_child,
         false_child,
