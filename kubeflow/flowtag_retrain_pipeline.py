@@ -3,6 +3,12 @@ as lightweight components that call `flowtag_train.retrain` and nothing else.
 
     check_data -> train_candidate (ParallelFor over the model kinds) -> pick -> evaluate
         -> gate -> publish (only when the gate says promote)
+    report_outcome: the exit handler, after all of them whatever happened
+
+A run that fails posts to the Slack incoming webhook in FLOWTAG_SLACK_WEBHOOK (`report_outcome`,
+`flowtag_train.notify`, as the Airflow DAG's callbacks do); give the exit task's pod that
+variable from a Secret (kfp-kubernetes `use_secret_as_env`, or a PodDefault), else the failure
+is only logged.
 
 Values between components are JSON structs without nulls (`retrain.without_none`: KFP cannot
 carry None). Components do not share a disk on a cluster: each candidate bundle travels through MLflow (the
@@ -96,17 +102,26 @@ def publish(checked: dict, candidate: dict, evaluation: dict) -> dict:
     return retrain.without_none(retrain.publish(checked["settings"], candidate, decision))
 
 
+@component
+def report_outcome(status: dsl.PipelineTaskFinalStatus) -> bool:
+    from flowtag_train import notify
+
+    return notify.on_pipeline_exit(status.state, status.pipeline_job_resource_name, status.pipeline_task_name, status.error_message)
+
+
 @dsl.pipeline(name="flowtag-retrain", description="Retrain flowtag's flow model; promote only a better candidate within the false-positive budget")
 def flowtag_retrain(settings: dict = {}, models: List[str] = ["gradient_boosting"]):
-    checked = check_data(settings=settings, models=models).set_caching_options(False).output
-    with dsl.ParallelFor(models) as model:
-        trained = train_candidate(settings=settings, models=models, model=model).after(checked.task).set_caching_options(False)
-        trained.set_cpu_limit("2").set_memory_limit("8G")
-    best = pick(checked=checked, candidates=dsl.Collected(trained.outputs["Output"])).set_caching_options(False)
-    evaluation = evaluate(checked=checked, candidate=best.output).set_caching_options(False)
-    promote = gate(checked=checked, evaluation=evaluation.output).set_caching_options(False)
-    with dsl.If(promote.output == True):  # noqa: E712 (a pipeline condition, not a Python comparison)
-        publish(checked=checked, candidate=best.output, evaluation=evaluation.output).set_caching_options(False).set_retry(0)
+    outcome = report_outcome().set_caching_options(False)
+    with dsl.ExitHandler(outcome, name="retrain"):
+        checked = check_data(settings=settings, models=models).set_caching_options(False).output
+        with dsl.ParallelFor(models) as model:
+            trained = train_candidate(settings=settings, models=models, model=model).after(checked.task).set_caching_options(False)
+            trained.set_cpu_limit("2").set_memory_limit("8G")
+        best = pick(checked=checked, candidates=dsl.Collected(trained.outputs["Output"])).set_caching_options(False)
+        evaluation = evaluate(checked=checked, candidate=best.output).set_caching_options(False)
+        promote = gate(checked=checked, evaluation=evaluation.output).set_caching_options(False)
+        with dsl.If(promote.output == True):  # noqa: E712 (a pipeline condition, not a Python comparison)
+            publish(checked=checked, candidate=best.output, evaluation=evaluation.output).set_caching_options(False).set_retry(0)
 
 
 def compile_to(path: Path = YAML) -> Path:

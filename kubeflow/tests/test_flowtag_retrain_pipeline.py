@@ -1,7 +1,8 @@
 """The Kubeflow pipeline: the committed YAML is what the pipeline file compiles to, and the
 pipeline runs locally (KFP's SubprocessRunner, every component in its own process) on a small
 real subset against a local MLflow store: the first run promotes a champion, a run with a worse
-candidate skips publishing and leaves the champion where it was."""
+candidate skips publishing and leaves the champion where it was, and neither reports a failure;
+a run on bad data fails and its exit handler reaches a Slack webhook peer."""
 
 import importlib.util
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flowtag_train import tracking
+from testkit.slack import SlackPeer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +31,17 @@ def test_committed_yaml_is_up_to_date(tmp_path):
     assert fresh == committed, "kubeflow/flowtag_retrain.yaml is stale: run `python kubeflow/flowtag_retrain_pipeline.py`"
 
 
-def test_pipeline_runs_locally_promotes_then_keeps_the_champion(datasets, tmp_path):
+@pytest.fixture
+def slack(monkeypatch):
+    """A Slack webhook peer the exit handler's process reaches (the local runner's component
+    processes inherit this environment)."""
+    peer = SlackPeer(fail_first=False)
+    monkeypatch.setenv("FLOWTAG_SLACK_WEBHOOK", peer.url)
+    yield peer
+    peer.close()
+
+
+def test_pipeline_runs_locally_promotes_then_keeps_the_champion(datasets, tmp_path, slack):
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline-root"))
@@ -56,3 +68,22 @@ def test_pipeline_runs_locally_promotes_then_keeps_the_champion(datasets, tmp_pa
     assert len(runs) == 2
     assert not list(runs[1].glob("**/publish/executor_output.json"))
     assert list(runs[0].glob("**/publish/executor_output.json"))
+    # Both runs succeeded: the exit handler ran and reported nothing.
+    assert len(list((tmp_path / "pipeline-root").glob("*/report-outcome/executor_output.json"))) == 2
+    assert slack.posts == []
+
+
+def test_a_failed_run_reaches_slack_through_the_exit_handler(datasets, tmp_path, slack):
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline-root"), raise_on_error=False)
+    module = load_pipeline()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = {"limit": 2000, "min_rows": 10**9, "tracking_uri": uri, "work_dir": str(tmp_path / "work")}
+
+    module.flowtag_retrain(settings=settings, models=["gradient_boosting"])
+    assert not list(tmp_path.glob("pipeline-root/**/train-candidate/executor_output.json")), "training ran on data that failed its check"
+    assert tracking.alias_version("unsw-supervised", "champion", uri=uri) is None
+    assert len(slack.posts) == 1, slack.posts
+    text = slack.posts[0]["text"]
+    assert "flowtag-retrain" in text and "FAILED" in text, text

@@ -42,3 +42,13 @@ def on_run_failure(context) -> None:
 def on_deadline_missed(**context) -> None:
     run = context.get("dag_run") or context.get("context", {}).get("dag_run")
     post(f":hourglass: flowtag_retrain: run {getattr(run, 'run_id', run)} has not finished within its deadline")
+
+
+def on_pipeline_exit(state: str, run: str | None, task: str | None, error: str | None) -> bool:
+    """The Kubeflow pipeline's exit handler (a `PipelineTaskFinalStatus`): a run that did not
+    succeed is reported; a successful one only logged. Returns whether it was reported."""
+    if state == "SUCCEEDED":
+        log.info("flowtag-retrain: run %s succeeded", run)
+        return False
+    post(f":x: flowtag-retrain: run {run or '?'} ended {state} ({task or 'the pipeline'}): {error or 'see the task logs'}")
+    return True
