@@ -2,8 +2,8 @@
 validated against the Kubernetes 1.32 schemas (kubernetes-validate --strict) and, for the
 PodMonitor and the PrometheusRule, against prometheus-operator's CRD models; the properties the
 node agent relies on; and each ConfigMap's flowtag.toml passes `flowtag validate` with exactly
-the environment the pod gives it, naming only paths the pod mounts or the image ships. (No API server or container
-engine runs here, so nothing is applied or built.)"""
+the environment the pod gives it, naming only paths the pod mounts or the image ships. (No API
+server or container engine runs here, so nothing is applied or built.)"""
 
 from __future__ import annotations
 
