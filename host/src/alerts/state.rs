@@ -80,8 +80,9 @@ pub fn wall(i: Instant) -> SystemTime {
 }
 
 /// The `Instant` of Unix seconds `s`. A time in the future (a clock that moved back) is read as
-/// now; a time before what the monotonic clock can represent (before a reboot, on Linux) as the
-/// earliest instant it can, so a cooldown is never taken to have started later than it did.
+/// now; a time before what the monotonic clock can represent (before boot on platforms whose
+/// `Instant` cannot go below zero; Linux's reaches back arbitrarily far) as the earliest instant
+/// it can, so a cooldown is never taken to have started later than it did.
 pub fn instant(s: f64) -> Instant {
     let now = Instant::now();
     let ago = unix(SystemTime::now()) - s;
