@@ -74,7 +74,7 @@ impl std::fmt::Display for RecordError {
     }
 }
 
-/// A piece of a record as text. Records are checked to be UTF-8 before they are scanned, and
+/// A piece of a record as text. Records are checked to be UTF-8 by [`Featurizer::scan`], and
 /// the scanner cuts them only at ASCII delimiters (quotes, commas, brackets), so every piece
 /// is UTF-8 too; this skips checking it again on the hot path.
 fn text(piece: &[u8]) -> &str {
@@ -153,9 +153,6 @@ impl Featurizer {
     pub fn scan(&mut self, record: &[u8], slots: &mut [Slot], reserved: &str) -> Result<Shape, RecordError> {
         debug_assert_eq!(slots.len(), self.features.len());
         slots.fill(None);
-        if std::str::from_utf8(record).is_err() {
-            return Err(RecordError("record is not valid UTF-8".into()));
-        }
         if *self.cache_reserved != *reserved.as_bytes() {
             self.key_cache.clear();
             self.cache_reserved = reserved.as_bytes().into();
@@ -199,9 +196,16 @@ impl Featurizer {
             if let Some(f) = feature {
                 slots[f as usize] = Some(m.value);
             }
-        })
-        .map_err(|e| RecordError(e.to_string()))?;
-        Ok(Shape { object, has_reserved })
+        });
+        // UTF-8 is checked after the scan, which finds out on the way whether the record is
+        // all ASCII (the common case, needing no further pass); a record that is not UTF-8 is
+        // reported as such whatever else is wrong with it.
+        let utf8 = |ascii: bool| ascii || std::str::from_utf8(record).is_ok();
+        match object {
+            Ok(object) if utf8(object.ascii) => Ok(Shape { object, has_reserved }),
+            Err(e) if utf8(false) => Err(RecordError(e.to_string())),
+            _ => Err(RecordError("record is not valid UTF-8".into())),
+        }
     }
 
     /// Write the feature row of a scanned record into `row`.

@@ -60,6 +60,8 @@ pub struct Object {
     pub open: usize,
     pub close: usize,
     pub members: usize,
+    /// Every byte of the record is ASCII, so it is valid UTF-8 without a further check.
+    pub ascii: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +136,7 @@ fn scan_scalar(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, JsonE
     if p.i != s.len() {
         return Err(p.err("end of record after the object"));
     }
-    Ok(Object { open, close, members })
+    Ok(Object { open, close, members, ascii: s.is_ascii() })
 }
 
 struct Parser<'a> {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flowtag_plugin::featurize::Featurizer;
+use flowtag_plugin::featurize::{Featurizer, RecordError};
 use flowtag_plugin::scorer::Scorer;
 use flowtag_plugin::{Bundle, Filter, FilterOptions, ReasonsMode, Verdict};
 use serde_json::Value;
@@ -59,6 +59,41 @@ fn featurizer_matches_python_row_for_row() {
         }
     }
     assert!(rows > 1000 && errors >= 10, "{rows} rows, {errors} errors");
+}
+
+#[test]
+fn records_must_be_utf8_and_text_beyond_ascii_is_read_as_any_other() {
+    let expected = json(&fixtures().join("features.json"));
+    let bundle = Bundle::read_path(&fixtures().join("iforest")).unwrap();
+    let mut f = Featurizer::new(&bundle.manifest);
+    let mut slots = vec![None; f.n_features()];
+    let mut row = |f: &mut Featurizer, record: &[u8]| {
+        let mut row = vec![0f32; f.width()];
+        f.scan(record, &mut slots, "anomaly").and_then(|_| f.fill(record, &slots, &mut row)).map(|_| row)
+    };
+    let all = lines();
+    let (i, base) = all.iter().enumerate().find(|(i, _)| expected["rows"][i].is_array()).unwrap();
+    let plain = row(&mut f, base.as_bytes()).unwrap_or_else(|e| panic!("line {i}: {e}"));
+    // An extra member in front, on the fast path (short records) and the scalar one (longer
+    // than the fast path takes).
+    for pad in [0, 9000] {
+        let with = |note: &[u8], extra: &[u8]| {
+            let mut r = b"{\"note\":\"".to_vec();
+            r.extend(std::iter::repeat_n(b'x', pad));
+            r.extend_from_slice(note);
+            r.extend_from_slice(b"\",");
+            r.extend_from_slice(extra);
+            r.extend_from_slice(&base.as_bytes()[1..]);
+            r
+        };
+        assert_eq!(row(&mut f, &with("café ✓".as_bytes(), b"")), Ok(plain.clone()), "pad {pad}");
+        let not_utf8 = Err(RecordError("record is not valid UTF-8".into()));
+        assert_eq!(row(&mut f, &with(b"caf\xe9", b"")), not_utf8, "pad {pad}");
+        // Not UTF-8 and not JSON either: the encoding is what is reported.
+        assert_eq!(row(&mut f, &with(b"caf\xe9", b",")), not_utf8, "pad {pad}");
+        let broken = row(&mut f, &with("café".as_bytes(), b",")).unwrap_err();
+        assert!(broken.0.starts_with("invalid JSON at byte"), "pad {pad}: {broken}");
+    }
 }
 
 #[test]

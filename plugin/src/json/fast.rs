@@ -4,7 +4,7 @@
 //! byte by byte.
 //!
 //! Stage 1 classifies every byte into bit masks (quotes, `{[`, `}]:,`, digits, backslashes and
-//! control characters), finds which bytes are inside strings (a prefix XOR of the quote mask),
+//! control characters, bytes beyond ASCII), finds which bytes are inside strings (a prefix XOR of the quote mask),
 //! and keeps, per 64-byte block, the positions of quotes and of the structural characters
 //! outside strings. Stage 2 checks the grammar by stepping through those positions: a member
 //! is key quote, key quote, `:`, then a string (two quotes) or a scalar (the bytes up to the
@@ -43,6 +43,8 @@ pub struct Masks {
     /// `{`, `[`, `}`, `]`, `:` and `,`.
     pub structural: u64,
     pub digit: u64,
+    /// Bytes of 0x80 and above (so a record without any is ASCII, hence UTF-8).
+    pub high: u64,
 }
 
 /// Classify 64 bytes, byte by byte: the reference the SIMD versions are tested against, and
@@ -58,6 +60,7 @@ pub fn classify_scalar(block: &[u8; 64]) -> Masks {
         set(&mut m.open, b == b'{' || b == b'[');
         set(&mut m.structural, matches!(b, b'{' | b'[' | b'}' | b']' | b':' | b','));
         set(&mut m.digit, b.is_ascii_digit());
+        set(&mut m.high, !b.is_ascii());
     }
     m
 }
@@ -89,6 +92,7 @@ pub fn classify(block: &[u8; 64]) -> Masks {
             m.open |= bits(open);
             m.structural |= bits(structural);
             m.digit |= bits(digit);
+            m.high |= bits(x);
         }
     }
     m
@@ -115,6 +119,7 @@ pub fn classify(block: &[u8; 64]) -> Masks {
         m.open |= bits(open);
         m.structural |= bits(structural);
         m.digit |= bits(digit);
+        m.high |= bits(x);
     }
     m
 }
@@ -244,6 +249,7 @@ mod x86 {
                 m.open |= (_mm256_movemask_epi8(open) as u32 as u64) << shift;
                 m.structural |= (_mm256_movemask_epi8(structural) as u32 as u64) << shift;
                 m.digit |= (_mm256_movemask_epi8(digit) as u32 as u64) << shift;
+                m.high |= (_mm256_movemask_epi8(x) as u32 as u64) << shift;
             }
             m
         }
@@ -267,6 +273,7 @@ mod x86 {
                 open,
                 structural: open | close | punct,
                 digit: _mm512_cmple_epu8_mask(d, _mm512_set1_epi8(9)),
+                high: _mm512_movepi8_mask(x),
             }
         }
     }
@@ -313,6 +320,7 @@ unsafe fn scan_blocks<C: Classifier, const N: usize, const D: usize>(
     let mut digits = [0u64; D];
     let mut inside_carry = 0u64;
     let mut opens = 0;
+    let mut high = 0;
     for k in 0..n_blocks {
         let start = k * 64;
         let m = match s.get(start..start + 64) {
@@ -342,6 +350,7 @@ unsafe fn scan_blocks<C: Classifier, const N: usize, const D: usize>(
             }
         }
         opens += (m.open & !inside).count_ones();
+        high |= m.high;
         index[k] = (m.structural & !inside) | m.quote;
         digits[k] = m.digit;
     }
@@ -353,7 +362,7 @@ unsafe fn scan_blocks<C: Classifier, const N: usize, const D: usize>(
         return Fast::Unsupported;
     }
     match walk(s, &index[..n_blocks], &digits, member) {
-        Some(object) => Fast::Done(object),
+        Some(object) => Fast::Done(Object { ascii: high == 0, ..object }),
         None => Fast::Invalid,
     }
 }
@@ -412,7 +421,7 @@ fn walk(s: &[u8], index: &[u64], digits: &[u64], member: &mut impl FnMut(Member)
     if at.next().is_some() || !ws_only(&s[close + 1..]) {
         return None;
     }
-    Some(Object { open, close, members })
+    Some(Object { open, close, members, ascii: false })
 }
 
 /// The scalar between `a` and `b` (whitespace around it allowed): a literal or a number.
