@@ -217,7 +217,7 @@ impl Tagger {
     ) {
         out.extend_from_slice(&self.key_prefix);
         out.extend_from_slice(b"{\"score\":");
-        push_f64(out, score);
+        push_rounded(out, score, 6);
         out.extend_from_slice(b",\"raw_score\":");
         push_f32(out, raw);
         out.extend_from_slice(b",\"verdict\":\"");
@@ -235,7 +235,7 @@ impl Tagger {
                 out.extend_from_slice(b",\"value\":");
                 out.extend_from_slice(value(r.feature).unwrap_or(b"null"));
                 out.extend_from_slice(if self.autoencoder { b",\"error\":" } else { b",\"z\":" });
-                push_f64(out, round3(r.deviation));
+                push_rounded(out, round3(r.deviation), 3);
                 out.extend_from_slice(b",\"direction\":\"");
                 out.extend_from_slice(r.direction.as_str().as_bytes());
                 out.extend_from_slice(b"\"}");
@@ -296,6 +296,51 @@ fn push_f64(out: &mut Vec<u8>, x: f64) {
     out.extend_from_slice(if x.is_finite() { b.format_finite(x) } else { "null" }.as_bytes());
 }
 
+/// `x`, which the caller rounded to `places` decimals ([`round6`], [`round3`]), written exactly
+/// as [`push_f64`] writes it, without ryu's general search for the shortest digits. Such an
+/// `x` is the double nearest to `m / 10^places` for the integer `m = x * 10^places`, and no
+/// shorter decimal lies within its rounding interval (with `m` below 1e15 the interval is under
+/// a quarter of `10^-places`), so its shortest form is `m`'s digits with the point put back
+/// and trailing zeros dropped; ryu writes that in plain notation from 1e-5 to 1e16. Anything
+/// else (zero, tiny or huge values, a value not rounded so) goes to ryu.
+fn push_rounded(out: &mut Vec<u8>, x: f64, places: u32) {
+    const SCALE: [f64; 7] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6];
+    let scale = SCALE[places as usize];
+    let m = (x * scale).round();
+    if !(x.abs() >= 1e-5 && m.abs() < 1e15 && m / scale == x) {
+        return push_f64(out, x);
+    }
+    if x < 0.0 {
+        out.push(b'-');
+    }
+    let m = m.abs() as u64;
+    let unit = 10u64.pow(places);
+    push_digits(out, m / unit, 1);
+    out.push(b'.');
+    let (mut frac, mut width) = (m % unit, places as usize);
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    push_digits(out, frac, width);
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    while n > 0 {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[at.min(buf.len() - width)..]);
+}
+
 fn push_f32(out: &mut Vec<u8>, x: f32) {
     let mut b = ryu::Buffer::new();
     out.extend_from_slice(if x.is_finite() { b.format_finite(x) } else { "null" }.as_bytes());
@@ -304,6 +349,38 @@ fn push_f32(out: &mut Vec<u8>, x: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounded_values_are_written_as_ryu_writes_them() {
+        let check = |x: f64, places: u32| {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            push_rounded(&mut fast, x, places);
+            push_f64(&mut slow, x);
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap(), "{x:e} to {places} places");
+        };
+        let mut rng = crate::test_rng::Rng(7);
+        for i in 0..400_000 {
+            // Magnitudes from 1e-8 to 1e17, both signs, rounded as the tagger rounds (and,
+            // one time in eight, not rounded at all).
+            let magnitude = 10f64.powi(rng.index(26) as i32 - 8);
+            let x = (rng.next() as f64 / u64::MAX as f64) * magnitude * if i % 2 == 0 { 1.0 } else { -1.0 };
+            check(x, 6);
+            check(x, 3);
+            if i % 8 != 0 {
+                check(round6(x), 6);
+                check(round3(x), 3);
+            }
+        }
+        for x in [0.0, -0.0, 1.0, 0.5, 1e-5, 1e-6, 0.00001, 0.000012, 0.0001, 99.995, 7.0, 1e15, 9e15, 1e16, f64::MAX] {
+            check(x, 6);
+            check(x, 3);
+            check(round6(x), 6);
+            check(round3(x), 3);
+        }
+        let mut out = Vec::new();
+        push_rounded(&mut out, f64::NAN, 6);
+        assert_eq!(out, b"null");
+    }
 
     #[test]
     fn percentile_interpolates_and_handles_ties() {
