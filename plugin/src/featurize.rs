@@ -162,7 +162,7 @@ impl Featurizer {
         let cache = &mut self.key_cache;
         let mut has_reserved = false;
         let mut position = 0;
-        let object = json::scan_object(record, |m| {
+        let object = json::scan_utf8_object(record, |m| {
             let Kind::String { escaped } = m.key.kind else {
                 return;
             };
@@ -196,16 +196,12 @@ impl Featurizer {
             if let Some(f) = feature {
                 slots[f as usize] = Some(m.value);
             }
-        });
-        // UTF-8 is checked after the scan, which finds out on the way whether the record is
-        // all ASCII (the common case, needing no further pass); a record that is not UTF-8 is
-        // reported as such whatever else is wrong with it.
-        let utf8 = |ascii: bool| ascii || std::str::from_utf8(record).is_ok();
-        match object {
-            Ok(object) if utf8(object.ascii) => Ok(Shape { object, has_reserved }),
-            Err(e) if utf8(false) => Err(RecordError(e.to_string())),
-            _ => Err(RecordError("record is not valid UTF-8".into())),
-        }
+        })
+        .map_err(|e| match e {
+            json::RecordProblem::NotUtf8 => RecordError("record is not valid UTF-8".into()),
+            json::RecordProblem::Json(e) => RecordError(e.to_string()),
+        })?;
+        Ok(Shape { object, has_reserved })
     }
 
     /// Write the feature row of a scanned record into `row`.

@@ -78,6 +78,36 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
+/// Why a record is not one JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordProblem {
+    /// The bytes are not UTF-8 (JSON's encoding).
+    NotUtf8,
+    Json(JsonError),
+}
+
+impl fmt::Display for RecordProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordProblem::NotUtf8 => f.write_str("not valid UTF-8"),
+            RecordProblem::Json(e) => e.fmt(f),
+        }
+    }
+}
+
+/// [`scan_object`], with the record also required to be UTF-8. The check comes after the scan,
+/// which finds out on the way whether every byte is ASCII (the common case, needing no further
+/// pass); a record that is not UTF-8 is reported as such whatever else is wrong with it.
+pub fn scan_utf8_object(s: &[u8], member: impl FnMut(Member)) -> Result<Object, RecordProblem> {
+    let scanned = scan_object(s, member);
+    let utf8 = |ascii: bool| ascii || std::str::from_utf8(s).is_ok();
+    match scanned {
+        Ok(object) if utf8(object.ascii) => Ok(object),
+        Err(e) if utf8(false) => Err(RecordProblem::Json(e)),
+        _ => Err(RecordProblem::NotUtf8),
+    }
+}
+
 /// Validate `s` as exactly one JSON object (surrounding whitespace allowed) and call
 /// `member` for each top-level member in order. On an invalid record, members before the
 /// error may have been reported.

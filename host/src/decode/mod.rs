@@ -131,10 +131,7 @@ fn json_object(line: &[u8], out: &mut Vec<u8>, check: bool) -> Result<bool, Stri
         }
         // Not an object: the full check below names the problem and where it is.
     }
-    if std::str::from_utf8(line).is_err() {
-        return Err("not valid UTF-8".into());
-    }
-    let obj = js::scan_object(line, |_| {}).map_err(|e| e.to_string())?;
+    let obj = js::scan_utf8_object(line, |_| {}).map_err(|e| e.to_string())?;
     out.extend_from_slice(&line[obj.open..=obj.close]);
     Ok(true)
 }

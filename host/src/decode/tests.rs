@@ -50,6 +50,14 @@ fn json_lines_pass_through_and_bad_ones_are_wrapped() {
     assert!(recs[1].as_ref().unwrap_err().contains("a JSON object"));
     assert_eq!(recs[2].as_ref().unwrap()["b"], "x");
     assert!(recs[3].is_err());
+    // Text beyond ASCII passes; bytes that are not UTF-8 are named as such, even when the
+    // line is broken JSON as well.
+    let mut text = "{\"c\":\"café ✓\"}\n".as_bytes().to_vec();
+    text.extend_from_slice(b"{\"d\":\"\xe9\"}\n{\"d\":\"\xe9\",}");
+    let recs = decode_all(Decoding::Json, &text);
+    assert_eq!(recs[0].as_ref().unwrap()["c"], "café ✓");
+    assert_eq!(recs[1].as_ref().unwrap_err(), "not valid UTF-8");
+    assert_eq!(recs[2].as_ref().unwrap_err(), "not valid UTF-8");
 }
 
 #[test]
