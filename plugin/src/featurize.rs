@@ -162,41 +162,48 @@ impl Featurizer {
         let cache = &mut self.key_cache;
         let mut has_reserved = false;
         let mut position = 0;
-        let object = json::scan_utf8_object(record, |m| {
-            let Kind::String { escaped } = m.key.kind else {
-                return;
-            };
-            let inner = m.key.inner(record);
-            let hit = cache.get(position).filter(|c| same_bytes(&c.raw, inner));
-            let (feature, reserved_here) = match hit {
-                Some(c) => (c.feature, c.reserved),
-                None => {
-                    let key: &[u8] = if escaped {
-                        json::unescape(inner, scratch);
-                        scratch.as_bytes()
-                    } else {
-                        inner
-                    };
-                    let entry = CachedKey {
-                        raw: inner.into(),
-                        feature: lookup.get(key.trim_ascii()).copied(),
-                        reserved: key == reserved.as_bytes(),
-                    };
-                    let meaning = (entry.feature, entry.reserved);
-                    if position < cache.len() {
-                        cache[position] = entry;
-                    } else {
-                        cache.push(entry);
+        // Inlined into the scanner's loop: it runs once per member, and with two parsers
+        // calling it LLVM kept it a call; inlined, scanning and matching take about 13 % less
+        // time (perf, against the forest's unchanged share).
+        let object = json::scan_utf8_object(
+            record,
+            #[inline(always)]
+            |m| {
+                let Kind::String { escaped } = m.key.kind else {
+                    return;
+                };
+                let inner = m.key.inner(record);
+                let hit = cache.get(position).filter(|c| same_bytes(&c.raw, inner));
+                let (feature, reserved_here) = match hit {
+                    Some(c) => (c.feature, c.reserved),
+                    None => {
+                        let key: &[u8] = if escaped {
+                            json::unescape(inner, scratch);
+                            scratch.as_bytes()
+                        } else {
+                            inner
+                        };
+                        let entry = CachedKey {
+                            raw: inner.into(),
+                            feature: lookup.get(key.trim_ascii()).copied(),
+                            reserved: key == reserved.as_bytes(),
+                        };
+                        let meaning = (entry.feature, entry.reserved);
+                        if position < cache.len() {
+                            cache[position] = entry;
+                        } else {
+                            cache.push(entry);
+                        }
+                        meaning
                     }
-                    meaning
+                };
+                position += 1;
+                has_reserved |= reserved_here;
+                if let Some(f) = feature {
+                    slots[f as usize] = Some(m.value);
                 }
-            };
-            position += 1;
-            has_reserved |= reserved_here;
-            if let Some(f) = feature {
-                slots[f as usize] = Some(m.value);
-            }
-        })
+            },
+        )
         .map_err(|e| match e {
             json::RecordProblem::NotUtf8 => RecordError("record is not valid UTF-8".into()),
             json::RecordProblem::Json(e) => RecordError(e.to_string()),
