@@ -402,7 +402,7 @@ mod top_reason_tests {
         assert_eq!(top_reason(rec), Some("spkts"));
         assert_eq!(top_reason(br#"{"anomaly":{"verdict":"anomalous"}}"#), None);
         // The tag's reasons, not look-alikes earlier in the record or inside reason values.
-        let rec = br#"{"x":["reasons",[1]],"y":""reasons":[{"feature":"fake"","anomaly":{"reasons":[{"feature":"dur","value":"[a]"}]}}"#;
+        let rec = br#"{"x":["reasons",[1]],"y":"\"reasons\":[{\"feature\":\"fake\"","anomaly":{"reasons":[{"feature":"dur","value":"[a]"}]}}"#;
         assert_eq!(top_reason(rec), Some("dur"));
         assert_eq!(top_reason(br#"["#), None);
     }

@@ -4,13 +4,13 @@
 //! byte by byte.
 //!
 //! Stage 1 classifies every byte into bit masks (quotes, `{[`, `}]:,`, digits, backslashes and
-//! control characters, bytes beyond ASCII), finds which bytes are inside strings (a prefix XOR of the quote mask),
-//! and keeps, per 64-byte block, the positions of quotes and of the structural characters
-//! outside strings. Stage 2 checks the grammar by stepping through those positions: a member
-//! is key quote, key quote, `:`, then a string (two quotes) or a scalar (the bytes up to the
-//! next `,` or `}`), then `,` or `}`. Gaps between tokens must be whitespace; scalars are
-//! `true`, `false`, `null` or a number, and plain numbers (`-12`, `0.5`) are checked against
-//! the digit mask without a loop.
+//! control characters, bytes beyond ASCII), finds which bytes are inside strings (a prefix XOR
+//! of the quote mask), and keeps, per 64-byte block, the positions of quotes and of the
+//! structural characters outside strings. Stage 2 checks the grammar by stepping through
+//! those positions: a member is key quote, key quote, `:`, then a string (two quotes) or a
+//! scalar (the bytes up to the next `,` or `}`), then `,` or `}`. Gaps between tokens must be
+//! whitespace; scalars are `true`, `false`, `null` or a number, and plain numbers (`-12`,
+//! `0.5`) are checked against the digit mask without a loop.
 //!
 //! It handles the common flow record: one flat object, no escapes, up to [`MAX_LEN`] bytes.
 //! Anything else (nested values, a backslash, a longer record) is [`Fast::Unsupported`] before
