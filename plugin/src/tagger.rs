@@ -360,8 +360,8 @@ mod tests {
         };
         let mut rng = crate::test_rng::Rng(7);
         for i in 0..400_000 {
-            // Magnitudes from 1e-8 to 1e17, both signs, rounded as the tagger rounds (and,
-            // one time in eight, not rounded at all).
+            // Magnitudes from 1e-8 to 1e17, both signs: each value as drawn (not so rounded,
+            // so it must go to ryu) and, seven times in eight, rounded as the tagger rounds.
             let magnitude = 10f64.powi(rng.index(26) as i32 - 8);
             let x = (rng.next() as f64 / u64::MAX as f64) * magnitude * if i % 2 == 0 { 1.0 } else { -1.0 };
             check(x, 6);
