@@ -361,15 +361,16 @@ unsafe fn scan_blocks<C: Classifier, const N: usize, const D: usize>(
         // Nested objects or arrays, or no object at all: the scalar parser's.
         return Fast::Unsupported;
     }
-    match walk(s, &index[..n_blocks], &digits, member) {
-        Some(object) => Fast::Done(Object { ascii: high == 0, ..object }),
+    match walk(s, &index[..n_blocks], &digits, high == 0, member) {
+        Some(object) => Fast::Done(object),
         None => Fast::Invalid,
     }
 }
 
-/// Stage 2: the grammar of one flat object over the indexed positions.
+/// Stage 2: the grammar of one flat object over the indexed positions (`ascii`, stage 1's
+/// finding that no byte is beyond ASCII, goes into the object as it is).
 #[inline(always)]
-fn walk(s: &[u8], index: &[u64], digits: &[u64], member: &mut impl FnMut(Member)) -> Option<Object> {
+fn walk(s: &[u8], index: &[u64], digits: &[u64], ascii: bool, member: &mut impl FnMut(Member)) -> Option<Object> {
     let mut at = Positions { blocks: index, k: 0, bits: index[0] };
     let open = at.next()?;
     if s[open] != b'{' || !ws_only(&s[..open]) {
@@ -421,7 +422,7 @@ fn walk(s: &[u8], index: &[u64], digits: &[u64], member: &mut impl FnMut(Member)
     if at.next().is_some() || !ws_only(&s[close + 1..]) {
         return None;
     }
-    Some(Object { open, close, members, ascii: false })
+    Some(Object { open, close, members, ascii })
 }
 
 /// The scalar between `a` and `b` (whitespace around it allowed): a literal or a number.
