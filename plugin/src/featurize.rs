@@ -358,7 +358,7 @@ fn apply(transforms: &[Transform], mut x: f64) -> Option<f64> {
 /// `a == b` for the short keys of a record, without a call to `memcmp` (under WASM that is
 /// wasi-libc's byte loop, and keys are compared for every field of every record): words that
 /// overlap at the ends instead of a loop over the tail.
-#[inline]
+#[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {

@@ -38,6 +38,7 @@ pub struct Span {
 
 impl Span {
     /// The bytes of the value; for strings, between the quotes (still escaped).
+    #[inline(always)]
     pub fn inner<'a>(&self, s: &'a [u8]) -> &'a [u8] {
         match self.kind {
             Kind::String { .. } => &s[self.start + 1..self.end - 1],
