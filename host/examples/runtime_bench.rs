@@ -1,7 +1,10 @@
 //! Native vs WASM tag filter, measured through the host's own runtimes:
 //!
-//! - records/s at batch 1, 64, 256 and 4096 for each runtime (best of alternated rounds), and
-//!   the ratio WASM / native;
+//! - records/s at batch 1, 64, 256 and 4096 for each runtime, and the ratio WASM / native. This
+//!   shared 2-core VM drifts by tens of percent from one second to the next, so the runtimes are
+//!   timed in pairs: both tag the same slice of records back to back, [`PAIRS`] times over
+//!   successive slices, and the ratio is the median of the pairs' ratios (with its quartiles),
+//!   next to the best records/s each runtime reached;
 //! - WASM start (module ready and a bundle loaded) without and with the compiled-module cache,
 //!   each in a fresh `flowtag score` process on one record (so process start is included), next
 //!   to the native start;
@@ -22,14 +25,19 @@ use std::time::{Duration, Instant};
 
 use flowtag_host::gen::{self, Format, GenArgs, Schema};
 use flowtag_host::transforms::anomaly::AnomalyConfig;
-use flowtag_host::transforms::runtime::Loader;
+use flowtag_host::transforms::runtime::{Loader, TagRuntime};
 use flowtag_plugin::{Bundle, Filter, FilterOptions};
 use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
-/// Rounds per runtime and batch size; the best of each is reported.
+/// Rounds of the no-deadline comparison; the best of each is reported.
 const ROUNDS: usize = 3;
+/// Timed pairs per batch size (native then WASM on the same slice of records).
+const PAIRS: usize = 150;
+/// Records per slice (at least one batch): long enough to time, short enough that both runtimes
+/// of a pair see the same machine.
+const SLICE: usize = 2560;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -70,18 +78,52 @@ fn config(model: &Path, plugin: Option<&Path>) -> AnomalyConfig {
 /// Records/s tagging every record in batches of `batch`, at least `min_time` of work.
 fn throughput(loader: &Loader, bundle: &Bundle, records: &[&[u8]], batch: usize) -> f64 {
     let mut runtime = loader.load(bundle).expect("the model loads");
-    let (mut out, mut ends) = (Vec::new(), Vec::new());
     let n = if batch == 1 { records.len().min(20_000) } else { records.len() };
+    rate(runtime.as_mut(), &records[..n], batch)
+}
+
+/// Records/s of `runtime` tagging `records` in batches of `batch`.
+fn rate(runtime: &mut dyn TagRuntime, records: &[&[u8]], batch: usize) -> f64 {
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
     let started = Instant::now();
-    let mut done = 0;
-    for chunk in records[..n].chunks(batch) {
+    for chunk in records.chunks(batch) {
         out.clear();
         ends.clear();
         let t = runtime.tag(chunk, &mut out, &mut ends);
         assert!(t.failure.is_none(), "{:?}", t.failure);
-        done += chunk.len();
     }
-    done as f64 / started.elapsed().as_secs_f64()
+    records.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Native and WASM timed in pairs on the same slices (see the module doc).
+struct Paired {
+    native_best: f64,
+    wasm_best: f64,
+    /// Quartiles of the per-pair WASM / native ratio: lower, median, upper.
+    ratio: [f64; 3],
+}
+
+fn paired(native: &Loader, wasm: &Loader, bundle: &Bundle, records: &[&[u8]], batch: usize) -> Paired {
+    let mut n_rt = native.load(bundle).expect("the model loads natively");
+    let mut w_rt = wasm.load(bundle).expect("the model loads under WASM");
+    let slice = SLICE.max(batch);
+    let slices: Vec<&[&[u8]]> = records.chunks_exact(slice).collect();
+    assert!(!slices.is_empty(), "--records must be at least {slice}");
+    // One untimed pass each: caches, the allocator and the instance's memory warm up.
+    rate(n_rt.as_mut(), slices[0], batch);
+    rate(w_rt.as_mut(), slices[0], batch);
+    let (mut native_best, mut wasm_best, mut ratios) = (0f64, 0f64, Vec::with_capacity(PAIRS));
+    for k in 0..PAIRS {
+        let s = slices[k % slices.len()];
+        let n = rate(n_rt.as_mut(), s, batch);
+        let w = rate(w_rt.as_mut(), s, batch);
+        native_best = native_best.max(n);
+        wasm_best = wasm_best.max(w);
+        ratios.push(w / n);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let q = |f: f64| ratios[((ratios.len() - 1) as f64 * f).round() as usize];
+    Paired { native_best, wasm_best, ratio: [q(0.25), q(0.5), q(0.75)] }
 }
 
 /// The tag filter module on a wasmtime engine without epoch interruption (so with no
@@ -241,17 +283,12 @@ fn main() {
         let cache = tmp.path().join(format!("cache-{}", bundle.manifest.name));
         let wasm = Loader::new(&config(model, Some(&a.plugin)), &cache).unwrap();
         println!("\n### {} ({})\n", bundle.id(), model.display());
-        println!("| batch | native records/s | WASM records/s | WASM / native |");
+        println!("| batch | native records/s (best) | WASM records/s (best) | WASM / native (median of {PAIRS} pairs, quartiles) |");
         println!("|---|---|---|---|");
         for batch in [1, 64, 256, 4096] {
-            // Alternated rounds, best of each: the two runtimes see the same machine (a shared
-            // 2-core VM drifts by tens of percent between seconds).
-            let (mut n, mut w) = (0f64, 0f64);
-            for _ in 0..ROUNDS {
-                n = n.max(throughput(&native, &bundle, &records, batch));
-                w = w.max(throughput(&wasm, &bundle, &records, batch));
-            }
-            println!("| {batch} | {n:.0} | {w:.0} | {:.2} |", w / n);
+            let p = paired(&native, &wasm, &bundle, &records, batch);
+            let [lo, mid, hi] = p.ratio;
+            println!("| {batch} | {:.0} | {:.0} | {mid:.3} ({lo:.3}-{hi:.3}) |", p.native_best, p.wasm_best);
         }
         // What the deadline costs: the host's WASM runtime against the same module on an engine
         // without epoch interruption, alternated, with native as the reference.
