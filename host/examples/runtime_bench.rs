@@ -75,7 +75,7 @@ fn config(model: &Path, plugin: Option<&Path>) -> AnomalyConfig {
     toml::from_str(&text).expect("a valid transform config")
 }
 
-/// Records/s tagging every record in batches of `batch`, at least `min_time` of work.
+/// Records/s of a fresh runtime tagging `records` (at most 20,000 at batch 1) in batches of `batch`.
 fn throughput(loader: &Loader, bundle: &Bundle, records: &[&[u8]], batch: usize) -> f64 {
     let mut runtime = loader.load(bundle).expect("the model loads");
     let n = if batch == 1 { records.len().min(20_000) } else { records.len() };

@@ -428,9 +428,9 @@ fn walk(s: &[u8], index: &[u64], digits: &[u64], ascii: bool, member: &mut impl 
 /// The scalar between `a` and `b` (whitespace around it allowed): a literal or a number.
 #[inline(always)]
 fn scalar(s: &[u8], digits: &[u64], mut a: usize, mut b: usize) -> Option<Span> {
-    // `s[b]` is the `,` or `}` after the scalar and `s[a - 1]` the `:` before it. Compact
-    // records have no whitespace around scalars: the ends are tested before any trimming loop
-    // (under WASM every loop entered costs a deadline check).
+    // `s[a - 1]` is the colon and `s[b]` the next structural character, so both ends can be
+    // read even for an empty scalar. Compact records have no whitespace around scalars: the ends
+    // are tested before any trimming loop (under WASM every loop entered costs a deadline check).
     if is_ws(s[a]) || is_ws(s[b - 1]) {
         while a < b && is_ws(s[a]) {
             a += 1;
