@@ -145,7 +145,7 @@ fn prefix_xor(mut x: u64) -> u64 {
 
 #[inline(always)]
 fn ws_only(s: &[u8]) -> bool {
-    s.is_empty() || s.iter().all(|&b| is_ws(b))
+    s.iter().all(|&b| is_ws(b))
 }
 
 /// The indexed positions, in order.
@@ -428,16 +428,11 @@ fn walk(s: &[u8], index: &[u64], digits: &[u64], ascii: bool, member: &mut impl 
 /// The scalar between `a` and `b` (whitespace around it allowed): a literal or a number.
 #[inline(always)]
 fn scalar(s: &[u8], digits: &[u64], mut a: usize, mut b: usize) -> Option<Span> {
-    // `s[a - 1]` is the colon and `s[b]` the next structural character, so both ends can be
-    // read even for an empty scalar. Compact records have no whitespace around scalars: the ends
-    // are tested before any trimming loop (under WASM every loop entered costs a deadline check).
-    if is_ws(s[a]) || is_ws(s[b - 1]) {
-        while a < b && is_ws(s[a]) {
-            a += 1;
-        }
-        while b > a && is_ws(s[b - 1]) {
-            b -= 1;
-        }
+    while a < b && is_ws(s[a]) {
+        a += 1;
+    }
+    while b > a && is_ws(s[b - 1]) {
+        b -= 1;
     }
     let text = &s[a..b];
     let kind = match text.first()? {
