@@ -83,6 +83,43 @@ fn text(piece: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(piece) }
 }
 
+/// Powers of ten that are exact in `f64`.
+const POW10: [f64; 19] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18];
+
+/// The value of a plain decimal (`-?digits`, or with one `.`), as `str::parse::<f64>` gives it,
+/// or `None` for anything else (an exponent, more than 19 characters, more than 2^53 in its
+/// digits), which `str::parse` then takes. Flow records are nearly all such numbers, and this
+/// skips the general parser's checks for them. Exact: the digits make an integer `m <= 2^53`
+/// and the point a power `10^k` with `k <= 18`, both exact in `f64`, so one IEEE division
+/// rounds `m / 10^k` correctly (Clinger's fast path, which `str::parse` takes too).
+#[inline(always)]
+fn plain_number(b: &[u8]) -> Option<f64> {
+    let (neg, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.len() > 19 {
+        return None;
+    }
+    let (mut m, mut point, mut n) = (0u64, None, 0);
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+            }
+            b'.' if point.is_none() => point = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if n == 0 || m > 1 << 53 {
+        return None;
+    }
+    let v = m as f64 / POW10[point.unwrap_or(0)];
+    Some(if neg { -v } else { v })
+}
+
 fn trim(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_ascii_whitespace())
 }
@@ -292,7 +329,8 @@ impl Featurizer {
         };
         if span.kind == Kind::Number {
             // JSON numbers always parse; a huge exponent gives infinity.
-            return Ok(text.parse::<f64>().ok().filter(|v| !v.is_nan()));
+            let v = plain_number(text.as_bytes()).or_else(|| text.parse::<f64>().ok());
+            return Ok(v.filter(|v| !v.is_nan()));
         }
         self.number_text(i, text)
     }
@@ -385,7 +423,70 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{plain_number, same_bytes};
+    use crate::test_rng::Rng;
+
+    #[test]
+    fn plain_numbers_parse_as_std_does() {
+        let fixed = [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "0.5",
+            "-0.5",
+            "1.",
+            ".5",
+            "007",
+            "0.000011",
+            "180363632.0",
+            "9007199254740992",
+            "9007199254740993",
+            "900719925474099.3",
+            "0.1",
+            "0.2",
+            "0.3",
+            "1234567890123456789",
+            "9999999999999999999",
+            "1.7976931348623157",
+            "4.9406564584124654",
+            "123456.78901234567",
+            "0.000000000000000001",
+        ];
+        let mut cases: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        let mut rng = Rng(0x5eed_1234);
+        for _ in 0..200_000 {
+            let len = 1 + rng.index(20);
+            let mut t: String = (0..len).map(|_| char::from(b'0' + rng.below(10) as u8)).collect();
+            if rng.below(2) == 0 {
+                t.insert(rng.index(len + 1), '.');
+            }
+            if rng.below(4) == 0 {
+                t.insert(0, '-');
+            }
+            cases.push(t);
+        }
+        let mut fast = 0;
+        for t in &cases {
+            let std = t.parse::<f64>().ok();
+            match plain_number(t.as_bytes()) {
+                Some(v) => {
+                    fast += 1;
+                    assert_eq!(Some(v.to_bits()), std.map(f64::to_bits), "{t:?}");
+                }
+                // Left to `str::parse`: only what is beyond the fast path.
+                None => {
+                    let digits = t.replace(['-', '.'], "");
+                    let beyond = t.trim_start_matches('-').len() > 19 || digits.parse::<u128>().unwrap() > 1 << 53;
+                    assert!(beyond, "{t:?}");
+                }
+            }
+        }
+        assert!(fast > cases.len() / 2, "the fast path took {fast} of {}", cases.len());
+        for bad in ["", "-", ".", "-.", "1.2.3", "1e5", "12a", "+1", " 1", "Infinity", "NaN"] {
+            assert_eq!(plain_number(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn same_bytes_is_slice_equality() {
