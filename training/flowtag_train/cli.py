@@ -5,6 +5,7 @@
     flowtag-train train --dataset unsw_nb15 --model autoencoder --holdout-family Exploits --name ae-heldout
     flowtag-train defaults --out models            # the shipped bundles, reproducibly (seeded)
     flowtag-train compare --metric roc_auc --metric f1
+    flowtag-train evaluate --bundle models/unsw-supervised --dataset unsw_nb15_raw   # on other data
     flowtag-train promote --name unsw-supervised --version 3 --alias champion
     flowtag-train retrain --config '{"name": "unsw-supervised", "limit": 20000}'
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import defaults, pipeline, retrain, tracking
 from .datasets import load
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("--metric", action="append", default=None)
     cmp_.add_argument("--limit", type=int, default=20)
 
+    ev = sub.add_parser("evaluate", help="bundles' metrics on every row of a labelled dataset, as the bundles score it (threshold included)")
+    ev.add_argument("--bundle", action="append", required=True, help="a bundle folder (repeatable)")
+    ev.add_argument("--dataset", required=True, help="a schema name or a schema file")
+    ev.add_argument("--file", action="append", help="files instead of the schema's (repeatable)")
+
     pr = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     pr.add_argument("--name", required=True)
     pr.add_argument("--version", required=True)
@@ -98,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         settings.setdefault("tracking_uri", a.tracking_uri)
         result = retrain.run(settings)
         print(json.dumps(result, indent=2, default=str))
+    elif a.cmd == "evaluate":
+        ds = load(a.dataset, files=a.file)
+        if ds.y is None:
+            print(f"flowtag-train evaluate: dataset {a.dataset!r} has no labels to evaluate against", file=sys.stderr)
+            return 2
+        results = {b: retrain.score_bundle(Path(b), ds, by_family=True) for b in a.bundle}
+        print(json.dumps({"dataset": a.dataset, "files": ds.files, "bundles": results}, indent=2))
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
         print(f"{a.name}@{a.alias} -> version {a.version}")

@@ -211,16 +211,20 @@ def evaluation_set(cfg: RetrainConfig) -> Dataset:
     return ev.sample(cfg.eval_rows, EVALUATION_SEED) if cfg.eval_rows else ev
 
 
-def score_bundle(bundle_dir: Path, ds: Dataset) -> dict:
-    """A bundle's metrics on a dataset: its own featurization, its ONNX graph, its threshold."""
+def score_bundle(bundle_dir: Path, ds: Dataset, by_family: bool = False) -> dict:
+    """A bundle's metrics on a dataset: its own featurization, its ONNX graph, its threshold;
+    with `by_family`, also the recall for each attack family the dataset names."""
     manifest = bundle_io.read(bundle_dir).manifest
     spec = FeatureSpec.from_manifest(manifest)
     missing = check_fields(spec, list(ds.frame.columns))
     if missing:
         raise ValueError(f"{bundle_dir}: the evaluation data lacks the bundle's fields {missing}")
     scores = onnx_raw(bundle_dir, spec.transform_frame(ds.frame)).astype(np.float64)
-    m = evaluate.metrics(ds.y, scores, float(manifest["threshold"]))
-    return {"version": str(manifest["version"]), **_numbers(m)}
+    m = evaluate.metrics(ds.y, scores, float(manifest["threshold"]), ds.family if by_family else None)
+    out = {"version": str(manifest["version"]), **_numbers(m)}
+    if "recall_by_family" in m:
+        out["recall_by_family"] = m["recall_by_family"]
+    return out
 
 
 def evaluate_against_champion(cfg: RetrainConfig | dict, candidate: dict) -> dict:
