@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if ds.y is None:
             print(f"flowtag-train evaluate: dataset {a.dataset!r} has no labels to evaluate against", file=sys.stderr)
             return 2
-        results = {b: retrain.score_bundle(Path(b), ds, by_family=True) for b in a.bundle}
+        try:
+            results = {b: retrain.score_bundle(Path(b), ds, by_family=True) for b in a.bundle}
+        except ValueError as e:
+            print(f"flowtag-train evaluate: {e}", file=sys.stderr)
+            return 2
         print(json.dumps({"dataset": a.dataset, "files": ds.files, "bundles": results}, indent=2))
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
