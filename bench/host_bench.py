@@ -8,10 +8,11 @@ CPU-second, and peak RSS. Records come from `flowtag gen --schema unsw --format 
 
 Each pipeline runs twice, from an empty output and checkpoint each time, and both runs are
 printed. On a machine fresh from boot, the first run's output goes into page-cache memory the
-kernel has not used yet; on a virtual machine, the hypervisor backs each such page on its first touch, inside
-the sink's `write` (on our test VM, `dd` of 2 GB took 4.5-5.7 s of system CPU into such pages
-and 0.5-0.8 s into freed ones). The second run writes into pages the first one freed, as a node
-that has run for a while does: it is the steady-state figure.
+kernel has not used yet; on a virtual machine, the first touch of such a page is slow (most
+likely the hypervisor backing it), and it happens inside the sink's `write` (on our test VM,
+`dd` of 2 GB took 4.5-5.7 s of system CPU into such pages and 0.5-0.8 s into freed ones). The
+second run writes into pages the first one freed, as a node that has run for a while does: it
+is the steady-state figure.
 """
 
 from __future__ import annotations
