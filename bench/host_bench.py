@@ -57,8 +57,7 @@ def metric(api: int, name: str, component: str) -> float:
 def run(flowtag: Path, work: Path, input_path: Path, n: int, tag: bool, api: int, label: str) -> dict:
     out = work / ("tagged.jsonl" if tag else "plain.jsonl")
     data = work / ("data-tag" if tag else "data-plain")
-    out.unlink(missing_ok=True)
-    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)  # the checkpoint of the run before
     transform = f"""
 [transforms.tag]
 type = "anomaly"
