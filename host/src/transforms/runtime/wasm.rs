@@ -324,17 +324,32 @@ impl Live {
         data: &[u8],
         deadline: Duration,
     ) -> Result<R, String> {
+        self.call_writing(func, data.len(), |guest| guest.copy_from_slice(data), deadline)
+    }
+
+    /// Allocate `len` bytes of guest memory, let `write` fill them (in place: a batch is not
+    /// assembled on the host first), and call `func(ptr, len)`.
+    fn call_writing<R: wasmtime::WasmResults>(
+        &mut self,
+        func: &TypedFunc<(u32, u32), R>,
+        len: usize,
+        write: impl FnOnce(&mut [u8]),
+        deadline: Duration,
+    ) -> Result<R, String> {
         self.store.set_epoch_deadline(ticks(deadline));
-        let len = u32::try_from(data.len()).map_err(|_| "input larger than 4 GiB".to_string())?;
-        let ptr = self.alloc.call(&mut self.store, len).map_err(|e| self.explain(e, deadline))?;
+        let len32 = u32::try_from(len).map_err(|_| "input larger than 4 GiB".to_string())?;
+        let ptr = self.alloc.call(&mut self.store, len32).map_err(|e| self.explain(e, deadline))?;
         if ptr == 0 {
-            return Err(self.out_of_memory(data.len()));
+            return Err(self.out_of_memory(len));
         }
-        self.memory
-            .write(&mut self.store, ptr as usize, data)
-            .map_err(|e| format!("flowtag_alloc returned {ptr}, which is not writable: {e}"))?;
-        let result = func.call(&mut self.store, (ptr, len)).map_err(|e| self.explain(e, deadline))?;
-        self.dealloc.call(&mut self.store, (ptr, len)).map_err(|e| self.explain(e, deadline))?;
+        let guest = self
+            .memory
+            .data_mut(&mut self.store)
+            .get_mut(ptr as usize..ptr as usize + len)
+            .ok_or_else(|| format!("flowtag_alloc returned {ptr}, which is not writable for {len} bytes"))?;
+        write(guest);
+        let result = func.call(&mut self.store, (ptr, len32)).map_err(|e| self.explain(e, deadline))?;
+        self.dealloc.call(&mut self.store, (ptr, len32)).map_err(|e| self.explain(e, deadline))?;
         Ok(result)
     }
 
@@ -407,7 +422,6 @@ pub struct Wasm {
     live: Option<Live>,
     /// When recreating the instance last failed (retried at most every few seconds).
     restart_failed: Option<(Instant, String)>,
-    input: Vec<u8>,
     results: Vec<RecordResult>,
 }
 
@@ -425,7 +439,6 @@ impl Wasm {
             id: bundle.id(),
             live: Some(live),
             restart_failed: None,
-            input: Vec::new(),
             results: Vec::new(),
         })
     }
@@ -455,19 +468,21 @@ impl Wasm {
 
     /// Run `records` through the module; on success, append them tagged to `out`.
     fn run(&mut self, records: &[&[u8]], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<Option<String>, String> {
-        let mut input = std::mem::take(&mut self.input);
-        input.clear();
-        for r in records {
-            input.extend_from_slice(r);
-            input.push(b'\n');
-        }
         let timeout = self.limits.timeout;
         let live = self.live()?;
         let tag = live.tag.clone();
-        let result = live.call_with(&tag, &input, timeout);
-        self.input = input;
+        // The batch as lines, written straight into the guest's memory.
+        let len = records.iter().map(|r| r.len() + 1).sum();
+        let write = |mut guest: &mut [u8]| {
+            for r in records {
+                let (line, rest) = guest.split_at_mut(r.len() + 1);
+                line[..r.len()].copy_from_slice(r);
+                line[r.len()] = b'\n';
+                guest = rest;
+            }
+        };
+        let packed = live.call_writing(&tag, len, write, timeout)?;
         let live = self.live.as_mut().expect("live");
-        let packed = result?;
         if packed == 0 {
             return Err(format!("flowtag_tag failed: {}", live.error_message()));
         }
@@ -522,7 +537,7 @@ impl TagRuntime for Wasm {
     fn tag(&mut self, records: &[&[u8]], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Tagged {
         // Records travel as lines: one that is blank or holds a newline cannot, and is tagged
         // here (no decoder produces one, but nothing may be lost if one does).
-        if records.iter().any(|r| r.trim_ascii().is_empty() || r.contains(&b'\n')) {
+        if records.iter().any(|r| r.trim_ascii().is_empty() || memchr::memchr(b'\n', r).is_some()) {
             return self.tag_split(records, out, ends);
         }
         match self.run(records, out, ends) {
