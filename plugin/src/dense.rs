@@ -134,7 +134,16 @@ impl DenseGraph {
                     let mut dst = std::mem::take(&mut self.buffers[*out]);
                     let src = &self.buffers[*x];
                     dst.clear();
-                    dst.extend(src.iter().map(|&v| unary(*op, v)));
+                    dst.resize(src.len(), 0.0);
+                    // One loop per operation, so the compiler vectorises the cheap ones.
+                    match op {
+                        UnOp::Relu => map_into(&mut dst, src, |v| unary(UnOp::Relu, v)),
+                        UnOp::Tanh => map_into(&mut dst, src, |v| unary(UnOp::Tanh, v)),
+                        UnOp::Sigmoid => map_into(&mut dst, src, |v| unary(UnOp::Sigmoid, v)),
+                        UnOp::Abs => map_into(&mut dst, src, |v| unary(UnOp::Abs, v)),
+                        UnOp::Sqrt => map_into(&mut dst, src, |v| unary(UnOp::Sqrt, v)),
+                        UnOp::Identity => dst.copy_from_slice(src),
+                    }
                     self.buffers[*out] = dst;
                 }
                 Step::Gemm { x, w, k, m, alpha, bias, beta, out } => {
@@ -223,6 +232,13 @@ fn binary(op: BinOp, a: &View, b: &View, dst: &mut [f32], n: usize, w: usize) {
                 }
             }
         }
+    }
+}
+
+#[inline(always)]
+fn map_into(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = f(v);
     }
 }
 
