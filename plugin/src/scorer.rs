@@ -1,10 +1,11 @@
 //! The model: `model.onnx`, parsed and checked by tract, run on batches of any size.
 //!
-//! Two engines run it. Graphs made only of dense arithmetic (the autoencoder) run on
-//! [`crate::dense`], which gives the same bits natively and under WASM. Everything else runs
-//! through tract, optimised once with a symbolic batch dimension; tree ensembles in those graphs
-//! run on our own evaluator ([`crate::forest`]), registered into tract's ONNX op registry before
-//! the model is parsed, and tract does the score arithmetic around them.
+//! Two engines run it. Graphs made only of dense arithmetic and tree ensembles (the
+//! autoencoder, the Isolation Forest, the boosted and random forests) run on [`crate::dense`],
+//! which gives the same bits natively and under WASM. Everything else runs through tract,
+//! optimised once with a symbolic batch dimension; tree ensembles in those graphs run on our own
+//! evaluator ([`crate::forest`]), registered into tract's ONNX op registry before the model is
+//! parsed, and tract does the rest.
 
 use std::sync::Arc;
 
@@ -88,13 +89,29 @@ impl Scorer {
         };
         let engine = match DenseGraph::from_onnx(model_bytes, width) {
             Some(dense) => {
-                // Dense outputs are read by name; map the indices found above to values.
-                let index = |name: &str| dense.output(name).map(|(v, _)| v);
-                let score = OutputRef { index: index(&manifest.output.name).expect("a graph output"), column: 0 };
-                let residual = residual.map(|_| OutputRef {
-                    index: index(manifest.output.residual.as_deref().expect("named")).expect("a graph output"),
-                    column: width,
-                });
+                // Dense outputs are read by name; map the indices found above to values. A name
+                // tract lists that the dense graph has no value for is a classifier's labels.
+                let value = |key: &'static str, name: &str| {
+                    dense.output(name).ok_or_else(|| BundleError::Output {
+                        key,
+                        name: name.to_string(),
+                        available: names.iter().filter(|n| dense.output(n).is_some()).cloned().collect(),
+                    })
+                };
+                let (index, columns) = value("output.name", &manifest.output.name)?;
+                let column = manifest.output.column;
+                if column >= columns {
+                    return Err(BundleError::Model {
+                        problem: format!("score output has {columns} columns, manifest `output.column` is {column}"),
+                    });
+                }
+                let score = OutputRef { index, column };
+                let residual = match (residual, manifest.output.residual.as_deref()) {
+                    (Some(_), Some(name)) => {
+                        Some(OutputRef { index: value("output.residual", name)?.0, column: width })
+                    }
+                    _ => None,
+                };
                 let mut scorer = Scorer { engine: Engine::Dense(dense), width, score, residual };
                 scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
                 return Ok(scorer);
@@ -124,8 +141,12 @@ impl Scorer {
         debug_assert_eq!(x.len(), n * self.width);
         match &mut self.engine {
             Engine::Dense(g) => {
+                let columns = g.width_of(self.score.index);
                 let values = g.run(x, n);
-                let raw = values[self.score.index].clone();
+                let raw = match columns {
+                    1 => values[self.score.index].clone(),
+                    k => values[self.score.index].iter().skip(self.score.column).step_by(k).copied().collect(),
+                };
                 let residual = self.residual.map(|r| values[r.index].clone()).unwrap_or_default();
                 if raw.len() != n || (self.residual.is_some() && residual.len() != n * self.width) {
                     return Err(format!("the model's outputs do not have {n} rows of the expected widths"));

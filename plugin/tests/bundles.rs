@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
+use flowtag_plugin::scorer::Scorer;
 use flowtag_plugin::{Bundle, BundleError, Filter, FilterOptions, PublicKey};
 use serde_json::Value;
 
@@ -156,4 +157,30 @@ fn a_canary_that_does_not_reproduce_is_named() {
     let mut filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
     let e = filter.check_canaries().unwrap_err().to_string();
     assert!(e.starts_with("manifest.json `canaries[2]`: scored"), "{e}");
+}
+
+#[test]
+fn an_output_column_beyond_the_scores_is_named() {
+    let (_d, path) = edited("classifier", |m| m["output"]["column"] = 2.into());
+    let e = load_err(&path);
+    assert!(e.contains("score output has 2 columns, manifest `output.column` is 2"), "{e}");
+}
+
+/// Every shipped bundle, and every fixture kind, runs on the dense executor (same bits natively
+/// and under WASM, no tract plumbing around the trees); tract is only for other graphs.
+#[test]
+fn shipped_and_fixture_bundles_run_on_the_dense_executor() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").is_file())
+        .collect();
+    assert!(dirs.len() >= 4, "shipped bundles missing: {dirs:?}");
+    dirs.extend(["iforest", "forest", "classifier", "autoencoder"].map(fixture));
+    for dir in dirs {
+        let bundle = Bundle::read_path(&dir).unwrap();
+        let scorer = Scorer::new(&bundle.model_bytes, &bundle.manifest).unwrap();
+        assert_eq!(scorer.engine(), "dense", "{}", dir.display());
+    }
 }

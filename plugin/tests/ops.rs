@@ -2,9 +2,12 @@
 //! the corners of its semantics: every branch mode, NaN with and without
 //! `missing_value_tracks_true`, infinities, base values, every aggregate and post transform,
 //! binary classifiers voting for one class or both (fixtures: `flowtag-export fixtures`).
+//! Each case runs twice: in tract with our op registered, and on the dense executor, which runs
+//! tree-only graphs without tract and must give tract's bits.
 
 use std::path::Path;
 
+use flowtag_plugin::dense::DenseGraph;
 use flowtag_plugin::forest::tract_op;
 use serde_json::Value;
 use tract_onnx::prelude::*;
@@ -43,12 +46,19 @@ fn tree_ops_match_onnxruntime_case_by_case() {
             .and_then(|m| m.with_input_fact(0, f32::fact([rows.len(), width]).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable());
+        let bytes = std::fs::read(case).unwrap();
+        let dense = DenseGraph::from_onnx(&bytes, width);
         if name.contains("probit") {
-            // PROBIT is refused rather than scored differently from onnxruntime.
+            // PROBIT is refused rather than scored differently from onnxruntime; the dense
+            // executor leaves the graph to tract, which says so.
             let err = format!("{:#}", model.err().unwrap_or_else(|| panic!("{name}: PROBIT model was accepted")));
             assert!(err.contains("PROBIT is not supported"), "{name}: {err}");
+            assert!(dense.is_none(), "{name}: the dense executor took a PROBIT model");
             continue;
         }
+        let mut dense = dense.unwrap_or_else(|| panic!("{name}: the dense executor does not run this tree-only graph"));
+        let proto = tract_onnx::onnx().proto_model_for_read(&mut &bytes[..]).unwrap();
+        let output_names: Vec<String> = proto.graph.unwrap().output.iter().map(|o| o.name.clone()).collect();
         let model = model.unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let input = Tensor::from_shape(&[rows.len(), width], &x).unwrap();
         let outputs = model.run(tvec!(input.into_tvalue())).unwrap();
@@ -88,6 +98,17 @@ fn tree_ops_match_onnxruntime_case_by_case() {
                         r / (want.len() / rows.len()).max(1)
                     ));
                 }
+            }
+            if name.starts_with("cls") && k == 0 {
+                continue; // a classifier's labels, which the dense executor does not give
+            }
+            // The scores as the dense executor gives them: tract's bits.
+            let output_name = &output_names[k];
+            let (value, _) =
+                dense.output(output_name).unwrap_or_else(|| panic!("{name}: no dense output {output_name}"));
+            let dense_got: Vec<f64> = dense.run(&x, rows.len())[value].iter().map(|&v| f64::from(v)).collect();
+            if dense_got.iter().zip(got).any(|(d, t)| d.to_bits() != t.to_bits()) || dense_got.len() != got.len() {
+                failures.push(format!("{name} output {k}: dense {dense_got:?}, tract {got:?}"));
             }
         }
     }

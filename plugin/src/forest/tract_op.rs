@@ -11,7 +11,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::finalize::LabelPick;
-use super::spec::{Aggregate, Labels, PostTransform, RawEnsemble};
+use super::spec::{Aggregate, EnsembleSpec, Labels, PostTransform, RawEnsemble};
 use super::Forest;
 
 /// Put our tree-ensemble ops into an ONNX op registry.
@@ -29,6 +29,14 @@ fn build_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn
 }
 
 fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let spec = ensemble_spec(node, classifier)?;
+    Ok((expand(TreeEnsemble { forest: Arc::new(Forest::new(&spec)) }), vec![]))
+}
+
+/// The trees of a `TreeEnsembleClassifier` (`classifier`) or `TreeEnsembleRegressor` node,
+/// validated; an error names the node and the attribute at fault. Used here and by
+/// [`crate::dense`], which runs tree-only and tree-plus-arithmetic graphs without tract.
+pub fn ensemble_spec(node: &NodeProto, classifier: bool) -> TractResult<EnsembleSpec> {
     for unsupported in
         ["nodes_values_as_tensor", "base_values_as_tensor", "class_weights_as_tensor", "target_weights_as_tensor"]
     {
@@ -96,8 +104,7 @@ fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp
         base_values: floats("base_values")?.to_vec(),
         labels,
     };
-    let spec = raw.build().map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
-    Ok((expand(TreeEnsemble { forest: Arc::new(Forest::new(&spec)) }), vec![]))
+    raw.build().map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))
 }
 
 /// The inference-time face of the op: shape rules, then wiring of [`ForestOp`].
