@@ -89,13 +89,11 @@ impl Scorer {
         };
         let engine = match DenseGraph::from_onnx(model_bytes, width) {
             Some(dense) => {
-                // Dense outputs are read by name; map the indices found above to values. A name
-                // tract lists that the dense graph has no value for is a classifier's labels.
+                // Dense outputs are read by name; map the names found above to values. A graph
+                // output the dense graph has no value for is a classifier's labels.
                 let value = |key: &'static str, name: &str| {
-                    dense.output(name).ok_or_else(|| BundleError::Output {
-                        key,
-                        name: name.to_string(),
-                        available: names.iter().filter(|n| dense.output(n).is_some()).cloned().collect(),
+                    dense.output(name).ok_or_else(|| BundleError::Model {
+                        problem: format!("manifest.json `{key}` names {name:?}, which holds class labels, not scores"),
                     })
                 };
                 let (index, columns) = value("output.name", &manifest.output.name)?;

@@ -160,6 +160,16 @@ fn a_canary_that_does_not_reproduce_is_named() {
 }
 
 #[test]
+fn class_labels_are_not_taken_for_scores() {
+    let (_d, path) = edited("classifier", |m| {
+        m["output"]["name"] = "label".into();
+        m["output"]["column"] = 0.into();
+    });
+    let e = load_err(&path);
+    assert!(e.contains("manifest.json `output.name` names \"label\", which holds class labels, not scores"), "{e}");
+}
+
+#[test]
 fn an_output_column_beyond_the_scores_is_named() {
     let (_d, path) = edited("classifier", |m| m["output"]["column"] = 2.into());
     let e = load_err(&path);
