@@ -134,7 +134,7 @@ impl DenseGraph {
         compile(graph, width)
     }
 
-    /// Run `n` rows of `x`; the named outputs as `[n, w]` slices (`w` from [`Self::width_of`]).
+    /// Run `n` rows of `x`; the named outputs as `[n, w]` slices (`w` from [`Self::output`]).
     pub fn run(&mut self, x: &[f32], n: usize) -> &[Vec<f32>] {
         let width0 = self.widths[0];
         debug_assert_eq!(x.len(), n * width0);
@@ -206,12 +206,7 @@ impl DenseGraph {
 
     /// The value index and width of output `name`.
     pub fn output(&self, name: &str) -> Option<(usize, usize)> {
-        self.outputs.get(name).map(|&v| (v, self.width_of(v)))
-    }
-
-    /// The width of value `value` (an index from [`Self::output`]).
-    pub fn width_of(&self, value: usize) -> usize {
-        self.widths[value]
+        self.outputs.get(name).map(|&v| (v, self.widths[v]))
     }
 }
 

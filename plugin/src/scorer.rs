@@ -96,19 +96,10 @@ impl Scorer {
                         problem: format!("manifest.json `{key}` names {name:?}, which holds class labels, not scores"),
                     })
                 };
-                let (index, columns) = value("output.name", &manifest.output.name)?;
-                let column = manifest.output.column;
-                if column >= columns {
-                    return Err(BundleError::Model {
-                        problem: format!("score output has {columns} columns, manifest `output.column` is {column}"),
-                    });
-                }
-                let score = OutputRef { index, column };
-                let residual = match (residual, manifest.output.residual.as_deref()) {
-                    (Some(_), Some(name)) => {
-                        Some(OutputRef { index: value("output.residual", name)?.0, column: width })
-                    }
-                    _ => None,
+                let score = OutputRef { index: value("output.name", &manifest.output.name)?.0, ..score };
+                let residual = match &manifest.output.residual {
+                    Some(name) => Some(OutputRef { index: value("output.residual", name)?.0, column: width }),
+                    None => None,
                 };
                 let mut scorer = Scorer { engine: Engine::Dense(dense), width, score, residual };
                 scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
@@ -139,15 +130,11 @@ impl Scorer {
         debug_assert_eq!(x.len(), n * self.width);
         match &mut self.engine {
             Engine::Dense(g) => {
-                let columns = g.width_of(self.score.index);
                 let values = g.run(x, n);
-                let raw = match columns {
-                    1 => values[self.score.index].clone(),
-                    k => values[self.score.index].iter().skip(self.score.column).step_by(k).copied().collect(),
-                };
+                let raw = column_of(&values[self.score.index], n, self.score.column, "score")?;
                 let residual = self.residual.map(|r| values[r.index].clone()).unwrap_or_default();
-                if raw.len() != n || (self.residual.is_some() && residual.len() != n * self.width) {
-                    return Err(format!("the model's outputs do not have {n} rows of the expected widths"));
+                if self.residual.is_some() && residual.len() != n * self.width {
+                    return Err(format!("the model's residuals do not have {n} rows of {} columns", self.width));
                 }
                 Ok(Scores { raw, residual })
             }
@@ -201,16 +188,20 @@ impl Scorer {
 fn read_column(t: &TValue, n: usize, column: usize, what: &str) -> Result<Vec<f32>, String> {
     let v = t.cast_to::<f32>().map_err(|e| e.to_string())?;
     let view = v.try_as_plain_ram().map_err(|e| e.to_string())?;
-    let s = view.as_slice::<f32>().map_err(|e| e.to_string())?;
+    column_of(view.as_slice::<f32>().map_err(|e| e.to_string())?, n, column, what)
+}
+
+/// Column `column` of `n` rows stored row-major in `s`.
+fn column_of(s: &[f32], n: usize, column: usize, what: &str) -> Result<Vec<f32>, String> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    if s.len() % n != 0 {
+    if !s.len().is_multiple_of(n) {
         return Err(format!("{what} output has {} values for {n} rows", s.len()));
     }
     let k = s.len() / n;
     if column >= k {
         return Err(format!("{what} output has {k} columns, manifest `output.column` is {column}"));
     }
-    Ok((0..n).map(|r| s[r * k + column]).collect())
+    Ok(s.iter().skip(column).step_by(k).copied().collect())
 }
