@@ -6,6 +6,7 @@
     flowtag-train defaults --out models            # the shipped bundles, reproducibly (seeded)
     flowtag-train compare --metric roc_auc --metric f1
     flowtag-train evaluate --bundle models/unsw-supervised --dataset unsw_nb15_raw   # on other data
+    flowtag-train overlap --bundle models/unsw-supervised   # its errors: flows shaped like the other class
     flowtag-train promote --name unsw-supervised --version 3 --alias champion
     flowtag-train retrain --config '{"name": "unsw-supervised", "limit": 20000}'
 
@@ -20,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import defaults, pipeline, retrain, tracking
+from . import defaults, overlap, pipeline, retrain, tracking
 from .datasets import load
 
 
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--bundle", action="append", required=True, help="a bundle folder (repeatable)")
     ev.add_argument("--dataset", required=True, help="a schema name or a schema file")
     ev.add_argument("--file", action="append", help="files instead of the schema's (repeatable)")
+
+    ov = sub.add_parser("overlap", help="a bundle's test split: rows shaped like training rows of the other class, and its errors among them")
+    ov.add_argument("--bundle", required=True, help="a bundle folder; its manifest names the dataset and split")
+    ov.add_argument("--shape", help="comma-separated columns (default: the dataset schema's `shape`)")
+    ov.add_argument("--file", action="append", help="files instead of the schema's (repeatable)")
+    ov.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
 
     pr = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     pr.add_argument("--name", required=True)
@@ -116,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"flowtag-train evaluate: {e}", file=sys.stderr)
             return 2
         print(json.dumps({"dataset": a.dataset, "files": ds.files, "bundles": results}, indent=2))
+    elif a.cmd == "overlap":
+        shape = [c.strip() for c in a.shape.split(",") if c.strip()] if a.shape else None
+        try:
+            result = overlap.for_bundle(Path(a.bundle), shape=shape, files=a.file)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"flowtag-train overlap: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2) if a.json else overlap.markdown(result))
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
         print(f"{a.name}@{a.alias} -> version {a.version}")

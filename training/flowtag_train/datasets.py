@@ -54,6 +54,9 @@ class Schema:
     noise: list[str] = field(default_factory=list)
     aliases: dict[str, list[str]] = field(default_factory=dict)
     category_fill: dict[str, str] = field(default_factory=dict)
+    shape: list[str] = field(default_factory=list)
+    """Columns that describe a flow without its timing (protocol, packets and bytes each way, ...):
+    `flowtag-train overlap` counts test rows whose shape a training row of the other class shares."""
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike) -> "Schema":

@@ -5,15 +5,17 @@ the threshold rule, and MLflow logging, registration and aliases on a local sqli
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from flowtag_export.bundle import read
 from flowtag_export.manifest import validate
-from flowtag_train import cli, evaluate, splits, tracking
-from flowtag_train.datasets import load
+from flowtag_train import cli, evaluate, overlap, splits, tracking
+from flowtag_train.datasets import Dataset, Schema, load
 from flowtag_train.pipeline import PARITY, TrainConfig, prepare, train
 
 SMALL = {
@@ -140,3 +142,43 @@ def test_evaluate_refuses_a_dataset_without_labels_or_without_the_bundles_fields
     assert cli.main(["evaluate", "--bundle", str(shipped["cicids2017"]), "--dataset", "unsw_nb15_raw"]) == 2
     err = capsys.readouterr().err
     assert "lacks the bundle's fields" in err and "Flow Duration" in err
+
+
+def test_overlap_finds_twins_only_in_the_other_class_of_training():
+    frame = pd.DataFrame({"proto": ["tcp", "udp", "tcp", "tcp", "udp", "icmp", "udp"], "bytes": ["5", "7", "5", "9", "7", "1", "8"]})
+    ds = Dataset(schema=Schema(name="generated"), frame=frame, y=np.array([0, 1, 1, 1, 0, 0, 1]), family=None, files=[])
+    sp = splits.Split(train=np.array([0, 1]), valid=np.array([], dtype=int), test=np.array([2, 3, 4, 5, 6]))
+    # row 2: an attack shaped like normal training row 0; row 3: same protocol, other bytes;
+    # row 4: normal, shaped like attack row 1; row 5: nothing like it; row 6: attack, like no normal row.
+    assert overlap.twins(ds, sp, ["proto", "bytes"]).tolist() == [True, False, True, False, False]
+    assert overlap.twins(ds, sp, ["proto"]).tolist() == [True, True, True, False, False]
+    with pytest.raises(ValueError, match=r"shape columns \['sttl'\]"):
+        overlap.twins(ds, sp, ["proto", "sttl"])
+
+
+def test_overlap_rebuilds_a_shipped_bundles_split_and_its_errors(datasets, shipped, tmp_path, capsys):
+    """`overlap` rebuilds the shipped supervised bundle's test split from its manifest: the errors
+    it counts give back the false-positive rate and the recall per family the manifest recorded
+    when the bundle was built."""
+    bundle = shipped["unsw-supervised"]
+    assert cli.main(["overlap", "--bundle", str(bundle), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    m = read(bundle).manifest["metrics"]
+    rows = r["rows"]
+    assert rows["normal"]["errors"] / rows["normal"]["rows"] == pytest.approx(m["fpr"])
+    for fam, recall in m["recall_by_family"].items():
+        assert 1 - rows[fam]["errors"] / rows[fam]["rows"] == pytest.approx(recall), fam
+    assert sum(v["rows"] for v in rows.values()) == r["total"]["rows"] == read(bundle).manifest["training"]["rows"]["test"]
+    assert 0 < r["total"]["errors_twins"] <= r["total"]["errors"] and 0 < r["total"]["twins"] < r["total"]["rows"]
+    assert r["shape"][:3] == ["proto", "service", "state"]
+    assert cli.main(["overlap", "--bundle", str(bundle)]) == 0
+    assert "| Fuzzers |" in capsys.readouterr().out
+
+    # A bundle whose split cannot be rebuilt (other data, other code) is refused, not misreported.
+    other = tmp_path / "other"
+    shutil.copytree(bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["training"]["rows"]["test"] += 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["overlap", "--bundle", str(other)]) == 2
+    assert "rebuilt split" in capsys.readouterr().err
