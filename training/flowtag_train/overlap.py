@@ -5,7 +5,7 @@ packets and bytes each way, TTLs (the schema's `shape` key, or `--shape`). A tes
 *twin* when a training row of the other class has the same shape. Such a row differs from
 training traffic of the other class only in the remaining features (durations, jitter,
 inter-packet times, connection counts), so no model of these features separates it as easily;
-on UNSW-NB15 most of the supervised bundle's errors are twins, and the families a normal-only
+on UNSW-NB15 half of the supervised bundle's errors are twins, and the families a normal-only
 model ranks worst are the ones that are mostly twins of normal flows.
 
 `flowtag-train overlap --bundle models/unsw-supervised` rebuilds the bundle's own split from its
