@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from flowtag_export import bundle as bundle_io
@@ -37,7 +36,7 @@ def twins(ds: Dataset, sp: splits.Split, shape: list[str]) -> np.ndarray:
     missing = [c for c in shape if c not in ds.frame.columns]
     if missing:
         raise ValueError(f"{ds.schema.name}: shape columns {missing} are not in the data")
-    keys = pd.util.hash_pandas_object(ds.frame[shape].astype(str), index=False).to_numpy()
+    keys = splits.groups(ds, shape)
     y = ds.y
     by_class = [set(keys[sp.train[y[sp.train] == c]]) for c in (0, 1)]
     return np.array([k in by_class[1 - c] for k, c in zip(keys[sp.test], y[sp.test])], dtype=bool)
@@ -70,10 +69,9 @@ def bundle_split(manifest: dict, ds: Dataset) -> splits.Split:
     t = manifest.get("training") or {}
     if "seed" not in t or "rows" not in t:
         raise ValueError("the manifest's `training` block lacks `seed` or `rows`: the bundle's split cannot be rebuilt")
+    # The columns the split grouped rows by: the bundle's features, in the data's order.
     names = [f["name"] for f in manifest["features"]]
-    numeric, categorical = features.feature_columns(ds, use_leaky=bool(t.get("use_leaky", True)))
-    if set(numeric + categorical) != set(names):
-        numeric, categorical = features.feature_columns(ds, use_leaky=bool(t.get("use_leaky", True)), only=names)
+    numeric, categorical = features.feature_columns(ds, use_leaky=bool(t.get("use_leaky", True)), only=names)
     sp = splits.split(ds, numeric + categorical, seed=int(t["seed"]), holdout_family=t.get("holdout_family"))
     if sp.sizes() != t["rows"]:
         raise ValueError(f"the rebuilt split {sp.sizes()} is not the bundle's {t['rows']}: other data or other code than it was trained with")
