@@ -5,7 +5,7 @@ setup:
 	scripts/setup.sh
 
 build:
-	cargo build --release -p host
+	cargo build --release -p flowtag-host
 
 # The tag filter as a WASM module: target/flowtag_filter.wasm
 wasm:
@@ -18,7 +18,7 @@ test: setup
 	scripts/test.sh
 
 bench: setup build
-	cargo bench -p plugin --bench filter
+	cargo bench -p flowtag-plugin --bench filter
 	.venv/bin/python bench/plugin_report.py
 	.venv/bin/python bench/host_bench.py
 

@@ -28,7 +28,7 @@ def flowtag() -> Path:
     """The release `flowtag` binary, built if it is missing."""
     exe = REPO / "target" / "release" / "flowtag"
     if not exe.exists():
-        subprocess.run(["cargo", "build", "--release", "-p", "host"], cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "flowtag-host"], cwd=REPO, check=True)
     return exe
 
 

@@ -1,6 +1,6 @@
 """Plugin throughput next to onnxruntime's, on the same rows.
 
-    .venv/bin/python bench/plugin_report.py            # runs `cargo bench -p plugin` first
+    .venv/bin/python bench/plugin_report.py            # runs `cargo bench -p flowtag-plugin` first
     .venv/bin/python bench/plugin_report.py --no-run   # only reads the last criterion results
 
 For each golden-fixture model: records/s of the full JSON path (scan, featurize, score, tag) at
@@ -67,7 +67,7 @@ def main() -> int:
     ap.add_argument("--no-run", action="store_true", help="do not run cargo bench first")
     a = ap.parse_args()
     if not a.no_run:
-        subprocess.run(["cargo", "bench", "-p", "plugin", "--bench", "filter", "--", "--noplot"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cargo", "bench", "-p", "flowtag-plugin", "--bench", "filter", "--", "--noplot"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     print("| model | full JSON path, records/s at batch 1 / 64 / 256 / 4096 | score-only rows/s at 256 / 4096 | onnxruntime 1 thread, rows/s at 256 / 4096 | ratio at 4096 |")
     print("|---|---|---|---|---|")
     for m in MODELS:

@@ -26,7 +26,7 @@ done
 say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
 
 say "building flowtag (release)"
-cargo build --release -q -p host
+cargo build --release -q -p flowtag-host
 FLOWTAG=$PWD/target/release/flowtag
 
 DIR=$(mktemp -d /tmp/flowtag-demo.XXXXXX)

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flowtag_host::gen::{self, Format, GenArgs, Schema};
+use flowtag_host::cli::generate::{self as gen, Format, GenArgs, Schema};
+use flowtag_host::transforms::anomaly::runtime::{Loader, TagRuntime};
 use flowtag_host::transforms::anomaly::AnomalyConfig;
-use flowtag_host::transforms::runtime::{Loader, TagRuntime};
 use flowtag_plugin::{Bundle, Filter, FilterOptions};
 use wasmtime::{Engine, Linker, Module, Store, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;

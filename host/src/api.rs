@@ -7,13 +7,17 @@ use hyper::Method;
 use tokio::net::TcpListener;
 
 use crate::health::Health;
-use crate::http_server::{self, response};
 use crate::metrics;
-use crate::topology::Shutdown;
+use crate::net::server::{self as http_server, response};
+use crate::shutdown::Shutdown;
+use crate::transforms::anomaly::model::Controls;
 
+/// Serve the API on `address` until `shutdown`; `models` are the tag transforms' controls (the
+/// pipeline registers them as it starts).
 pub async fn start(
     address: std::net::SocketAddr,
     health: Health,
+    models: Controls,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener =
@@ -21,6 +25,7 @@ pub async fn start(
     tracing::info!(%address, "API listening (/metrics, /health, /ready)");
     Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
         let health = health.clone();
+        let models = models.clone();
         async move {
             match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => {
@@ -41,7 +46,7 @@ pub async fn start(
                         .uri()
                         .query()
                         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("transform=")).map(str::to_string));
-                    match crate::model::rollback(only.as_deref()).await {
+                    match models.rollback(only.as_deref()).await {
                         Err(e) => http_server::json(404, serde_json::json!({"error": e})),
                         Ok(results) => {
                             let ok = results.values().all(|r| r.is_ok());

@@ -1,28 +1,37 @@
 //! The flowtag host: a node log shipper that tags anomalous network flows. The `flowtag` binary
-//! (`main.rs`) is its command line; the library is the pipeline, so benchmarks and tools can
-//! drive the same code.
+//! (`main.rs`, with its subcommands in `cli`) is its command line; the library is the pipeline,
+//! so benchmarks and tools can drive the same code.
 //!
-//! Layers point down: `config` is read into `topology`, which starts `sources` (with
-//! `decode`), `transforms` (the tag filter, native or WASM, and its `model` manager) and
-//! `sinks`, wired by bounded channels that carry `event`s with their acknowledgements;
-//! `api`, `metrics` and `health` watch them. The plugin crate below does the tagging.
+//! Layers point down:
+//!
+//! ```text
+//! cli ─► topology ─► sources, transforms, sinks, alerts, api    (components)
+//!                      │ each knows only what is below it:
+//!                      ▼
+//!        component, fanout, shutdown, event, decode, net, fluent_forward, metrics, health, config
+//!                      ▼
+//!        flowtag_plugin (the tag filter: no I/O, no async)
+//! ```
+//!
+//! `config` is read into `topology`, which starts `sources` (with `decode`), `transforms` (the
+//! tag filter, native or WASM, with its model manager) and `sinks`, wired by bounded channels
+//! (`fanout`) that carry `event`s with their acknowledgements; `api`, `metrics` and `health`
+//! watch them. No component imports `topology`.
 
 pub mod alerts;
 pub mod api;
+pub mod cli;
+pub mod component;
 pub mod config;
 pub mod decode;
 pub mod event;
-pub mod forward;
-pub mod gen;
+pub mod fanout;
+pub mod fluent_forward;
 pub mod health;
-pub mod http_server;
 pub mod metrics;
-pub mod model;
-pub mod score;
+pub mod net;
+pub mod shutdown;
 pub mod sinks;
 pub mod sources;
 pub mod topology;
 pub mod transforms;
-
-#[cfg(test)]
-mod datasets;

@@ -3,7 +3,7 @@
 //! in, raw scores out). `bench/ort_baseline.py` prints onnxruntime's single-thread figures on
 //! the same rows; `bench/plugin.sh` runs both and prints the ratio.
 //!
-//!     cargo bench -p plugin --bench filter
+//!     cargo bench -p flowtag-plugin --bench filter
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Rows/s of the dense executor alone on a bundle's model (default: the shipped autoencoder),
-//! on random rows: `cargo run --release -p plugin --example dense_speed [-- BUNDLE]`.
+//! on random rows: `cargo run --release -p flowtag-plugin --example dense_speed [-- BUNDLE]`.
 use flowtag_plugin::dense::DenseGraph;
 use flowtag_plugin::Bundle;
 use std::time::Instant;

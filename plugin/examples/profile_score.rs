@@ -1,4 +1,4 @@
-//! Score one bundle's fixture rows in a loop, for profilers: `cargo run --release -p plugin
+//! Score one bundle's fixture rows in a loop, for profilers: `cargo run --release -p flowtag-plugin
 //! --example profile_score -- plugin/tests/fixtures/iforest 4096 200 [full]` (`full`: JSON
 //! records through the whole filter instead of feature rows through the model).
 use flowtag_plugin::featurize::Featurizer;

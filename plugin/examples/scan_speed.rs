@@ -1,5 +1,5 @@
 //! JSON scanning throughput on a file of JSON lines, for tuning the scanner:
-//! `cargo run --release -p plugin --example scan_speed -- flows.jsonl`.
+//! `cargo run --release -p flowtag-plugin --example scan_speed -- flows.jsonl`.
 fn main() {
     let path = std::env::args().nth(1).expect("a JSON lines file");
     let text = std::fs::read(path).unwrap();

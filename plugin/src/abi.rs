@@ -13,7 +13,7 @@
 //! | `flowtag_configure(ptr, len) -> i32` | optional: `{"key": "anomaly", "reasons": "anomalous", "max_reasons": 3}`; before `flowtag_load` |
 //! | `flowtag_load(ptr, len) -> i32` | a bundle as tar bytes: checked, loaded, canaries run; 0 on success, else see `flowtag_last_error` |
 //! | `flowtag_tag(ptr, len) -> u64` | newline-delimited JSON records in, one tagged record per line out; 0 when no model is loaded |
-//! | `flowtag_results() -> u64` | the last batch: `u32` record count, `u32` 1 if the model failed (message in `flowtag_last_error`), then per record `u8` verdict (0 normal, 1 anomalous, 2 unscored), 3 bytes padding, `f32` raw score, `f64` calibrated score, little-endian |
+//! | `flowtag_results() -> u64` | the last batch: `u32` record count, `u32` 1 if the model failed (message in `flowtag_last_error`), then per record `u8` verdict (0 normal, 1 anomalous, 2 unscored), `u16` top reason (feature index + 1, 0 for none), 1 byte padding, `f32` raw score, `f64` calibrated score, little-endian |
 //! | `flowtag_last_error() -> u64` | the last error message, UTF-8 |
 //! | `filter(tag, tag_len, time_sec, time_nsec, record, record_len) -> ptr` | Fluent Bit: one JSON record in, a NUL-terminated JSON object out |
 //!
@@ -123,12 +123,10 @@ pub unsafe extern "C" fn flowtag_configure(ptr: u32, len: u32) -> i32 {
             options.key = key;
         }
         if let Some(r) = parsed.reasons {
-            options.reasons = match r.as_str() {
-                "anomalous" => ReasonsMode::Anomalous,
-                "all" => ReasonsMode::All,
-                "none" => ReasonsMode::None,
-                other => {
-                    set_error(state, &format!("flowtag_configure: reasons {other:?}: expected anomalous, all or none"));
+            options.reasons = match r.parse::<ReasonsMode>() {
+                Ok(mode) => mode,
+                Err(e) => {
+                    set_error(state, &format!("flowtag_configure: {e}"));
                     return 1;
                 }
             };
@@ -193,7 +191,11 @@ pub unsafe extern "C" fn flowtag_tag(ptr: u32, len: u32) -> u64 {
                 Verdict::Anomalous => 1,
                 Verdict::Unscored => 2,
             };
-            results.extend_from_slice(&[verdict, 0, 0, 0]);
+            // The top reason as feature index + 1 (0: none) in what was padding.
+            let top = r.top_reason.map_or(0, |f| f.saturating_add(1));
+            results.push(verdict);
+            results.extend_from_slice(&top.to_le_bytes());
+            results.push(0);
             results.extend_from_slice(&r.raw.to_le_bytes());
             results.extend_from_slice(&r.score.to_le_bytes());
         }

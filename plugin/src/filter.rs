@@ -45,6 +45,9 @@ pub struct RecordResult {
     pub score: f64,
     /// The model's raw score (NaN when unscored).
     pub raw: f32,
+    /// The index (in the manifest's `features`) of the record's first reason, when its tag
+    /// carries reasons.
+    pub top_reason: Option<u16>,
 }
 
 /// Counts for one batch.
@@ -199,7 +202,8 @@ impl Filter {
                             self.tagger.write_scored(out, raw, score, verdict, reasons, |f| {
                                 slots[f].map(|s| &record[s.start..s.end])
                             });
-                            self.results.push(RecordResult { verdict, score, raw });
+                            let top_reason = reasons.and_then(|r| r.first()).map(|r| r.feature as u16);
+                            self.results.push(RecordResult { verdict, score, raw, top_reason });
                             verdict
                         }
                         (Some(_), _) => self.unscored(out, "model returned a non-finite score"),
@@ -282,7 +286,7 @@ impl Filter {
 
     fn unscored(&mut self, out: &mut Vec<u8>, error: &str) -> Verdict {
         self.tagger.write_unscored(out, error);
-        self.results.push(RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN });
+        self.results.push(RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None });
         Verdict::Unscored
     }
 }

@@ -12,13 +12,29 @@
 use crate::json;
 use crate::manifest::{Encoding, FeatureKind, Kind, Manifest, Reference};
 
-/// Which records carry reasons.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which records carry reasons: `anomalous` (the default), `all` scored records, or `none`.
+/// The one spelling of this choice: configs (serde), the command line and the WASM ABI
+/// (`FromStr`) all read it here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReasonsMode {
     #[default]
     Anomalous,
     All,
     None,
+}
+
+impl std::str::FromStr for ReasonsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReasonsMode, String> {
+        match s {
+            "anomalous" => Ok(ReasonsMode::Anomalous),
+            "all" => Ok(ReasonsMode::All),
+            "none" => Ok(ReasonsMode::None),
+            other => Err(format!("reasons {other:?}: expected anomalous, all or none")),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,9 +11,8 @@ use hyper::Request;
 
 use super::{smtp, AlertConfig, Destination};
 use crate::metrics;
-use crate::sinks::http_client::{self, HttpClient};
-use crate::sinks::SendError;
-use crate::topology::Shutdown;
+use crate::net::client::{self, HttpClient};
+use crate::shutdown::Shutdown;
 
 /// What an alert says.
 #[derive(Clone, Debug)]
@@ -78,7 +77,7 @@ impl Notifier {
     pub fn new(id: &str, cfg: &AlertConfig) -> Result<Notifier, String> {
         let client = match cfg.destination {
             Destination::Email => None,
-            _ => Some(http_client::build(&cfg.tls).map_err(|e| format!("alerts.{id}.tls: {e}"))?),
+            _ => Some(client::build(&cfg.tls).map_err(|e| format!("alerts.{id}.tls: {e}"))?),
         };
         let password = match (&cfg.password, &cfg.password_file) {
             (Some(p), _) => Some(p.clone()),
@@ -175,16 +174,13 @@ impl Notifier {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(serde_json::to_vec(&body).expect("JSON"))))
             .map_err(|e| format!("{url}: {e}"))?;
-        let (status, answer) =
-            http_client::send(self.client.as_ref().expect("http destination"), req, self.cfg.timeout.0).await.map_err(
-                |e| match e {
-                    SendError::Retry(m) | SendError::Reject(m) => m,
-                },
-            )?;
-        if (200..300).contains(&status) {
+        let answer = client::send(self.client.as_ref().expect("http destination"), req, self.cfg.timeout.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        if (200..300).contains(&answer.status) {
             Ok(())
         } else {
-            Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&answer[..answer.len().min(300)])))
+            Err(format!("{url}: HTTP {}: {}", answer.status, answer.snippet()))
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 
 use super::StartTls;
-use crate::sinks::http_client::{tls_config, TlsConfig};
+use crate::net::tls::{client_config, TlsConfig};
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -75,7 +75,7 @@ pub async fn send(
         c.cmd("STARTTLS", 220, "STARTTLS").await?;
         let host = address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(address).to_string();
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("SMTP {host}: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(tls)?));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(tls)?));
         let plain = c.io.into_inner();
         let stream = connector.connect(name, plain).await.map_err(|e| format!("SMTP STARTTLS with {address}: {e}"))?;
         c = Conn { io: BufReader::new(Box::new(stream) as Box<dyn Stream>) };

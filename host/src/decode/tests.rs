@@ -1,7 +1,6 @@
 use serde_json::Value;
 
 use super::*;
-use crate::datasets;
 
 fn decode_all(kind: Decoding, text: &[u8]) -> Vec<Result<Value, String>> {
     let mut d = Decoder::new(kind);
@@ -127,7 +126,10 @@ fn json_number_grammar() {
 /// formats) do not trip a decoder.
 #[test]
 fn real_dataset_files_decode_with_their_real_column_names() {
-    let root = datasets::root();
+    // The real datasets: `FLOWTAG_DATASETS`, else `../shared/datasets` beside the repository.
+    let root = std::env::var_os("FLOWTAG_DATASETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
     let check = |rel: &str, kind: Decoding, want_keys: &[&str]| {
         let path = root.join(rel);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set FLOWTAG_DATASETS)", path.display()));

@@ -1,10 +1,12 @@
 //! The `console` sink: JSON lines on standard output.
 
 use std::io::Write;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BatchConfig, SendError, Service};
+use super::{BatchConfig, Batching, SendError, Service, SinkType};
+use crate::component::ComponentConfig;
 use crate::event::Event;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -15,13 +17,24 @@ pub struct ConsoleConfig {
     pub batch: BatchConfig,
 }
 
-pub struct Console;
-
-impl Console {
-    pub fn new(_: &ConsoleConfig) -> Console {
-        Console
+impl ComponentConfig for ConsoleConfig {
+    const TYPE: &'static str = "console";
+    fn inputs(&self) -> &[String] {
+        &self.inputs
     }
 }
+
+impl SinkType for ConsoleConfig {
+    const BATCH: Batching = Batching { max_events: 1000, max_bytes: 1 << 20, timeout: Duration::from_millis(100) };
+    fn batch(&self) -> &BatchConfig {
+        &self.batch
+    }
+    fn build(&self, _id: &str) -> Result<impl Service, String> {
+        Ok(Console)
+    }
+}
+
+pub struct Console;
 
 impl Service for Console {
     async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {

@@ -15,10 +15,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BatchConfig, SendError, Service};
+use super::{BatchConfig, Batching, SendError, Service, SinkType};
+use crate::component::ComponentConfig;
 use crate::event::Event;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -30,6 +32,23 @@ pub struct FileSinkConfig {
     pub fsync: bool,
     #[serde(default)]
     pub batch: BatchConfig,
+}
+
+impl ComponentConfig for FileSinkConfig {
+    const TYPE: &'static str = "file";
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+}
+
+impl SinkType for FileSinkConfig {
+    const BATCH: Batching = Batching { max_events: 1000, max_bytes: 4 << 20, timeout: Duration::from_millis(100) };
+    fn batch(&self) -> &BatchConfig {
+        &self.batch
+    }
+    fn build(&self, id: &str) -> Result<impl Service, String> {
+        FileSink::open(self).map_err(|e| format!("sinks.{id}.path: {}: {e}", self.path.display()))
+    }
 }
 
 pub struct FileSink {

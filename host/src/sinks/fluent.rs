@@ -19,9 +19,10 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BatchConfig, RequestConfig, SendError, Service};
+use super::{BatchConfig, Batching, RequestConfig, SendError, Service, SinkType};
+use crate::component::ComponentConfig;
 use crate::event::Event;
-use crate::forward;
+use crate::fluent_forward as forward;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,12 +44,30 @@ fn default_tag() -> String {
     "flowtag".into()
 }
 
-impl FluentSinkConfig {
-    pub fn check(&self, id: &str) -> Result<(), String> {
+impl ComponentConfig for FluentSinkConfig {
+    const TYPE: &'static str = "fluent";
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+    fn check(&self, id: &str) -> Result<(), String> {
         match self.address.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
             _ => Err(format!("sinks.{id}.address: {:?} is not host:port", self.address)),
         }
+    }
+}
+
+impl SinkType for FluentSinkConfig {
+    const BATCH: Batching =
+        Batching { max_events: 1000, max_bytes: 4 << 20, timeout: std::time::Duration::from_secs(1) };
+    fn batch(&self) -> &BatchConfig {
+        &self.batch
+    }
+    fn request(&self) -> RequestConfig {
+        self.request.clone()
+    }
+    fn build(&self, _id: &str) -> Result<impl Service, String> {
+        Ok(FluentSink::new(self))
     }
 }
 

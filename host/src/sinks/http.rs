@@ -19,17 +19,11 @@ use http_body_util::Full;
 use hyper::Request;
 use serde::Deserialize;
 
-use super::http_client::{self, HttpClient, TlsConfig};
-use super::{BatchConfig, RequestConfig, SendError, Service};
+use super::{classify, BatchConfig, Batching, RequestConfig, SendError, Service, SinkType, NETWORK_BATCH};
+use crate::component::ComponentConfig;
 use crate::event::Event;
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
-}
+use crate::net::client::{self, Compression, HttpClient};
+use crate::net::tls::TlsConfig;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,18 +42,31 @@ pub struct HttpSinkConfig {
     pub batch: BatchConfig,
 }
 
-impl HttpSinkConfig {
-    pub fn check(&self, id: &str) -> Result<(), String> {
-        let uri: hyper::Uri =
-            self.uri.parse().map_err(|e| format!("sinks.{id}.uri: {:?} is not a URI: {e}", self.uri))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(format!("sinks.{id}.uri: must start with http:// or https://"));
-        }
+impl ComponentConfig for HttpSinkConfig {
+    const TYPE: &'static str = "http";
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+    fn check(&self, id: &str) -> Result<(), String> {
+        crate::net::check_url(&format!("sinks.{id}.uri"), &self.uri)?;
         for name in self.headers.keys() {
             hyper::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("sinks.{id}.headers: {name:?} is not a valid header name"))?;
         }
         Ok(())
+    }
+}
+
+impl SinkType for HttpSinkConfig {
+    const BATCH: Batching = NETWORK_BATCH;
+    fn batch(&self) -> &BatchConfig {
+        &self.batch
+    }
+    fn request(&self) -> RequestConfig {
+        self.request.clone()
+    }
+    fn build(&self, id: &str) -> Result<impl Service, String> {
+        HttpSink::new(self).map_err(|e| format!("sinks.{id}.tls: {e}"))
     }
 }
 
@@ -70,13 +77,13 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn new(cfg: &HttpSinkConfig) -> Result<HttpSink, String> {
-        Ok(HttpSink { client: http_client::build(&cfg.tls)?, cfg: cfg.clone() })
+        Ok(HttpSink { client: client::build(&cfg.tls)?, cfg: cfg.clone() })
     }
 }
 
 impl Service for HttpSink {
     async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
-        let mut body = Vec::with_capacity(events.iter().map(|e| e.data.len() + 1).sum());
+        let mut body: Vec<u8> = Vec::with_capacity(events.iter().map(|e| e.data.len() + 1).sum());
         for e in events {
             body.extend_from_slice(&e.data);
             body.push(b'\n');
@@ -85,14 +92,13 @@ impl Service for HttpSink {
         for (k, v) in &self.cfg.headers {
             req = req.header(k, v);
         }
-        if self.cfg.compression == Compression::Gzip {
-            body = http_client::gzip(&body);
-            req = req.header("content-encoding", "gzip");
+        let (body, encoding) = self.cfg.compression.apply(body);
+        if let Some(encoding) = encoding {
+            req = req.header("content-encoding", encoding);
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::Reject(format!("building the request: {e}")))?;
-        let (status, answer) = http_client::send(&self.client, req, self.cfg.request.timeout.0).await?;
-        http_client::classify(status, &answer)
+        classify(&client::send(&self.client, req, self.cfg.request.timeout.0).await?)
     }
 }

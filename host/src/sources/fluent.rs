@@ -10,7 +10,7 @@
 //! A message that carries a `chunk` id is acknowledged (`{"ack": chunk}`) only after every
 //! sink confirmed its records (Fluent Bit: `Require_ack_response true`; Fluentd:
 //! `require_ack_response`), so the sender resends what was not confirmed. See
-//! [`crate::forward`] for the modes understood.
+//! [`crate::fluent_forward`] for the modes understood.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::SourceContext;
 use crate::config::duration::Dur;
 use crate::event::{BatchAck, Event, Notifier};
-use crate::forward;
+use crate::fluent_forward as forward;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +45,17 @@ fn default_max_message() -> usize {
 }
 fn default_ack_timeout() -> Dur {
     Dur::secs(30)
+}
+
+impl crate::component::ComponentConfig for FluentConfig {
+    const TYPE: &'static str = "fluent";
+}
+
+impl super::SourceType for FluentConfig {
+    async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
+        let id = ctx.id.clone();
+        spawn(&id, self, ctx).await.map(super::Started::Task)
+    }
 }
 
 pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {

@@ -30,7 +30,7 @@ use crate::config::duration::Dur;
 use crate::config::yes;
 use crate::decode::{Decoder, Decoding};
 use crate::event::{BatchAck, Event, Notifier};
-use crate::http_server::{self, Body};
+use crate::net::server::{self as http_server, Body};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +57,17 @@ fn default_max_body() -> usize {
 }
 fn default_ack_timeout() -> Dur {
     Dur::secs(30)
+}
+
+impl crate::component::ComponentConfig for HttpConfig {
+    const TYPE: &'static str = "http";
+}
+
+impl super::SourceType for HttpConfig {
+    async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
+        let id = ctx.id.clone();
+        spawn(&id, self, ctx).await.map(super::Started::Task)
+    }
 }
 
 pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {

@@ -7,6 +7,9 @@
 //! | `tcp` | newline-delimited records | no (TCP has no application ack) |
 //! | `http` | `POST` of newline-delimited records | answers 200 after the sinks confirmed |
 //! | `fluent` | Fluent forward protocol | answers `chunk` acks after the sinks confirmed |
+//!
+//! A source type is one file (or folder): its config, implementing [`SourceType`], and its
+//! reading loop; the list below names it once.
 
 pub mod file;
 pub mod fluent;
@@ -14,61 +17,45 @@ pub mod http;
 pub mod stdin;
 pub mod tcp;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
+use crate::component::{ComponentConfig, Shared};
 use crate::decode::{Decoder, Line};
 use crate::event::{Event, Events};
+use crate::fanout::Output;
 use crate::health::Health;
 use crate::metrics::ComponentMetrics;
-use crate::topology::{Output, Shutdown, Wiring};
+use crate::shutdown::{Shutdown, SourcesLeft};
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    File(file::FileConfig),
-    Stdin(stdin::StdinConfig),
-    Tcp(tcp::TcpConfig),
-    Http(http::HttpConfig),
-    Fluent(fluent::FluentConfig),
+crate::component_types! {
+    /// `[sources.ID]`
+    pub enum SourceConfig: SourceType {
+        File(file::FileConfig),
+        Stdin(stdin::StdinConfig),
+        Tcp(tcp::TcpConfig),
+        Http(http::HttpConfig),
+        Fluent(fluent::FluentConfig),
+    }
+    start(ctx: SourceContext) -> Pending => start_source;
 }
 
-impl SourceConfig {
-    /// The error in a `[sources.ID]` table, with its key (see [`crate::config::explain_as`]);
-    /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
-    pub fn explain(table: &toml::Table) -> Option<String> {
-        use crate::config::explain_as;
-        match table.get("type")?.as_str()? {
-            "file" => explain_as::<file::FileConfig>(table),
-            "stdin" => explain_as::<stdin::StdinConfig>(table),
-            "tcp" => explain_as::<tcp::TcpConfig>(table),
-            "http" => explain_as::<http::HttpConfig>(table),
-            "fluent" => explain_as::<fluent::FluentConfig>(table),
-            _ => None,
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SourceConfig::File(_) => "file",
-            SourceConfig::Stdin(_) => "stdin",
-            SourceConfig::Tcp(_) => "tcp",
-            SourceConfig::Http(_) => "http",
-            SourceConfig::Fluent(_) => "fluent",
-        }
-    }
-
-    pub fn check(&self, id: &str) -> Result<(), String> {
-        match self {
-            SourceConfig::File(c) => c.check(id),
-            _ => Ok(()),
-        }
-    }
+/// A source type: its config, and how it starts reading.
+pub trait SourceType: ComponentConfig + Send + 'static {
+    /// Start reading (bind the port, open the files); errors name the key.
+    fn start(self, ctx: SourceContext) -> impl Future<Output = Result<Started, String>> + Send;
 }
 
-/// What a source needs from the topology.
+/// A source being started.
+pub type Pending = Pin<Box<dyn Future<Output = Result<Started, String>> + Send>>;
+
+fn start_source<C: SourceType>(cfg: C, ctx: SourceContext) -> Pending {
+    Box::pin(cfg.start(ctx))
+}
+
+/// What a running source is given.
 pub struct SourceContext {
     pub out: Output,
     /// Sinks this source reaches: (topology index, number of paths).
@@ -82,7 +69,7 @@ pub struct SourceContext {
     pub id: String,
     /// Whether JSON lines must be validated here (some sink reads this source directly).
     pub check_json: bool,
-    sources_left: Arc<crate::topology::SourcesLeft>,
+    sources_left: Arc<SourcesLeft>,
 }
 
 impl Drop for SourceContext {
@@ -94,11 +81,11 @@ impl Drop for SourceContext {
 impl SourceContext {
     pub fn new(
         id: &str,
-        cfg: &SourceConfig,
+        type_name: &'static str,
         out: Output,
         paths: Vec<(usize, usize)>,
         check_json: bool,
-        w: &Arc<Wiring>,
+        w: &Shared,
     ) -> SourceContext {
         SourceContext {
             out,
@@ -107,7 +94,7 @@ impl SourceContext {
             sink_ids: w.sink_ids.clone(),
             shutdown: w.shutdown.clone(),
             data_dir: w.data_dir.clone(),
-            metrics: ComponentMetrics::new(id, "source", cfg.type_name()),
+            metrics: ComponentMetrics::new(id, "source", type_name),
             health: w.health.clone(),
             id: id.to_string(),
             check_json,
@@ -119,18 +106,6 @@ impl SourceContext {
 pub enum Started {
     Task(tokio::task::JoinHandle<()>),
     Thread(std::thread::JoinHandle<()>),
-}
-
-pub async fn spawn(id: String, cfg: SourceConfig, ctx: SourceContext) -> Result<Started, String> {
-    match cfg {
-        SourceConfig::File(c) => {
-            file::spawn(id.clone(), c, ctx).map(Started::Thread).map_err(|e| format!("sources.{id}: cannot start: {e}"))
-        }
-        SourceConfig::Stdin(c) => Ok(Started::Thread(stdin::spawn(c, ctx))),
-        SourceConfig::Tcp(c) => tcp::spawn(&id, c, ctx).await.map(Started::Task),
-        SourceConfig::Http(c) => http::spawn(&id, c, ctx).await.map(Started::Task),
-        SourceConfig::Fluent(c) => fluent::spawn(&id, c, ctx).await.map(Started::Task),
-    }
 }
 
 /// Decode newline-delimited `data` into events (for sources that receive bytes in pieces:

@@ -17,6 +17,16 @@ pub struct StdinConfig {
     pub decoding: Decoding,
 }
 
+impl crate::component::ComponentConfig for StdinConfig {
+    const TYPE: &'static str = "stdin";
+}
+
+impl super::SourceType for StdinConfig {
+    async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
+        Ok(super::Started::Thread(spawn(self, ctx)))
+    }
+}
+
 pub fn spawn(cfg: StdinConfig, ctx: SourceContext) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("stdin".into())

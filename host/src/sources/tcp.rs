@@ -34,6 +34,17 @@ fn default_max_line_bytes() -> usize {
     1 << 20
 }
 
+impl crate::component::ComponentConfig for TcpConfig {
+    const TYPE: &'static str = "tcp";
+}
+
+impl super::SourceType for TcpConfig {
+    async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
+        let id = ctx.id.clone();
+        spawn(&id, self, ctx).await.map(super::Started::Task)
+    }
+}
+
 pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(cfg.address)
         .await

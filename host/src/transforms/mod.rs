@@ -1,52 +1,42 @@
 //! Transforms: what happens between sources and sinks. flowtag has one, `anomaly`, the tag
 //! filter.
+//!
+//! A transform type is one file or folder: its config, implementing [`TransformType`], and the
+//! thread that runs it; the list below names it once.
 
 pub mod anomaly;
-pub mod runtime;
 
-use std::sync::Arc;
+use crate::component::{ComponentConfig, Shared};
+use crate::fanout::{Inbox, Output};
 
-use serde::Deserialize;
-
-use crate::topology::{Inbox, Output, Wiring};
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TransformConfig {
-    Anomaly(anomaly::AnomalyConfig),
+crate::component_types! {
+    /// `[transforms.ID]`
+    pub enum TransformConfig: TransformType {
+        Anomaly(anomaly::AnomalyConfig),
+    }
+    start(start: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> => start_transform;
 }
 
-impl TransformConfig {
-    /// The error in a `[transforms.ID]` table, with its key (see [`crate::config::explain_as`]);
-    /// None for a table that reads, or whose `type` is unknown (serde names that one itself).
-    pub fn explain(table: &toml::Table) -> Option<String> {
-        match table.get("type")?.as_str()? {
-            "anomaly" => crate::config::explain_as::<anomaly::AnomalyConfig>(table),
-            _ => None,
-        }
-    }
-
-    pub fn inputs(&self) -> &[String] {
-        match self {
-            TransformConfig::Anomaly(c) => &c.inputs,
-        }
-    }
-
-    pub fn check(&self, id: &str) -> Result<(), String> {
-        match self {
-            TransformConfig::Anomaly(c) => c.check(id),
-        }
-    }
+/// What the topology gives a transform to start it.
+pub struct TransformStart<'a> {
+    pub id: String,
+    pub inbox: Inbox,
+    pub out: Output,
+    pub shared: &'a Shared,
 }
 
-pub fn spawn(
-    id: String,
-    cfg: TransformConfig,
-    inbox: Inbox,
-    out: Output,
-    wiring: Arc<Wiring>,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    match cfg {
-        TransformConfig::Anomaly(c) => anomaly::spawn(id, c, inbox, out, wiring),
-    }
+/// A transform type: its config, and how it starts.
+pub trait TransformType: ComponentConfig {
+    /// Start on its own thread, reading `inbox` and writing `out`; errors name the key.
+    fn start(
+        self,
+        id: String,
+        inbox: Inbox,
+        out: Output,
+        shared: &Shared,
+    ) -> Result<std::thread::JoinHandle<()>, String>;
+}
+
+fn start_transform<C: TransformType>(cfg: C, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
+    cfg.start(s.id, s.inbox, s.out, s.shared)
 }

@@ -16,8 +16,10 @@
 //! growing memory. See [`crate::event`] for how acknowledgements reach the checkpoints.
 
 pub mod checkpoint;
+mod fingerprint;
+mod progress;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -28,7 +30,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use self::checkpoint::{fnv1a, Checkpoints, FileCheckpoint, FileKey, PREFIX_BYTES};
+use self::checkpoint::{Checkpoints, FileCheckpoint, FileKey};
+use self::fingerprint::{prefix_hash, prefix_of};
+use self::progress::Progress;
 use super::SourceContext;
 use crate::config::duration::Dur;
 use crate::config::yes;
@@ -87,33 +91,6 @@ fn default_batch_events() -> usize {
     1000
 }
 
-impl FileConfig {
-    pub fn check(&self, id: &str) -> Result<(), String> {
-        if self.include.is_empty() {
-            return Err(format!(
-                "sources.{id}.include: empty; give at least one glob such as \"/var/log/flows/*.csv\""
-            ));
-        }
-        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
-            for p in patterns {
-                glob::Pattern::new(p).map_err(|e| format!("sources.{id}.{key}: {p:?} is not a valid glob: {e}"))?;
-            }
-        }
-        if self.batch_events == 0 || self.max_line_bytes < 64 {
-            return Err(format!("sources.{id}: batch_events must be at least 1 and max_line_bytes at least 64"));
-        }
-        Ok(())
-    }
-}
-
-/// One batch read from a file and not yet confirmed by every sink.
-struct Pending {
-    id: u64,
-    end: u64,
-    /// Per reachable sink (same order as `Tailer::paths`).
-    done: Vec<bool>,
-}
-
 /// One file being read.
 struct Watched {
     key: FileKey,
@@ -129,10 +106,8 @@ struct Watched {
     /// Still matched by the globs under its path.
     matched: bool,
     at_eof_since: Option<Instant>,
-    pending: VecDeque<Pending>,
-    /// What every sink has confirmed; per sink.
-    confirmed: u64,
-    sink_confirmed: Vec<u64>,
+    /// Batches in flight and what the sinks confirmed.
+    progress: Progress,
 }
 
 /// The reading thread's state.
@@ -154,6 +129,33 @@ struct Tailer {
 
 /// Bytes asked of each `read`; what a batch does not use is read again by the next.
 const READ_BYTES: usize = 64 * 1024;
+
+impl crate::component::ComponentConfig for FileConfig {
+    const TYPE: &'static str = "file";
+    fn check(&self, id: &str) -> Result<(), String> {
+        if self.include.is_empty() {
+            return Err(format!(
+                "sources.{id}.include: empty; give at least one glob such as \"/var/log/flows/*.csv\""
+            ));
+        }
+        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for p in patterns {
+                glob::Pattern::new(p).map_err(|e| format!("sources.{id}.{key}: {p:?} is not a valid glob: {e}"))?;
+            }
+        }
+        if self.batch_events == 0 || self.max_line_bytes < 64 {
+            return Err(format!("sources.{id}: batch_events must be at least 1 and max_line_bytes at least 64"));
+        }
+        Ok(())
+    }
+}
+
+impl super::SourceType for FileConfig {
+    async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
+        let id = ctx.id.clone();
+        spawn(id.clone(), self, ctx).map(super::Started::Thread).map_err(|e| format!("sources.{id}: cannot start: {e}"))
+    }
+}
 
 pub fn spawn(id: String, cfg: FileConfig, ctx: SourceContext) -> std::io::Result<std::thread::JoinHandle<()>> {
     let checkpoints = Checkpoints::load(&ctx.data_dir.join("sources").join(&id))?;
@@ -195,7 +197,7 @@ impl Tailer {
         // sinks), then write the final checkpoints.
         drop(std::mem::replace(&mut self.notifier, std::sync::mpsc::channel().0));
         let deadline = Instant::now() + self.ctx.shutdown.drain_timeout();
-        while self.files.values().any(|f| !f.pending.is_empty()) && Instant::now() < deadline {
+        while self.files.values().any(|f| f.progress.in_flight()) && Instant::now() < deadline {
             match self.completions.recv_timeout(Duration::from_millis(50)) {
                 Ok(c) => self.complete(c),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -225,7 +227,7 @@ impl Tailer {
         let gone: Vec<FileKey> = self
             .files
             .values()
-            .filter(|f| !f.matched && f.at_eof_since.is_some_and(|t| t.elapsed() >= grace) && f.pending.is_empty())
+            .filter(|f| !f.matched && f.at_eof_since.is_some_and(|t| t.elapsed() >= grace) && !f.progress.in_flight())
             .map(|f| f.key)
             .collect();
         for key in gone {
@@ -299,9 +301,7 @@ impl Tailer {
                 prefix,
                 matched: true,
                 at_eof_since: None,
-                pending: VecDeque::new(),
-                confirmed: offset,
-                sink_confirmed,
+                progress: Progress::new(offset, sink_confirmed),
             },
         );
     }
@@ -336,16 +336,14 @@ impl Tailer {
                 f.offset = 0;
                 f.partial.clear();
                 f.decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
-                f.pending.clear();
-                f.confirmed = 0;
-                f.sink_confirmed.iter_mut().for_each(|o| *o = 0);
+                f.progress.reset();
                 f.prefix = prefix_of(&mut f.file);
                 let _ = f.file.seek(SeekFrom::Start(0));
             }
         }
         // The next offset at which some sink's confirmed range ends: a batch must not straddle
         // it, so that sink can skip whole batches.
-        let cut = f.sink_confirmed.iter().copied().filter(|&o| o > f.offset).min();
+        let cut = f.progress.next_cut(f.offset);
         let mut out: Vec<u8> = Vec::with_capacity(batch_events * 256);
         let mut ends: Vec<usize> = Vec::with_capacity(batch_events);
         let start = f.offset;
@@ -439,12 +437,11 @@ impl Tailer {
         let id = self.next_batch;
         self.next_batch += 1;
         let f = self.files.get_mut(&key).expect("file is open");
-        let skip: Vec<usize> =
-            self.paths.iter().zip(&f.sink_confirmed).filter(|(_, &o)| o >= end).map(|((i, _, _), _)| *i).collect();
+        let skip: Vec<usize> = f.progress.confirmed_through(end).map(|slot| self.paths[slot].0).collect();
         let data = Bytes::from(out);
         let events: Vec<Event> = if self.cfg.acknowledgements {
             let paths: Vec<(usize, usize)> = self.paths.iter().map(|(i, n, _)| (*i, *n)).collect();
-            f.pending.push_back(Pending { id, end, done: vec![false; self.paths.len()] });
+            f.progress.sent(id, end);
             self.batch_owner.insert(id, key);
             let ack =
                 BatchAck::new(id, ends.len(), &paths, self.ctx.n_sinks, &skip, Notifier::Std(self.notifier.clone()));
@@ -469,12 +466,8 @@ impl Tailer {
 
     /// Move a file's checkpoint without acknowledgements (header lines, or acks off).
     fn advance_unbatched(&mut self, key: FileKey, end: u64) {
-        if let Some(f) = self.files.get_mut(&key) {
-            if f.pending.is_empty() {
-                f.confirmed = end;
-                f.sink_confirmed.iter_mut().for_each(|o| *o = (*o).max(end));
-                self.save(false);
-            }
+        if self.files.get_mut(&key).is_some_and(|f| f.progress.advance_unconfirmed(end)) {
+            self.save(false);
         }
     }
 
@@ -498,38 +491,30 @@ impl Tailer {
     fn complete(&mut self, c: Completion) {
         let Some(&key) = self.batch_owner.get(&c.batch) else { return };
         let Some(f) = self.files.get_mut(&key) else { return };
-        let Some(p) = f.pending.iter_mut().find(|p| p.id == c.batch) else { return };
-        if c.sink == usize::MAX {
-            p.done.iter_mut().for_each(|d| *d = true);
-        } else if let Some(slot) = self.paths.iter().position(|(i, _, _)| *i == c.sink) {
-            p.done[slot] = true;
-        }
-        // Per sink: the end of the longest confirmed prefix.
-        for (slot, confirmed) in f.sink_confirmed.iter_mut().enumerate() {
-            for p in &f.pending {
-                if !p.done[slot] {
-                    break;
-                }
-                *confirmed = (*confirmed).max(p.end);
+        let slot = if c.sink == usize::MAX {
+            None
+        } else {
+            match self.paths.iter().position(|(i, _, _)| *i == c.sink) {
+                Some(slot) => Some(slot),
+                None => return,
             }
-        }
-        while f.pending.front().is_some_and(|p| p.done.iter().all(|d| *d)) {
-            let p = f.pending.pop_front().expect("non-empty");
-            f.confirmed = p.end;
-            self.batch_owner.remove(&p.id);
+        };
+        for done in f.progress.complete(c.batch, slot) {
+            self.batch_owner.remove(&done);
         }
     }
 
     fn save(&mut self, sync: bool) {
         for f in self.files.values() {
-            let sinks = self.paths.iter().zip(&f.sink_confirmed).map(|((_, _, id), o)| (id.clone(), *o)).collect();
+            let sinks =
+                self.paths.iter().zip(&f.progress.sink_confirmed).map(|((_, _, id), o)| (id.clone(), *o)).collect();
             self.checkpoints.set(
                 f.key,
                 FileCheckpoint {
                     path: f.path.clone(),
                     prefix: f.prefix.0,
                     prefix_len: f.prefix.1,
-                    offset: f.confirmed,
+                    offset: f.progress.confirmed,
                     sinks,
                 },
             );
@@ -547,32 +532,6 @@ fn slices<'a>(data: &'a Bytes, ends: &'a [usize]) -> impl Iterator<Item = Bytes>
         *start = end;
         Some(s)
     })
-}
-
-/// Hash of the file's first bytes (up to [`PREFIX_BYTES`]) and how many there were.
-fn prefix_of(file: &mut File) -> (u64, u64) {
-    let mut buf = vec![0u8; PREFIX_BYTES];
-    let _ = file.seek(SeekFrom::Start(0));
-    let n = read_full(file, &mut buf);
-    (fnv1a(&buf[..n]), n as u64)
-}
-
-fn prefix_hash(file: &mut File, len: u64) -> u64 {
-    let mut buf = vec![0u8; len as usize];
-    let _ = file.seek(SeekFrom::Start(0));
-    let n = read_full(file, &mut buf);
-    fnv1a(&buf[..n])
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n
 }
 
 /// Feed the lines before `offset` that describe columns (a CSV header, Zeek `#` directives) to

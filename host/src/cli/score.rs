@@ -11,16 +11,18 @@ use std::time::Instant;
 
 use flowtag_plugin::Bundle;
 
+use crate::component::ComponentConfig;
 use crate::decode::{Decoder, Decoding, Line};
-use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Reasons, Runtime};
-use crate::transforms::runtime::Loader;
+use crate::transforms::anomaly::runtime::Loader;
+use crate::transforms::anomaly::{AnomalyConfig, BatchConfig, Runtime};
+use flowtag_plugin::ReasonsMode;
 
 pub struct ScoreArgs {
     pub model: PathBuf,
     pub format: Decoding,
     pub runtime: Runtime,
     pub plugin: Option<PathBuf>,
-    pub reasons: Reasons,
+    pub reasons: ReasonsMode,
     pub key: String,
     pub batch: usize,
     pub input: Option<PathBuf>,

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::transforms::anomaly::runtime::Loader;
 use crate::transforms::anomaly::{AnomalyConfig, Runtime};
-use crate::transforms::runtime::Loader;
 use flowtag_plugin::{Bundle, PublicKey};
 
 /// Print a bundle's summary as JSON; exit code.

@@ -13,21 +13,20 @@
 //! logged with its reason and counted; the current model stays. `POST /model/rollback` (or a
 //! `pin`) goes back to the previous bundle.
 
-pub mod cli;
 pub mod fetch;
 mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use super::runtime::{Loader, TagRuntime};
+use super::AnomalyConfig;
 use crate::metrics;
-use crate::topology::Shutdown;
-use crate::transforms::anomaly::AnomalyConfig;
-use crate::transforms::runtime::{Loader, TagRuntime};
+use crate::shutdown::Shutdown;
 use fetch::{Fetched, Fetcher, UpdateSource, UpdatesConfig};
 use flowtag_plugin::bundle::sha256_hex;
 use flowtag_plugin::{Bundle, PublicKey};
@@ -48,6 +47,7 @@ impl ModelManager {
         data_dir: &Path,
         wasm_cache: &Path,
         shutdown: Shutdown,
+        controls: &Controls,
     ) -> Result<ModelManager, String> {
         let Some(up) = &cfg.updates else {
             let (loader, bundle, runtime) = load_configured(id, cfg, wasm_cache)?;
@@ -66,7 +66,7 @@ impl ModelManager {
         live.publish(id, None);
         let (tx, rx) = mpsc::channel();
         let (ctl_tx, ctl_rx) = tmpsc::channel(4);
-        controls().lock().expect("controls lock").insert(id.to_string(), ctl_tx);
+        controls.register(id, ctl_tx);
         let describe = loader.describe();
         let updater = Updater {
             id: id.to_string(),
@@ -227,34 +227,48 @@ pub enum Command {
 }
 
 /// The updaters' control channels by transform id (for the API).
-fn controls() -> &'static Mutex<BTreeMap<String, tmpsc::Sender<Command>>> {
-    static C: OnceLock<Mutex<BTreeMap<String, tmpsc::Sender<Command>>>> = OnceLock::new();
-    C.get_or_init(Default::default)
-}
+/// The model controls of the running tag transforms (today: rollback), handed by the pipeline
+/// to the API. A transform with `[transforms.<id>.updates]` registers itself when it starts.
+#[derive(Clone, Default)]
+pub struct Controls(Arc<Mutex<BTreeMap<String, tmpsc::Sender<Command>>>>);
 
-/// Roll back the transforms that keep model history (`only`: one of them). Returns, per
-/// transform, what happened.
-pub async fn rollback(only: Option<&str>) -> Result<BTreeMap<String, Result<String, String>>, String> {
-    let targets: Vec<(String, tmpsc::Sender<Command>)> = {
-        let c = controls().lock().expect("controls lock");
-        c.iter().filter(|(id, _)| only.is_none_or(|o| o == id.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    if targets.is_empty() {
-        return Err(match only {
-            Some(id) => format!("no tag transform {id:?} with [transforms.{id}.updates]"),
-            None => "no tag transform has [transforms.<id>.updates]; rollback needs the kept models".into(),
-        });
+impl Controls {
+    fn register(&self, id: &str, tx: tmpsc::Sender<Command>) {
+        self.0.lock().expect("controls lock").insert(id.to_string(), tx);
     }
-    let mut out = BTreeMap::new();
-    for (id, tx) in targets {
-        let (reply, answer) = oneshot::channel();
-        let r = match tx.send(Command::Rollback(reply)).await {
-            Ok(()) => answer.await.unwrap_or_else(|_| Err("the transform stopped".into())),
-            Err(_) => Err("the transform stopped".into()),
+
+    /// Forget every transform (a new topology registers its own).
+    pub fn reset(&self) {
+        self.0.lock().expect("controls lock").clear();
+    }
+
+    /// Send the transforms (all, or `only` the one named) back to their previous bundle; per
+    /// transform the model now serving, or why not.
+    pub async fn rollback(&self, only: Option<&str>) -> Result<BTreeMap<String, Result<String, String>>, String> {
+        let targets: Vec<(String, tmpsc::Sender<Command>)> = {
+            let c = self.0.lock().expect("controls lock");
+            c.iter()
+                .filter(|(id, _)| only.is_none_or(|o| o == id.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
-        out.insert(id, r);
+        if targets.is_empty() {
+            return Err(match only {
+                Some(id) => format!("no tag transform {id:?} with [transforms.{id}.updates]"),
+                None => "no tag transform has [transforms.<id>.updates]; rollback needs the kept models".into(),
+            });
+        }
+        let mut out = BTreeMap::new();
+        for (id, tx) in targets {
+            let (reply, answer) = oneshot::channel();
+            let r = match tx.send(Command::Rollback(reply)).await {
+                Ok(()) => answer.await.unwrap_or_else(|_| Err("the transform stopped".into())),
+                Err(_) => Err("the transform stopped".into()),
+            };
+            out.insert(id, r);
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 struct Updater {

@@ -15,12 +15,10 @@
 //!   before the next batch.
 //!
 //! Compiling the 15–20 MB module with Cranelift takes seconds to tens of seconds, so the compiled
-//! code is cached in `data_dir/wasm-cache/`, keyed by the module's sha256, the wasmtime version
-//! and the engine's compatibility hash (target and CPU features). A cache entry carries the
-//! length and CRC-32 of its own bytes; a corrupt, truncated or stale entry is ignored and
-//! rebuilt. Entries are mapped, not read, on start.
+//! code is cached (see [`cache`]).
 
-use std::hash::{Hash, Hasher};
+mod cache;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -91,21 +89,21 @@ impl Plugin {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let sha256 = sha256_hex(&bytes);
         let engine = engine();
-        let compiled = compiled_modules().lock().expect("not poisoned").get(&sha256).cloned();
-        let module = match compiled.or_else(|| cached_module(engine, &sha256, cache_dir)) {
+        let compiled = cache::compiled_modules().lock().expect("not poisoned").get(&sha256).cloned();
+        let module = match compiled.or_else(|| cache::cached_module(engine, &sha256, cache_dir)) {
             Some(m) => m,
             None => {
                 let started = Instant::now();
                 let module = Module::new(engine, &bytes)
                     .map_err(|e| format!("{}: not a usable WASM module: {e:#}", path.display()))?;
                 tracing::info!(plugin = %path.display(), seconds = started.elapsed().as_secs_f64(), "compiled the WASM module");
-                if let Err(e) = store_module(&module, &sha256, cache_dir) {
+                if let Err(e) = cache::store_module(&module, &sha256, cache_dir) {
                     tracing::warn!(plugin = %path.display(), cache = %cache_dir.display(), error = %e, "cannot cache the compiled module; it will be compiled again on the next start");
                 }
                 module
             }
         };
-        compiled_modules().lock().expect("not poisoned").insert(sha256.clone(), module.clone());
+        cache::compiled_modules().lock().expect("not poisoned").insert(sha256.clone(), module.clone());
         check_exports(&module).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut linker: Linker<Guest> = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |g: &mut Guest| &mut g.wasi)
@@ -146,69 +144,6 @@ fn instantiate(plugin: &Plugin, limits: Limits) -> Result<(Store<Guest>, Instanc
     let instance =
         plugin.linker.instantiate(&mut store, &plugin.module).map_err(|e| format!("cannot instantiate: {e:#}"))?;
     Ok((store, instance, stderr))
-}
-
-/// Modules compiled in this process, by sha256: transforms that use the same module (and a
-/// config reload) share one compilation.
-fn compiled_modules() -> &'static std::sync::Mutex<std::collections::HashMap<String, Module>> {
-    static MODULES: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Module>>> = OnceLock::new();
-    MODULES.get_or_init(Default::default)
-}
-
-fn cache_key(sha256: &str) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine().precompile_compatibility_hash().hash(&mut h);
-    format!("{sha256}-wasmtime{WASMTIME_VERSION}-{:016x}", h.finish())
-}
-
-/// What a cache entry's `.check` file records about its `.cwasm`: length and CRC-32. The check
-/// guards against corrupt and truncated files (a crash mid-write, a bad disk), not against
-/// someone who can write `data_dir`, who could replace the module's inputs anyway; CRC-32 reads
-/// the 50–60 MB of compiled code about ten times faster than SHA-256, and start time counts.
-fn cache_check(bytes: &[u8]) -> String {
-    format!("crc32 {:08x} length {}", crc32fast::hash(bytes), bytes.len())
-}
-
-/// The cached compiled module, if there is one that is whole and fits this engine. The code is
-/// mapped, not read: pages are brought in as they run.
-fn cached_module(engine: &Engine, sha256: &str, dir: &Path) -> Option<Module> {
-    let key = cache_key(sha256);
-    let code = dir.join(format!("{key}.cwasm"));
-    let want = std::fs::read_to_string(dir.join(format!("{key}.check"))).ok()?;
-    let file = std::fs::File::open(&code).ok()?;
-    // SAFETY: entries are written to a temporary file and renamed into place, never modified
-    // in place, so the mapping sees one complete file for as long as it lives.
-    let whole = unsafe { memmap2::Mmap::map(&file) }.ok().is_some_and(|map| cache_check(&map) == want.trim());
-    if !whole {
-        tracing::warn!(cache = %code.display(), "the cached compiled module is corrupt; compiling again");
-        return None;
-    }
-    // SAFETY: the file is what `Module::serialize` wrote for this engine configuration (the key
-    // pins the module, the wasmtime version and the compatibility hash), checked against the
-    // length and CRC-32 recorded beside it when it was written; and, as above, cache files are
-    // replaced by rename, never changed in place, which `deserialize_file` needs for the life of
-    // the module.
-    match unsafe { Module::deserialize_file(engine, &code) } {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(cache = %code.display(), error = %e, "the cached compiled module does not load; compiling again");
-            None
-        }
-    }
-}
-
-fn store_module(module: &Module, sha256: &str, dir: &Path) -> Result<(), String> {
-    let bytes = module.serialize().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let key = cache_key(sha256);
-    let write = |name: String, data: &[u8]| -> std::io::Result<()> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, data)?;
-        std::fs::rename(&tmp, dir.join(name))
-    };
-    // The check goes last: an entry without one is never used.
-    write(format!("{key}.cwasm"), &bytes).map_err(|e| e.to_string())?;
-    write(format!("{key}.check"), cache_check(&bytes).as_bytes()).map_err(|e| e.to_string())
 }
 
 /// The ABI's exports, with their types.
@@ -419,6 +354,8 @@ pub struct Wasm {
     options: FilterOptions,
     limits: Limits,
     id: String,
+    /// The manifest's feature names, for the top reasons.
+    features: Vec<String>,
     live: Option<Live>,
     /// When recreating the instance last failed (retried at most every few seconds).
     restart_failed: Option<(Instant, String)>,
@@ -437,6 +374,7 @@ impl Wasm {
             options,
             limits,
             id: bundle.id(),
+            features: bundle.manifest.features.iter().map(|f| f.name.clone()).collect(),
             live: Some(live),
             restart_failed: None,
             results: Vec::new(),
@@ -523,7 +461,9 @@ impl Wasm {
             };
             let raw = f32::from_le_bytes(e[4..8].try_into().expect("4"));
             let score = f64::from_le_bytes(e[8..16].try_into().expect("8"));
-            self.results.push(RecordResult { verdict, score, raw });
+            let top = u16::from_le_bytes([e[1], e[2]]);
+            let top_reason = top.checked_sub(1).filter(|&f| usize::from(f) < self.features.len());
+            self.results.push(RecordResult { verdict, score, raw, top_reason });
         }
         Ok((failed != 0).then(|| live.error_message()))
     }
@@ -563,6 +503,10 @@ impl TagRuntime for Wasm {
     fn results(&self) -> &[RecordResult] {
         &self.results
     }
+
+    fn feature_names(&self) -> &[String] {
+        &self.features
+    }
 }
 
 impl Wasm {
@@ -573,6 +517,7 @@ impl Wasm {
             verdict: Verdict::Unscored,
             score: 0.0,
             raw: f32::NAN,
+            top_reason: None,
         }));
         Tagged { unscored: records.len(), failure: Some(why.to_string()), ..Tagged::default() }
     }

@@ -13,7 +13,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::topology::Shutdown;
+use crate::shutdown::Shutdown;
 
 pub type Body = Full<Bytes>;
 

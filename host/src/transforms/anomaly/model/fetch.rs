@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use serde::Deserialize;
 
-use crate::config::check_http_url;
 use crate::config::duration::Dur;
-use crate::sinks::http_client::{self, HttpClient, TlsConfig};
+use crate::net::client::{self, HttpClient};
+use crate::net::tls::TlsConfig;
 use flowtag_plugin::bundle::{sha256_hex, MANIFEST, MODEL, SIGNATURE};
 use flowtag_plugin::{Bundle, BundleError};
 
@@ -95,14 +95,14 @@ impl UpdatesConfig {
                 stray(self.path.is_some(), "path")?;
                 stray(self.uri.is_some(), "uri")?;
                 stray(self.model_name.is_some(), "model_name")?;
-                check_http_url(&format!("{key}.url"), self.url.as_deref().unwrap_or(""))?;
+                crate::net::check_url(&format!("{key}.url"), self.url.as_deref().unwrap_or(""))?;
             }
             UpdateSource::Mlflow => {
                 need(self.uri.is_some(), "uri", "\"http://mlflow:5000\"")?;
                 need(self.model_name.is_some(), "model_name", "\"flows\"")?;
                 stray(self.path.is_some(), "path")?;
                 stray(self.url.is_some(), "url")?;
-                check_http_url(&format!("{key}.uri"), self.uri.as_deref().unwrap_or(""))?;
+                crate::net::check_url(&format!("{key}.uri"), self.uri.as_deref().unwrap_or(""))?;
             }
         }
         if self.interval.0 < Duration::from_millis(100) {
@@ -196,7 +196,7 @@ impl Fetcher {
     pub fn new(cfg: &UpdatesConfig) -> Result<Fetcher, String> {
         let client = match cfg.source {
             UpdateSource::Dir => None,
-            _ => Some(http_client::build(&cfg.tls)?),
+            _ => Some(client::build(&cfg.tls)?),
         };
         Ok(Fetcher { cfg: cfg.clone(), client, etag: None, pending_etag: None, last: None })
     }
@@ -258,13 +258,9 @@ impl Fetcher {
     }
 
     async fn get(&self, req: Request<Full<Bytes>>) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
-        let uri = req.uri().to_string();
-        let client = self.client.as_ref().expect("an HTTP source has a client");
-        let resp = client.request(req).await.map_err(|e| format!("{uri}: {e}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.map_err(|e| format!("{uri}: reading the answer: {e}"))?;
-        Ok((status, headers, body.to_bytes()))
+        let http = self.client.as_ref().expect("an HTTP source has a client");
+        let answer = client::send(http, req, self.cfg.timeout.0).await.map_err(|e| e.to_string())?;
+        Ok((answer.status, answer.headers, answer.body))
     }
 
     async fn get_ok(&self, url: String) -> Result<Option<Bytes>, String> {

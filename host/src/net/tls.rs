@@ -1,23 +1,16 @@
-//! The HTTP(S) client of the `http` and `splunk_hec` sinks (hyper, rustls with the system's
-//! root certificates, plus an optional CA file).
+//! TLS settings for outbound connections (HTTPS, SMTP STARTTLS): rustls with the system's root
+//! certificates plus an optional CA file.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 
-use super::SendError;
-
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `tls` of a component that connects out. Certificates are verified unless a config says
+/// `verify_certificate = false`, also when the table is absent.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Extra CA certificates (PEM) to trust, e.g. Splunk's own CA.
@@ -27,10 +20,14 @@ pub struct TlsConfig {
     pub verify_certificate: bool,
 }
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { ca_file: None, verify_certificate: true }
+    }
+}
 
 /// A rustls client config: the system's roots plus `tls.ca_file`, or (tests only) any certificate.
-pub fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -51,52 +48,6 @@ pub fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
     })
-}
-
-pub fn build(tls: &TlsConfig) -> Result<HttpClient, String> {
-    let config = tls_config(tls)?;
-    let https =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
-}
-
-/// Send a request; `Ok((status, body))` for any answer, `Err(Retry)` when there was none.
-pub async fn send(
-    client: &HttpClient,
-    req: Request<Full<Bytes>>,
-    timeout: Duration,
-) -> Result<(u16, Bytes), SendError> {
-    let uri = req.uri().clone();
-    let fut = async {
-        let resp = client.request(req).await.map_err(|e| SendError::Retry(format!("{uri}: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| SendError::Retry(format!("{uri}: reading the answer: {e}")))?;
-        Ok((status, body.to_bytes()))
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| SendError::Retry(format!("{uri}: no answer within {timeout:?}")))?
-}
-
-/// How an HTTP status is handled: 2xx delivered; 408, 429 and 5xx retried; other 4xx refused.
-pub fn classify(status: u16, body: &Bytes) -> Result<(), SendError> {
-    let text = || String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-    match status {
-        200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(SendError::Retry(format!("HTTP {status}: {}", text()))),
-        _ => Err(SendError::Reject(format!("HTTP {status}: {}", text()))),
-    }
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
-    enc.write_all(data).expect("writing to memory");
-    enc.finish().expect("writing to memory")
 }
 
 #[derive(Debug)]
@@ -131,5 +82,17 @@ impl ServerCertVerifier for AcceptAny {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_verified_by_default() {
+        assert!(TlsConfig::default().verify_certificate);
+        let empty: TlsConfig = toml::from_str("").unwrap();
+        assert!(empty.verify_certificate);
     }
 }

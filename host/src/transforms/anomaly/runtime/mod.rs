@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use flowtag_plugin::{Bundle, Filter, FilterOptions, RecordResult};
 
-use crate::transforms::anomaly::{AnomalyConfig, Runtime};
+use super::{AnomalyConfig, Runtime};
 
 /// Counts and results of one tagged batch.
 #[derive(Debug, Default)]
@@ -30,21 +30,26 @@ pub trait TagRuntime: Send {
     /// `ends[i]`. Never loses a record: on failure every record is written with an error tag.
     fn tag(&mut self, records: &[&[u8]], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Tagged;
 
-    /// Per-record results of the last batch (verdicts and calibrated scores).
+    /// Per-record results of the last batch (verdicts, calibrated scores, top reasons).
     fn results(&self) -> &[RecordResult];
+
+    /// The model's feature names, in the manifest's order (a top reason is an index into it).
+    fn feature_names(&self) -> &[String];
 }
 
 /// The plugin linked into the host.
 pub struct Native {
     filter: Filter,
     id: String,
+    features: Vec<String>,
 }
 
 impl Native {
     pub fn new(bundle: &Bundle, options: FilterOptions) -> Result<Native, String> {
         let mut filter = Filter::new(bundle, options).map_err(|e| e.to_string())?;
         filter.check_canaries().map_err(|e| e.to_string())?;
-        Ok(Native { id: filter.model_id().to_string(), filter })
+        let features = bundle.manifest.features.iter().map(|f| f.name.clone()).collect();
+        Ok(Native { id: filter.model_id().to_string(), filter, features })
     }
 }
 
@@ -65,6 +70,10 @@ impl TagRuntime for Native {
 
     fn results(&self) -> &[RecordResult] {
         self.filter.results()
+    }
+
+    fn feature_names(&self) -> &[String] {
+        &self.features
     }
 }
 

@@ -1,0 +1,186 @@
+//! The `flowtag` command line: one file per subcommand, and here the arguments and dispatch.
+//!
+//! ```text
+//! flowtag run --config flowtag.toml        run the pipeline
+//! flowtag validate --config flowtag.toml   check a config and exit
+//! flowtag score --model BUNDLE [FILE]      tag a file's records, JSON lines to stdout
+//! flowtag model inspect|verify BUNDLE      look at or check a model bundle
+//! flowtag gen --schema unsw --count N      synthetic flows for demos and load tests
+//! ```
+
+pub mod generate;
+pub mod model;
+pub mod run;
+pub mod score;
+pub mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
+use crate::decode::Decoding;
+use crate::transforms::anomaly::Runtime;
+use flowtag_plugin::ReasonsMode;
+
+#[derive(Parser)]
+#[command(
+    name = "flowtag",
+    version,
+    about = "Tags anomalous network flows at the edge, before the logs reach the SIEM"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the pipeline of a config file until SIGTERM (SIGHUP reloads the config).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long draining may take at shutdown or reload.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Check a config file: syntax, keys, wiring, files it names.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check the file only: do not load the models and WASM modules it names.
+        #[arg(long)]
+        no_environment: bool,
+    },
+    /// Tag the records of a file or standard input; JSON lines to standard output, in order.
+    Score {
+        /// A model bundle directory or .tar.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "json", value_parser = parse_format)]
+        format: Decoding,
+        #[arg(long, value_enum, default_value_t = Runtime::Native)]
+        runtime: Runtime,
+        /// The WASM module, for --runtime wasm.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Which records carry reasons: anomalous, all or none.
+        #[arg(long, default_value = "anomalous")]
+        reasons: ReasonsMode,
+        /// The member the tags go under.
+        #[arg(long, default_value = "anomaly")]
+        key: String,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Where the compiled WASM module is cached.
+        #[arg(long, default_value = ".flowtag")]
+        data_dir: PathBuf,
+        /// Input file (default: standard input).
+        file: Option<PathBuf>,
+    },
+    /// Look at a model bundle, or run every check a node runs before it serves one.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Write synthetic flows with labelled attacks (scans, floods, brute force) to stdout.
+    Gen {
+        #[arg(long, value_enum)]
+        schema: generate::Schema,
+        #[arg(long)]
+        count: u64,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, value_enum, default_value_t = generate::Format::Csv)]
+        format: generate::Format,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of flows that are attacks.
+        #[arg(long, default_value_t = 0.1)]
+        attack_share: f64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelAction {
+    /// Print a bundle's manifest summary (model, features, threshold, metrics) as JSON.
+    Inspect { bundle: PathBuf },
+    /// sha256, signature (with --public-key), load and canaries (natively, and under WASM with
+    /// --plugin); exit code 1 with the reason when a check fails.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Also check the bundle under this WASM module.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Where the compiled WASM module is cached.
+        #[arg(long, default_value = ".flowtag")]
+        data_dir: PathBuf,
+    },
+}
+
+fn parse_format(s: &str) -> Result<Decoding, String> {
+    s.parse()
+}
+
+/// Logs to standard error, as text or JSON lines. Text is coloured only on a terminal, and
+/// never when `NO_COLOR` is set (a Kubernetes log, a CI artifact or a pipe gets plain text).
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(colour(std::io::stderr().is_terminal())).init(),
+    }
+}
+
+/// Whether text logs are coloured: on a terminal, unless `NO_COLOR` is set to anything
+/// non-empty (no-color.org).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { config, no_environment } => {
+            init_logging(LogFormat::Text, "warn");
+            validate::run(&config, no_environment)
+        }
+        Command::Score { model, format, runtime, plugin, reasons, key, batch, data_dir, file } => {
+            // Warnings (a stale module cache, a recompile) go to stderr; RUST_LOG can ask for more.
+            init_logging(LogFormat::Text, "warn");
+            score::run(score::ScoreArgs {
+                model,
+                format,
+                runtime,
+                plugin,
+                reasons,
+                key,
+                batch: batch.max(1),
+                input: file,
+                data_dir,
+            })
+        }
+        Command::Run { config, drain_timeout } => run::run(config, drain_timeout),
+        Command::Model { action } => {
+            init_logging(LogFormat::Text, "warn");
+            match action {
+                ModelAction::Inspect { bundle } => model::inspect(&bundle),
+                ModelAction::Verify { bundle, public_key, plugin, data_dir } => {
+                    model::verify(&bundle, public_key.as_deref(), plugin, &data_dir)
+                }
+            }
+        }
+        Command::Gen { schema, count, rate, format, seed, attack_share } => {
+            generate::run(generate::GenArgs { schema, count, rate, format, seed, attack_share })
+        }
+    };
+    code
+}

@@ -1,0 +1,258 @@
+//! How components pass events: every transform, sink and alert reads an [`Inbox`], a bounded
+//! channel of batches; a source or transform writes to an [`Output`], which sends each batch to
+//! the inbox of every component downstream.
+//!
+//! A full inbox makes its senders wait, so a slow sink slows everything upstream instead of
+//! growing memory. Alerts are the exception: they get a [`Tap`], a copy of each batch without
+//! acknowledgements, offered without waiting (an alert that falls behind misses records,
+//! counted), so an alert never holds a checkpoint or the log path.
+//!
+//! `flowtag_buffer_events{component}` counts the events waiting in each inbox.
+
+use tokio::sync::mpsc;
+
+use crate::event::{Event, Events};
+use crate::metrics;
+
+/// Batches an inbox holds before its senders wait.
+pub const INBOX_BATCHES: usize = 8;
+
+/// A component's input.
+pub struct Inbox {
+    rx: mpsc::Receiver<Events>,
+    gauge: prometheus::IntGauge,
+}
+
+/// The sending side of one inbox.
+#[derive(Clone)]
+pub struct Target {
+    tx: mpsc::Sender<Events>,
+    gauge: prometheus::IntGauge,
+}
+
+/// A new inbox for component `id`, holding up to `batches` batches, and its sending side.
+pub fn inbox(id: &str, batches: usize) -> (Target, Inbox) {
+    let (tx, rx) = mpsc::channel(batches);
+    let gauge = metrics::global().buffer_events.with_label_values(&[id]);
+    (Target { tx, gauge: gauge.clone() }, Inbox { rx, gauge })
+}
+
+/// A new inbox for alert `id` of type `kind`, and the tap that feeds it.
+pub fn tap(id: &str, kind: &'static str, batches: usize) -> (Tap, Inbox) {
+    let (target, inbox) = inbox(id, batches);
+    (Tap { id: id.to_string(), kind, target }, inbox)
+}
+
+impl Inbox {
+    pub async fn recv(&mut self) -> Option<Events> {
+        let events = self.rx.recv().await?;
+        self.gauge.sub(events.len() as i64);
+        Some(events)
+    }
+
+    pub fn blocking_recv(&mut self) -> Option<Events> {
+        let events = self.rx.blocking_recv()?;
+        self.gauge.sub(events.len() as i64);
+        Some(events)
+    }
+
+    pub fn try_recv(&mut self) -> Result<Events, mpsc::error::TryRecvError> {
+        let events = self.rx.try_recv()?;
+        self.gauge.sub(events.len() as i64);
+        Ok(events)
+    }
+}
+
+/// An alert's copy of a component's output.
+#[derive(Clone)]
+pub struct Tap {
+    /// The alert's id and type, for the count of what it missed.
+    pub id: String,
+    pub kind: &'static str,
+    target: Target,
+}
+
+/// Every target downstream is gone: nothing more can be delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
+/// Where a component sends its events: the inboxes of everything downstream.
+#[derive(Clone, Default)]
+pub struct Output {
+    targets: Vec<Target>,
+    taps: Vec<Tap>,
+}
+
+impl Output {
+    pub fn new(targets: Vec<Target>, taps: Vec<Tap>) -> Output {
+        Output { targets, taps }
+    }
+
+    /// Send to every target, waiting while one is full.
+    pub async fn send(&self, events: Events) -> Result<(), Closed> {
+        let mut fan = FanOut::start(self, events);
+        while let Some((target, batch)) = fan.next() {
+            fan.sent(target.tx.send(batch).await.is_ok());
+        }
+        fan.finish()
+    }
+
+    /// [`Output::send`] from a thread outside the runtime.
+    pub fn blocking_send(&self, events: Events) -> Result<(), Closed> {
+        let mut fan = FanOut::start(self, events);
+        while let Some((target, batch)) = fan.next() {
+            fan.sent(target.tx.blocking_send(batch).is_ok());
+        }
+        fan.finish()
+    }
+
+    /// [`Output::blocking_send`], calling `idle` whenever a target is full: a file source
+    /// keeps recording confirmations (and moving checkpoints) while it waits for room.
+    pub fn blocking_send_with(&self, events: Events, mut idle: impl FnMut()) -> Result<(), Closed> {
+        let mut fan = FanOut::start(self, events);
+        while let Some((target, mut batch)) = fan.next() {
+            let ok = loop {
+                match target.tx.try_send(batch) {
+                    Ok(()) => break true,
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        batch = back;
+                        idle();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break false,
+                }
+            };
+            fan.sent(ok);
+        }
+        fan.finish()
+    }
+
+    /// Copy `events` to the alerts, without their acknowledgements and without waiting.
+    fn tap(&self, events: &Events) {
+        for tap in &self.taps {
+            let copy: Events = events.iter().map(|e| Event::new(e.data.clone())).collect();
+            let n = copy.len() as i64;
+            match tap.target.tx.try_send(copy) {
+                Ok(()) => tap.target.gauge.add(n),
+                Err(mpsc::error::TrySendError::Full(lost)) => metrics::global()
+                    .discarded
+                    .with_label_values(&[&tap.id, "alert", tap.kind, "alert_behind"])
+                    .inc_by(lost.len() as u64),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// One batch on its way to every target: what the three ways of sending share. Each target gets
+/// a copy, the last one the batch itself (a copy costs two reference-count updates per event);
+/// the inbox gauges count the events before they are sent and take back those a closed target
+/// never got.
+struct FanOut<'a> {
+    targets: std::slice::Iter<'a, Target>,
+    events: Option<Events>,
+    n: i64,
+    current: Option<&'a Target>,
+    delivered: bool,
+    none: bool,
+}
+
+impl<'a> FanOut<'a> {
+    fn start(out: &'a Output, events: Events) -> FanOut<'a> {
+        out.tap(&events);
+        FanOut {
+            n: events.len() as i64,
+            targets: out.targets.iter(),
+            events: Some(events),
+            current: None,
+            delivered: false,
+            none: out.targets.is_empty(),
+        }
+    }
+
+    /// The next target and its batch.
+    fn next(&mut self) -> Option<(&'a Target, Events)> {
+        let target = self.targets.next()?;
+        let batch = if self.targets.len() == 0 {
+            self.events.take().expect("the last target takes the batch")
+        } else {
+            self.events.as_ref().expect("kept until the last target").clone()
+        };
+        target.gauge.add(self.n);
+        self.current = Some(target);
+        Some((target, batch))
+    }
+
+    /// Whether the current target took its batch.
+    fn sent(&mut self, ok: bool) {
+        if ok {
+            self.delivered = true;
+        } else if let Some(target) = self.current {
+            target.gauge.sub(self.n);
+        }
+    }
+
+    fn finish(self) -> Result<(), Closed> {
+        if self.delivered || self.none {
+            Ok(())
+        } else {
+            Err(Closed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn batch(n: usize) -> Events {
+        (0..n).map(|i| Event::new(Bytes::from(format!("{{\"i\":{i}}}")))).collect()
+    }
+
+    #[tokio::test]
+    async fn every_target_gets_every_batch_in_order_and_taps_a_copy() {
+        let (a, mut inbox_a) = inbox("fanout-test-a", 4);
+        let (b, mut inbox_b) = inbox("fanout-test-b", 4);
+        let (tap, mut tap_rx) = tap("fanout-test-alert", "slack", 4);
+        let out = Output::new(vec![a, b], vec![tap]);
+        out.send(batch(3)).await.unwrap();
+        out.send(batch(1)).await.unwrap();
+        for inbox in [&mut inbox_a, &mut inbox_b] {
+            assert_eq!(inbox.recv().await.unwrap().len(), 3);
+            assert_eq!(inbox.recv().await.unwrap().len(), 1);
+        }
+        let copy = tap_rx.recv().await.unwrap();
+        assert_eq!(copy.len(), 3);
+        assert!(copy.iter().all(|e| e.ack.is_none()), "taps hold no acknowledgements");
+    }
+
+    #[test]
+    fn blocking_sends_report_closed_only_when_every_target_is_gone() {
+        let (a, inbox_a) = inbox("fanout-test-c", 1);
+        let (b, mut inbox_b) = inbox("fanout-test-d", 1);
+        let out = Output::new(vec![a, b], vec![]);
+        drop(inbox_a);
+        assert_eq!(out.blocking_send(batch(2)), Ok(()));
+        assert_eq!(inbox_b.blocking_recv().unwrap().len(), 2);
+        drop(inbox_b);
+        assert_eq!(out.blocking_send(batch(2)), Err(Closed));
+        assert_eq!(Output::default().blocking_send(batch(1)), Ok(()), "no target: nothing to refuse");
+    }
+
+    #[test]
+    fn blocking_send_with_idles_while_a_target_is_full() {
+        let (a, mut inbox_a) = inbox("fanout-test-e", 1);
+        let out = Output::new(vec![a], vec![]);
+        out.blocking_send(batch(1)).unwrap();
+        let mut idles = 0;
+        let r = out.blocking_send_with(batch(2), || {
+            idles += 1;
+            if idles == 3 {
+                assert_eq!(inbox_a.try_recv().unwrap().len(), 1);
+            }
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(idles, 3);
+        assert_eq!(inbox_a.try_recv().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,322 @@
+//! The loop every sink runs, and what it is made of: batching limits, request timeouts and
+//! retry backoff, the [`Service`] a sink type implements, and how a failed request is handled.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::config::duration::Dur;
+use crate::event::{confirm_all, Delivery, Event};
+use crate::fanout::Inbox;
+use crate::metrics::{self, ComponentMetrics};
+use crate::shutdown::Shutdown;
+
+/// How a sink groups events into requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub max_events: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub timeout: Option<Dur>,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_events: None, max_bytes: None, timeout: None }
+    }
+}
+
+/// Limits a sink applies with its own defaults where the config says nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl BatchConfig {
+    /// The limits to apply: the config's, and `defaults` where it says nothing.
+    pub fn with_defaults(&self, defaults: Batching) -> Batching {
+        Batching {
+            max_events: self.max_events.unwrap_or(defaults.max_events).max(1),
+            max_bytes: self.max_bytes.unwrap_or(defaults.max_bytes).max(1),
+            timeout: self.timeout.map(|d| d.0).unwrap_or(defaults.timeout),
+        }
+    }
+}
+
+/// Timeouts and retry backoff of a sink's requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    #[serde(default = "default_request_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_initial_backoff")]
+    pub retry_initial_backoff: Dur,
+    #[serde(default = "default_max_backoff")]
+    pub retry_max_backoff: Dur,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        RequestConfig {
+            timeout: default_request_timeout(),
+            retry_initial_backoff: default_initial_backoff(),
+            retry_max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+fn default_initial_backoff() -> Dur {
+    Dur::millis(500)
+}
+fn default_max_backoff() -> Dur {
+    Dur::secs(30)
+}
+
+impl RequestConfig {
+    /// Wait before retry `attempt` (1-based): exponential, capped, with jitter (half fixed, half
+    /// random), so many nodes do not retry in lock-step.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry_initial_backoff.0.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        let capped = base.min(self.retry_max_backoff.0);
+        let half = capped / 2;
+        half + half.mul_f64(rand::thread_rng().gen::<f64>())
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// May succeed later: retry.
+    Retry(String),
+    /// The far end refused the events for good.
+    Reject(String),
+}
+
+impl From<crate::net::Error> for SendError {
+    /// No answer (refused, reset, TLS, timeout): retried.
+    fn from(e: crate::net::Error) -> SendError {
+        SendError::Retry(e.to_string())
+    }
+}
+
+/// How an HTTP status is handled: 2xx delivered; 408, 429 and 5xx retried; other 4xx refused.
+pub fn classify(answer: &crate::net::client::Answer) -> Result<(), SendError> {
+    match answer.status {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(SendError::Retry(format!("HTTP {}: {}", answer.status, answer.snippet()))),
+        s => Err(SendError::Reject(format!("HTTP {s}: {}", answer.snippet()))),
+    }
+}
+
+/// What delivers one request of events.
+pub trait Service: Send + 'static {
+    fn send(&mut self, events: &[Event]) -> impl Future<Output = Result<(), SendError>> + Send;
+}
+
+/// What a running sink is given.
+pub struct SinkContext {
+    pub id: String,
+    pub index: usize,
+    pub inbox: Inbox,
+    pub metrics: ComponentMetrics,
+    pub shutdown: Shutdown,
+    pub batching: Batching,
+    pub request: RequestConfig,
+}
+
+/// The loop every sink runs: gather a request, send it until it is delivered or refused,
+/// confirm, repeat; when the inbox closes, send what is left and finish.
+pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
+    let retries = metrics::global().sink_retries.with_label_values(&[&ctx.id]);
+    let mut carry: Vec<Event> = Vec::new();
+    let mut closed = false;
+    while !(closed && carry.is_empty()) {
+        let mut batch = std::mem::take(&mut carry);
+        let mut bytes: usize = batch.iter().map(|e| e.data.len()).sum();
+        if batch.is_empty() {
+            match ctx.inbox.recv().await {
+                Some(events) => {
+                    bytes += events.iter().map(|e| e.data.len()).sum::<usize>();
+                    batch.extend(events);
+                }
+                None => break,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + ctx.batching.timeout;
+        while batch.len() < ctx.batching.max_events && bytes < ctx.batching.max_bytes && !closed {
+            match tokio::time::timeout_at(deadline, ctx.inbox.recv()).await {
+                Ok(Some(events)) => {
+                    bytes += events.iter().map(|e| e.data.len()).sum::<usize>();
+                    batch.extend(events);
+                }
+                Ok(None) => closed = true,
+                Err(_) => break,
+            }
+        }
+        // Keep the request within its limits; the rest goes in the next one.
+        if batch.len() > ctx.batching.max_events {
+            carry = batch.split_off(ctx.batching.max_events);
+        }
+        // Events this sink had confirmed before a restart are not sent again.
+        let (skip, send): (Vec<Event>, Vec<Event>) = batch.into_iter().partition(|e| e.delivered_to(ctx.index));
+        if !skip.is_empty() {
+            ctx.metrics.discarded("already_delivered", skip.len());
+        }
+        if send.is_empty() {
+            continue;
+        }
+        ctx.metrics.received(send.len(), send.iter().map(|e| e.data.len()).sum());
+        let mut attempt = 0u32;
+        let started = Instant::now();
+        loop {
+            match service.send(&send).await {
+                Ok(()) => {
+                    confirm_all(&send, ctx.index, Delivery::Delivered);
+                    ctx.metrics.sent(send.len());
+                    break;
+                }
+                Err(SendError::Reject(why)) => {
+                    tracing::error!(sink = %ctx.id, events = send.len(), reason = %why, "events refused by the far end; dropped");
+                    ctx.metrics.discarded("rejected", send.len());
+                    ctx.metrics.error("rejected", 1);
+                    confirm_all(&send, ctx.index, Delivery::Rejected);
+                    break;
+                }
+                Err(SendError::Retry(why)) => {
+                    attempt += 1;
+                    retries.inc();
+                    ctx.metrics.error("request", 1);
+                    if ctx.shutdown.is_stopping() && started.elapsed() > ctx.shutdown.drain_timeout() {
+                        // Not confirmed: a file source reads these again after the restart.
+                        tracing::error!(sink = %ctx.id, events = send.len(), "giving up at shutdown; the events stay unconfirmed");
+                        return;
+                    }
+                    let wait = ctx.request.backoff(attempt);
+                    tracing::warn!(sink = %ctx.id, attempt, error = %why, retry_in = ?wait, "request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::event::{BatchAck, Completion, Notifier};
+    use crate::fanout;
+
+    /// A far end that answers from a script, and records every request it got.
+    struct Scripted {
+        answers: VecDeque<Result<(), SendError>>,
+        requests: Arc<Mutex<Vec<Vec<String>>>>,
+    }
+
+    impl Service for Scripted {
+        async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+            let texts = events.iter().map(|e| String::from_utf8_lossy(&e.data).into_owned()).collect();
+            self.requests.lock().unwrap().push(texts);
+            self.answers.pop_front().unwrap_or(Ok(()))
+        }
+    }
+
+    fn context(id: &str, inbox: fanout::Inbox, max_events: usize) -> SinkContext {
+        SinkContext {
+            id: id.into(),
+            index: 0,
+            inbox,
+            metrics: ComponentMetrics::new(id, "sink", "test"),
+            shutdown: Shutdown::new(Duration::from_secs(1)),
+            batching: Batching { max_events, max_bytes: 1 << 20, timeout: Duration::from_millis(20) },
+            request: RequestConfig {
+                timeout: Dur::secs(1),
+                retry_initial_backoff: Dur::millis(1),
+                retry_max_backoff: Dur::millis(2),
+            },
+        }
+    }
+
+    /// A batch of `n` events with one acknowledgement, and where its completion is told.
+    fn acked(id: u64, n: usize) -> (Vec<Event>, tokio::sync::mpsc::UnboundedReceiver<Completion>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let ack = BatchAck::new(id, n, &[(0, 1)], 1, &[], Notifier::Tokio(tx));
+        let events = (0..n).map(|i| Event::with_ack(Bytes::from(format!("{{\"b\":{id},\"i\":{i}}}")), &ack)).collect();
+        (events, rx)
+    }
+
+    #[tokio::test]
+    async fn retries_until_delivered_then_confirms_in_requests_of_at_most_max_events() {
+        let (target, inbox) = fanout::inbox("driver-test-retry", 4);
+        let out = fanout::Output::new(vec![target], vec![]);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let service = Scripted {
+            answers: VecDeque::from([Err(SendError::Retry("503".into())), Err(SendError::Retry("reset".into()))]),
+            requests: requests.clone(),
+        };
+        let sink = tokio::spawn(drive(service, context("driver-test-retry", inbox, 3)));
+        let (events, mut done) = acked(1, 5);
+        out.send(events).await.unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), done.recv()).await.unwrap().unwrap();
+        assert!(c.done && !c.rejected, "{c:?}");
+        drop(out);
+        sink.await.unwrap();
+        let requests = requests.lock().unwrap();
+        // Two failures of the first request, then it and the rest: the same three events
+        // each time, in order.
+        let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 3, 3, 2]);
+        assert_eq!(requests[0], requests[2]);
+        let delivered: Vec<&String> = requests[2..].iter().flatten().collect();
+        let want: Vec<String> = (0..5).map(|i| format!("{{\"b\":1,\"i\":{i}}}")).collect();
+        assert_eq!(delivered, want.iter().collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_confirmed_as_rejected_and_not_sent_again() {
+        let (target, inbox) = fanout::inbox("driver-test-reject", 4);
+        let out = fanout::Output::new(vec![target], vec![]);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let service =
+            Scripted { answers: VecDeque::from([Err(SendError::Reject("400".into()))]), requests: requests.clone() };
+        let sink = tokio::spawn(drive(service, context("driver-test-reject", inbox, 100)));
+        let (events, mut done) = acked(7, 2);
+        out.send(events).await.unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), done.recv()).await.unwrap().unwrap();
+        assert!(c.done && c.rejected, "{c:?}");
+        drop(out);
+        sink.await.unwrap();
+        assert_eq!(requests.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_a_sink_confirmed_before_a_restart_are_not_sent_again() {
+        let (target, inbox) = fanout::inbox("driver-test-skip", 4);
+        let out = fanout::Output::new(vec![target], vec![]);
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let sink = tokio::spawn(drive(
+            Scripted { answers: VecDeque::new(), requests: requests.clone() },
+            context("driver-test-skip", inbox, 100),
+        ));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let skipped = BatchAck::new(1, 2, &[(0, 1)], 1, &[0], Notifier::Tokio(tx));
+        let mut events: Vec<Event> =
+            (0..2).map(|i| Event::with_ack(Bytes::from(format!("{{\"old\":{i}}}")), &skipped)).collect();
+        events.push(Event::new(Bytes::from_static(b"{\"new\":1}")));
+        out.send(events).await.unwrap();
+        drop(out);
+        sink.await.unwrap();
+        assert_eq!(*requests.lock().unwrap(), vec![vec!["{\"new\":1}".to_string()]]);
+    }
+}

@@ -1,0 +1,179 @@
+//! The tagging thread of an `anomaly` transform: gathers its inbox into batches, tags each
+//! batch with the model it holds (swapping in a pushed model between batches), counts, and
+//! sends the tagged records on in order with their acknowledgements.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::model::ModelManager;
+use super::runtime::TagRuntime;
+use super::AnomalyConfig;
+use crate::event::{Event, Events};
+use crate::fanout::{Inbox, Output};
+use crate::metrics::{self, ComponentMetrics};
+use flowtag_plugin::Verdict;
+
+pub fn spawn(worker: Worker) -> Result<std::thread::JoinHandle<()>, String> {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name(format!("anomaly:{}", worker.id))
+        .spawn(move || worker.run(handle))
+        .map_err(|e| format!("cannot start a thread: {e}"))
+}
+
+pub struct Worker {
+    id: String,
+    cfg: AnomalyConfig,
+    inbox: Inbox,
+    out: Output,
+    metrics: ComponentMetrics,
+    runtime: Box<dyn TagRuntime>,
+    manager: ModelManager,
+    /// Bytes the tags added per record in the last batch (it sizes the next batch's buffer).
+    tag_bytes: usize,
+}
+
+impl Worker {
+    pub fn new(
+        id: String,
+        cfg: AnomalyConfig,
+        inbox: Inbox,
+        out: Output,
+        metrics: ComponentMetrics,
+        runtime: Box<dyn TagRuntime>,
+        manager: ModelManager,
+    ) -> Worker {
+        Worker { id, cfg, inbox, out, metrics, runtime, manager, tag_bytes: 256 }
+    }
+
+    /// Tag until the inbox closes (or everything downstream is gone), then finish what is left.
+    pub fn run(mut self, handle: tokio::runtime::Handle) {
+        // Timers (the batch timeout) need the runtime's context on this thread.
+        let _runtime = handle.enter();
+        let max = self.cfg.batch.max_events;
+        let mut pending: Events = Vec::with_capacity(max * 2);
+        let mut out_buf: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        loop {
+            // Wait for something, then gather up to `max_events` or until the timeout.
+            if pending.is_empty() {
+                match self.inbox.blocking_recv() {
+                    Some(events) => pending.extend(events),
+                    None => break,
+                }
+            }
+            let deadline = Instant::now() + self.cfg.batch.timeout.0;
+            let mut closed = false;
+            while pending.len() < max {
+                match self.inbox.try_recv() {
+                    Ok(events) => pending.extend(events),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match handle.block_on(tokio::time::timeout(left, self.inbox.recv())) {
+                            Ok(Some(events)) => pending.extend(events),
+                            Ok(None) => {
+                                closed = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            // A new model goes live between batches: each record is tagged by exactly one.
+            if let Some(next) = self.manager.take_update() {
+                tracing::info!(component = %self.id, from = %self.runtime.model_id(), to = %next.model_id(), "model swapped");
+                self.runtime = next;
+            }
+            let take = pending.len().min(max);
+            let batch: Events = pending.drain(..take).collect();
+            let tagged = self.tag(&batch, &mut out_buf, &mut ends);
+            self.metrics.received(batch.len(), batch.iter().map(|e| e.data.len()).sum());
+            let n = tagged.len();
+            if self.out.blocking_send(tagged).is_err() {
+                tracing::warn!(component = %self.id, "downstream is gone; stopping");
+                break;
+            }
+            self.metrics.sent(n);
+            if closed && pending.is_empty() {
+                break;
+            }
+        }
+        // Input closed: tag what is left, then the output closes with this thread.
+        while !pending.is_empty() {
+            let take = pending.len().min(self.cfg.batch.max_events);
+            let batch: Events = pending.drain(..take).collect();
+            let tagged = self.tag(&batch, &mut out_buf, &mut ends);
+            if self.out.blocking_send(tagged).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn tag(&mut self, batch: &[Event], out_buf: &mut Vec<u8>, ends: &mut Vec<usize>) -> Events {
+        let records: Vec<&[u8]> = batch.iter().map(|e| &e.data[..]).collect();
+        out_buf.clear();
+        ends.clear();
+        // The buffer goes downstream with the events, so each batch starts a new one: sized
+        // from the records and the tag bytes per record of the last batch (plus a quarter), it
+        // is allocated once instead of grown and copied a dozen times.
+        let input: usize = records.iter().map(|r| r.len()).sum();
+        out_buf.reserve(input + records.len() * (self.tag_bytes + self.tag_bytes / 4));
+        let started = Instant::now();
+        let result = self.runtime.tag(&records, out_buf, ends);
+        let m = metrics::global();
+        m.inference.with_label_values(&[&self.id]).observe(started.elapsed().as_secs_f64());
+        let model = self.runtime.model_id().to_string();
+        if let Some(failure) = &result.failure {
+            self.metrics.error("batch_failed", 1);
+            tracing::warn!(component = %self.id, error = %failure, "a batch could not be scored; its records go on with an error tag");
+        }
+        if result.unscored > 0 {
+            self.metrics.error("unscored", result.unscored);
+        }
+        m.anomalies.with_label_values(&[&self.id, &model]).inc_by(result.anomalous as u64);
+        m.scored.with_label_values(&[&self.id, &model]).inc_by((result.anomalous + result.normal) as u64);
+        // Observed locally and flushed once per batch, not with atomics per record.
+        let hist = m.score.with_label_values(&[&self.id, &model]).local();
+        // Counted per batch: a metric lookup per anomalous record costs more than the count.
+        let mut top: Vec<(u16, u64)> = Vec::new();
+        for r in self.runtime.results() {
+            if r.verdict != Verdict::Unscored {
+                hist.observe(r.score);
+            }
+            if let (Verdict::Anomalous, Some(feature)) = (r.verdict, r.top_reason) {
+                match top.iter_mut().find(|(f, _)| *f == feature) {
+                    Some((_, n)) => *n += 1,
+                    None => top.push((feature, 1)),
+                }
+            }
+        }
+        hist.flush();
+        let names = self.runtime.feature_names();
+        for (feature, n) in top {
+            let name = names.get(usize::from(feature)).map_or("unknown", String::as_str);
+            m.top_reasons.with_label_values(&[&self.id, &model, name]).inc_by(n);
+        }
+        self.tag_bytes = out_buf.len().saturating_sub(input).div_ceil(records.len().max(1));
+        let data = Bytes::from(std::mem::take(out_buf));
+        let mut start = 0;
+        let tagged = batch
+            .iter()
+            .zip(ends.iter())
+            .map(|(e, &end)| {
+                let ev = Event { data: data.slice(start..end), ack: e.ack.clone() };
+                start = end;
+                ev
+            })
+            .collect();
+        tagged
+    }
+}
