@@ -13,7 +13,14 @@
 //! by rotation is read to its end under its new name, the new file at the old path is a new
 //! file, and a file that shrinks (`copytruncate`) is read again from the start. Reading runs on
 //! its own thread and blocks when the pipeline is full, so a slow sink slows reading instead of
-//! growing memory. See [`crate::event`] for how acknowledgements reach the checkpoints.
+//! growing memory. See [`crate::event`] for how acknowledgements reach the checkpoints, and
+//! [`progress`] for how a file's checkpoint follows them.
+//!
+//! The limit of copytruncate: a file truncated and written again is noticed when it is shorter
+//! than what was read, or when its first 256 bytes changed. One rewritten with the same first
+//! bytes (a CSV header and little else) and already as long as what was read before the next
+//! look cannot be told from a file that grew: its new lines before the old length are missed.
+//! Rotate by rename where that matters (logrotate's default).
 
 pub mod checkpoint;
 mod fingerprint;
@@ -30,8 +37,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use self::checkpoint::{Checkpoints, FileCheckpoint, FileKey};
-use self::fingerprint::{prefix_hash, prefix_of};
+use self::checkpoint::{Checkpoints, FileCheckpoint, FileKey, PREFIX_BYTES};
+use self::fingerprint::{prefix_hash, prefix_of, same_start};
 use self::progress::Progress;
 use super::SourceContext;
 use crate::config::duration::Dur;
@@ -102,7 +109,10 @@ struct Watched {
     /// Skipping the rest of an over-long line.
     skipping: bool,
     decoder: Decoder,
+    /// The hash and length of the file's first bytes, taken as it grows to [`PREFIX_BYTES`].
     prefix: (u64, u64),
+    /// The file's length and modification time when it was last looked at.
+    seen: (u64, Option<std::time::SystemTime>),
     /// Still matched by the globs under its path.
     matched: bool,
     at_eof_since: Option<Instant>,
@@ -257,7 +267,7 @@ impl Tailer {
                 return;
             }
         };
-        let prefix = prefix_of(&mut file);
+        let prefix = prefix_of(&file);
         let len = meta.len();
         // Resume from a checkpoint that belongs to this very file; else per `read_from` for
         // files present at start, from the beginning for files that appear later.
@@ -265,7 +275,7 @@ impl Tailer {
             .checkpoints
             .get(&key)
             .filter(|cp| {
-                cp.prefix_len <= prefix.1 && (cp.prefix_len == 0 || prefix_hash(&mut file, cp.prefix_len) == cp.prefix)
+                cp.prefix_len <= prefix.1 && (cp.prefix_len == 0 || prefix_hash(&file, cp.prefix_len) == cp.prefix)
             })
             .cloned();
         let (offset, sink_confirmed) = match &cp {
@@ -299,6 +309,7 @@ impl Tailer {
                 skipping: false,
                 decoder,
                 prefix,
+                seen: (len, meta.modified().ok()),
                 matched: true,
                 at_eof_since: None,
                 progress: Progress::new(offset, sink_confirmed),
@@ -328,17 +339,26 @@ impl Tailer {
         let max_line = self.cfg.max_line_bytes;
         let batch_events = self.cfg.batch_events;
         let Some(f) = self.files.get_mut(&key) else { return Ok(false) };
-        // Truncated (copytruncate): start over.
+        // Truncated (copytruncate): start over. Told by a file shorter than what was read, or,
+        // when it changed since the last look, by a start that is no longer the same (it was
+        // truncated and written again to the old length or past it before this look).
         if let Ok(meta) = f.file.metadata() {
-            if meta.len() < f.offset + f.partial.len() as u64 {
+            let len = meta.len();
+            let seen = (len, meta.modified().ok());
+            let changed = seen != f.seen;
+            f.seen = seen;
+            let rewritten = changed && !same_start(&f.file, f.prefix);
+            if len < f.offset + f.partial.len() as u64 || rewritten {
                 tracing::warn!(path = %f.path.display(), "file was truncated; reading it again from the start");
                 let _ = f.file.seek(SeekFrom::Start(0));
                 f.offset = 0;
                 f.partial.clear();
                 f.decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
                 f.progress.reset();
-                f.prefix = prefix_of(&mut f.file);
+                f.prefix = prefix_of(&f.file);
                 let _ = f.file.seek(SeekFrom::Start(0));
+            } else if changed && f.prefix.1 < PREFIX_BYTES as u64 {
+                f.prefix = prefix_of(&f.file);
             }
         }
         // The next offset at which some sink's confirmed range ends: a batch must not straddle

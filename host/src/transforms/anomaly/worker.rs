@@ -177,3 +177,100 @@ impl Worker {
         tagged
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{confirm_all, BatchAck, Delivery, Notifier};
+    use crate::fanout;
+    use crate::shutdown::Shutdown;
+    use crate::transforms::anomaly::model::Controls;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin/tests/fixtures").join(name)
+    }
+
+    /// The transform in-process: records in through its inbox, tagged records out in order with
+    /// their acknowledgements, a malformed record tagged rather than dropped, and the top-reason
+    /// counter equal to the reasons in the records it wrote.
+    #[test]
+    fn tags_in_order_keeps_acknowledgements_and_counts_top_reasons() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _guard = rt.enter();
+        let id = "worker-test";
+        let cfg: AnomalyConfig = toml::from_str(&format!(
+            "inputs = [\"x\"]\nmodel = {:?}\nreasons = \"anomalous\"\nbatch.max_events = 64\nbatch.timeout = \"5ms\"",
+            fixture("iforest")
+        ))
+        .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let shutdown = Shutdown::new(Duration::from_secs(1));
+        let mut manager =
+            ModelManager::start(id, &cfg, data.path(), &data.path().join("wasm"), shutdown, &Controls::default())
+                .unwrap();
+        let runtime = manager.current();
+        let model = runtime.model_id().to_string();
+        let (in_target, inbox) = fanout::inbox(id, 4);
+        let (out_target, mut out_inbox) = fanout::inbox("worker-test-out", 64);
+        let worker = Worker::new(
+            id.into(),
+            cfg,
+            inbox,
+            fanout::Output::new(vec![out_target], vec![]),
+            ComponentMetrics::new(id, "transform", "anomaly"),
+            runtime,
+            manager,
+        );
+        let thread = spawn(worker).unwrap();
+
+        let text = std::fs::read_to_string(fixture("records.jsonl")).unwrap();
+        let mut records: Vec<String> = text.lines().take(300).map(str::to_string).collect();
+        records.insert(150, r#"{"dur": "not a number at all", "proto": 7}"#.to_string());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let input = fanout::Output::new(vec![in_target], vec![]);
+        for (b, chunk) in records.chunks(50).enumerate() {
+            let ack = BatchAck::new(b as u64, chunk.len(), &[(0, 1)], 1, &[], Notifier::Std(done_tx.clone()));
+            let events = chunk.iter().map(|r| Event::with_ack(Bytes::from(r.clone()), &ack)).collect();
+            input.blocking_send(events).unwrap();
+        }
+        drop(input);
+        let mut out: Vec<Event> = Vec::new();
+        while let Some(events) = out_inbox.blocking_recv() {
+            out.extend(events);
+        }
+        thread.join().unwrap();
+
+        assert_eq!(out.len(), records.len());
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for (record, event) in records.iter().zip(&out) {
+            let tagged: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+            let original: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
+            if original.is_object() && original.get("rate").is_some() {
+                assert_eq!(tagged["rate"], original["rate"], "records keep their order and fields");
+            }
+            let tag = &tagged["anomaly"];
+            assert!(tag["verdict"].is_string(), "{tagged}");
+            if tag["verdict"] == "anomalous" {
+                if let Some(first) = tag["reasons"][0]["feature"].as_str() {
+                    *reasons.entry(first.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let malformed: serde_json::Value = serde_json::from_slice(&out[150].data).unwrap();
+        assert_eq!(malformed["anomaly"]["verdict"], "unscored");
+        assert!(malformed["anomaly"]["error"].is_string());
+        assert!(!reasons.is_empty(), "the fixture has anomalous records with reasons");
+        let m = metrics::global();
+        for (feature, n) in &reasons {
+            assert_eq!(m.top_reasons.with_label_values(&[id, &model, feature]).get(), *n, "{feature}");
+        }
+
+        // The acknowledgements went through: confirming the output finishes every batch.
+        confirm_all(&out, 0, Delivery::Delivered);
+        let finished: Vec<u64> = done_rx.try_iter().filter(|c| c.done).map(|c| c.batch).collect();
+        assert_eq!(finished, (0..records.chunks(50).count() as u64).collect::<Vec<_>>());
+    }
+}
