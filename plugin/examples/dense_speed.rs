@@ -8,7 +8,7 @@ fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| "models/unsw-unsupervised".into());
     let bundle = Bundle::read_path(path.as_ref()).unwrap();
     let width = bundle.manifest.width();
-    let mut g = DenseGraph::from_onnx(&bundle.model_bytes, width).expect("a dense graph");
+    let mut g = DenseGraph::from_onnx(&bundle.model_bytes, width).unwrap_or_else(|e| panic!("not a dense graph: {e}"));
     let n = 256;
     let x: Vec<f32> = (0..n * width).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
     let reps = 400;

@@ -13,11 +13,12 @@
 //! inner loops run over output columns, which the compiler vectorises without reordering any sum.
 //!
 //! Tree ensembles run here too, on the same evaluator tract gets through
-//! [`crate::forest::tract_op`]: for a forest, running the graph through tract cost about 8 % of
+//! [`crate::forest::tract_op`] (both read the node with [`crate::forest::onnx`]): for a forest, running the graph through tract cost about 8 % of
 //! the scoring time in tensor plumbing and broadcasting around the trees.
 //!
 //! [`DenseGraph::from_onnx`] accepts a graph only if every node is one it runs exactly; anything
-//! else (other ops, other shapes) is left to tract.
+//! else (other ops, other shapes) is left to tract, and the reason is returned, so a caller can
+//! say why a model lost native/WASM bit-identity.
 //!
 //! Values are `[N, w]` batch matrices (row-major) or constants. Supported: `Add`, `Sub`, `Mul`,
 //! `Div`, `Pow` (a batch value with a batch value of the same width or width 1, or with a
@@ -34,7 +35,7 @@ use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb::{GraphProto, NodeProto};
 use tract_onnx::prelude::*;
 
-use crate::forest::{tract_op, Forest, Outputs};
+use crate::forest::{onnx, Forest, Outputs};
 
 /// A compiled dense graph, ready to run batches.
 pub struct DenseGraph {
@@ -126,11 +127,13 @@ enum Known {
 }
 
 impl DenseGraph {
-    /// The graph as a dense program, or `None` if it holds anything this executor does not run
-    /// exactly (the caller then uses tract). `width` is the input's column count.
-    pub fn from_onnx(model_bytes: &[u8], width: usize) -> Option<DenseGraph> {
-        let proto = tract_onnx::onnx().proto_model_for_read(&mut &model_bytes[..]).ok()?;
-        let graph = proto.graph.as_ref()?;
+    /// The graph as a dense program, or why not: the first thing in it this executor does not
+    /// run exactly (the caller then uses tract). `width` is the input's column count.
+    pub fn from_onnx(model_bytes: &[u8], width: usize) -> Result<DenseGraph, String> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &model_bytes[..])
+            .map_err(|e| format!("not a readable ONNX model: {e}"))?;
+        let graph = proto.graph.as_ref().ok_or("the ONNX model has no graph")?;
         compile(graph, width)
     }
 
@@ -399,37 +402,82 @@ fn quad(dc: &mut [f32], wc: &[f32], x2: core::arch::wasm32::v128) {
     }
 }
 
-fn compile(graph: &GraphProto, width: usize) -> Option<DenseGraph> {
+fn compile(graph: &GraphProto, width: usize) -> Result<DenseGraph, String> {
     let resolver = FopenDataResolver;
     let mut known: HashMap<String, Known> = HashMap::new();
     for t in &graph.initializer {
-        let tensor = tract_onnx::tensor::load_tensor(&resolver, t, None).ok()?;
-        let data = tensor.cast_to::<f32>().ok()?.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
-        known.insert(t.name.clone(), Known::Const { shape: tensor.shape().to_vec(), data });
+        let as_f32 = || -> Option<(Vec<usize>, Vec<f32>)> {
+            let tensor = tract_onnx::tensor::load_tensor(&resolver, t, None).ok()?;
+            let data = tensor.cast_to::<f32>().ok()?.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+            Some((tensor.shape().to_vec(), data))
+        };
+        let (shape, data) = as_f32().ok_or_else(|| format!("initializer {:?} does not read as f32 numbers", t.name))?;
+        known.insert(t.name.clone(), Known::Const { shape, data });
     }
     let inputs: Vec<_> = graph.input.iter().filter(|i| !known.contains_key(&i.name)).collect();
     if inputs.len() != 1 {
-        return None;
+        return Err(format!("the graph has {} inputs; the dense executor runs graphs of one", inputs.len()));
     }
     let mut widths = vec![width];
     known.insert(inputs[0].name.clone(), Known::Batch(0));
     let mut steps = Vec::new();
     for node in &graph.node {
-        let outs = compile_node(node, &known, &mut widths, &mut steps)?;
+        let outs = compile_node(node, &known, &mut widths, &mut steps).ok_or_else(|| why_not(node))?;
         for (name, k) in node.output.iter().zip(outs) {
             known.insert(name.clone(), k);
         }
     }
     let mut outputs = HashMap::new();
     for o in &graph.output {
-        match known.get(&o.name)? {
-            Known::Batch(v) => outputs.insert(o.name.clone(), *v),
-            Known::Labels => None,
-            Known::Const { .. } => return None,
+        match known.get(&o.name) {
+            Some(Known::Batch(v)) => outputs.insert(o.name.clone(), *v),
+            Some(Known::Labels) => None,
+            Some(Known::Const { .. }) => return Err(format!("graph output {:?} is a constant", o.name)),
+            None => return Err(format!("graph output {:?} is computed by no node", o.name)),
         };
     }
     let buffers = vec![Vec::new(); widths.len()];
-    Some(DenseGraph { steps, widths, outputs, buffers })
+    Ok(DenseGraph { steps, widths, outputs, buffers })
+}
+
+/// Operations [`compile_node`] runs, in some forms.
+const DENSE_OPS: [&str; 17] = [
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Abs",
+    "Neg",
+    "Sqrt",
+    "Identity",
+    "ReduceMean",
+    "TreeEnsembleRegressor",
+    "TreeEnsembleClassifier",
+];
+
+/// Why [`compile_node`] refused `node`.
+fn why_not(node: &NodeProto) -> String {
+    let op = node.op_type.as_str();
+    let what = format!(
+        "node {:?} ({}{op})",
+        node.name,
+        if node.domain.is_empty() { String::new() } else { format!("{}.", node.domain) }
+    );
+    if !DENSE_OPS.contains(&op) {
+        return format!("{what}: not an operation the dense executor runs");
+    }
+    if let ("ai.onnx.ml", "TreeEnsembleRegressor" | "TreeEnsembleClassifier") = (node.domain.as_str(), op) {
+        if let Err(e) = onnx::ensemble_spec(node, op == "TreeEnsembleClassifier") {
+            return format!("{what}: {e}");
+        }
+    }
+    format!("{what}: its inputs, shapes or attributes are not of a form the dense executor runs exactly (see the list in dense.rs)")
 }
 
 /// Compile one node; `None` when it is not one this executor runs.
@@ -454,7 +502,7 @@ fn compile_node(
             }
             let Known::Batch(x) = input(0)? else { return None };
             // A node tract would refuse is left to tract, which says why.
-            let forest = Forest::new(&tract_op::ensemble_spec(node, classifier).ok()?);
+            let forest = Forest::new(&onnx::ensemble_spec(node, classifier).ok()?);
             if widths[*x] < forest.min_features() {
                 return None;
             }

@@ -112,6 +112,11 @@ impl Filter {
         &self.id
     }
 
+    /// When tract, not the dense executor, runs the model: why (see [`Scorer::tract_reason`]).
+    pub fn tract_reason(&self) -> Option<&str> {
+        self.scorer.tract_reason()
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }

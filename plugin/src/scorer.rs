@@ -25,7 +25,12 @@ pub struct Scorer {
 }
 
 enum Engine {
-    Tract { plan: Arc<TypedRunnableModel>, state: TypedSimpleState },
+    /// Tract, with the reason the dense executor did not take the graph.
+    Tract {
+        plan: Arc<TypedRunnableModel>,
+        state: TypedSimpleState,
+        why: String,
+    },
     Dense(DenseGraph),
 }
 
@@ -88,7 +93,7 @@ impl Scorer {
             None => None,
         };
         let engine = match DenseGraph::from_onnx(model_bytes, width) {
-            Some(dense) => {
+            Ok(dense) => {
                 // Dense outputs are read by name; map the names found above to values. A graph
                 // output the dense graph has no value for is a classifier's labels.
                 let value = |key: &'static str, name: &str| {
@@ -105,14 +110,14 @@ impl Scorer {
                 scorer.run(&vec![0.0; width], 1).map_err(|problem| BundleError::Model { problem })?;
                 return Ok(scorer);
             }
-            None => {
+            Err(why) => {
                 let n = model.symbols.sym("N");
                 model.set_input_fact(0, f32::fact(&[n.to_dim(), width.to_dim()]).into()).map_err(model_err)?;
                 let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| BundleError::Model {
                     problem: format!("cannot run with {width} input columns: {e:#}"),
                 })?;
                 let state = plan.spawn().map_err(model_err)?;
-                Engine::Tract { plan, state }
+                Engine::Tract { plan, state, why }
             }
         };
         let mut scorer = Scorer { engine, width, score, residual };
@@ -180,6 +185,15 @@ impl Scorer {
         match self.engine {
             Engine::Tract { .. } => "tract",
             Engine::Dense(_) => "dense",
+        }
+    }
+
+    /// When tract runs the model, why the dense executor did not (tract's results may differ in
+    /// the last bits between native and WASM builds); `None` when the dense executor runs it.
+    pub fn tract_reason(&self) -> Option<&str> {
+        match &self.engine {
+            Engine::Tract { why, .. } => Some(why),
+            Engine::Dense(_) => None,
         }
     }
 }

@@ -191,6 +191,6 @@ fn shipped_and_fixture_bundles_run_on_the_dense_executor() {
     for dir in dirs {
         let bundle = Bundle::read_path(&dir).unwrap();
         let scorer = Scorer::new(&bundle.model_bytes, &bundle.manifest).unwrap();
-        assert_eq!(scorer.engine(), "dense", "{}", dir.display());
+        assert_eq!(scorer.engine(), "dense", "{}: {:?}", dir.display(), scorer.tract_reason());
     }
 }

@@ -4,7 +4,7 @@
 //! builds an error value at every leaf visit (80-900 rows/s for 100 trees with backtraces on),
 //! reads `BRANCH_GTE` nodes as leaves, labels binary models wrongly, and has no regressor at all.
 //! This module replaces both ops: [`Forest`] is built once from the node's attributes
-//! ([`spec`]), laid out for speed ([`layout`]), evaluated rows-in-blocks ([`Forest::eval`]) and
+//! ([`onnx`], checked by [`spec`]), laid out for speed ([`layout`]), evaluated rows-in-blocks ([`Forest::eval`]) and
 //! finished with onnxruntime's exact semantics ([`finalize`]). [`tract_op`] registers it into
 //! tract's ONNX op registry so any graph around the trees (score arithmetic, a sigmoid) still
 //! runs in tract.
@@ -14,6 +14,7 @@
 
 pub mod finalize;
 pub mod layout;
+pub mod onnx;
 pub mod spec;
 pub mod tract_op;
 

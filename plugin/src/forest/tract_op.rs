@@ -11,7 +11,8 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::finalize::LabelPick;
-use super::spec::{Aggregate, EnsembleSpec, Labels, PostTransform, RawEnsemble};
+use super::onnx::ensemble_spec;
+use super::spec::Labels;
 use super::Forest;
 
 /// Put our tree-ensemble ops into an ONNX op registry.
@@ -29,82 +30,8 @@ fn build_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn
 }
 
 fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let spec = ensemble_spec(node, classifier)?;
+    let spec = ensemble_spec(node, classifier).map_err(|e| format_err!("{e}"))?;
     Ok((expand(TreeEnsemble { forest: Arc::new(Forest::new(&spec)) }), vec![]))
-}
-
-/// The trees of a `TreeEnsembleClassifier` (`classifier`) or `TreeEnsembleRegressor` node,
-/// validated; an error names the node and the attribute at fault. Used here and by
-/// [`crate::dense`], which runs tree-only and tree-plus-arithmetic graphs without tract.
-pub fn ensemble_spec(node: &NodeProto, classifier: bool) -> TractResult<EnsembleSpec> {
-    for unsupported in
-        ["nodes_values_as_tensor", "base_values_as_tensor", "class_weights_as_tensor", "target_weights_as_tensor"]
-    {
-        if node.attribute.iter().any(|a| a.name == unsupported) {
-            bail!(
-                "{} {:?}: double-precision attribute `{unsupported}` is not supported; export float thresholds and weights",
-                node.op_type,
-                node.name
-            );
-        }
-    }
-    let strings = |name: &str| -> TractResult<Vec<&str>> {
-        Ok(node.get_attr_opt_tvec::<&str>(name)?.map(|v| v.into_vec()).unwrap_or_default())
-    };
-    let ints = |name: &str| -> TractResult<&[i64]> { Ok(node.get_attr_opt_slice::<i64>(name)?.unwrap_or(&[])) };
-    let floats = |name: &str| -> TractResult<&[f32]> { Ok(node.get_attr_opt_slice::<f32>(name)?.unwrap_or(&[])) };
-    let prefix = if classifier { "class" } else { "target" };
-
-    let labels = if classifier {
-        let int_labels = node.get_attr_opt_slice::<i64>("classlabels_int64s")?;
-        let str_labels = node.get_attr_opt_tvec::<&str>("classlabels_strings")?;
-        Some(match (int_labels, str_labels) {
-            (Some(v), None) => Labels::Int(v.to_vec()),
-            (None, Some(v)) => Labels::Str(v.iter().map(|s| s.to_string()).collect()),
-            _ => bail!(
-                "{} {:?}: exactly one of classlabels_int64s and classlabels_strings must be set",
-                node.op_type,
-                node.name
-            ),
-        })
-    } else {
-        None
-    };
-    let n_outputs = match &labels {
-        Some(l) => l.len(),
-        None => node.get_attr_opt::<i64>("n_targets")?.unwrap_or(1).max(0) as usize,
-    };
-    let aggregate = match node.get_attr_opt::<&str>("aggregate_function")?.unwrap_or("SUM") {
-        "SUM" => Aggregate::Sum,
-        "AVERAGE" => Aggregate::Average,
-        "MIN" => Aggregate::Min,
-        "MAX" => Aggregate::Max,
-        other => bail!("{} {:?}: unknown aggregate_function {other:?}", node.op_type, node.name),
-    };
-    let post = node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE");
-    let post_transform =
-        PostTransform::parse(post).map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))?;
-
-    let raw = RawEnsemble {
-        nodes_treeids: ints("nodes_treeids")?,
-        nodes_nodeids: ints("nodes_nodeids")?,
-        nodes_featureids: ints("nodes_featureids")?,
-        nodes_modes: strings("nodes_modes")?,
-        nodes_values: floats("nodes_values")?,
-        nodes_truenodeids: ints("nodes_truenodeids")?,
-        nodes_falsenodeids: ints("nodes_falsenodeids")?,
-        nodes_missing_value_tracks_true: node.get_attr_opt_slice::<i64>("nodes_missing_value_tracks_true")?,
-        leaf_treeids: ints(&format!("{prefix}_treeids"))?,
-        leaf_nodeids: ints(&format!("{prefix}_nodeids"))?,
-        leaf_ids: ints(&format!("{prefix}_ids"))?,
-        leaf_weights: floats(&format!("{prefix}_weights"))?,
-        n_outputs,
-        aggregate,
-        post_transform,
-        base_values: floats("base_values")?.to_vec(),
-        labels,
-    };
-    raw.build().map_err(|e| format_err!("{} {:?}: {e}", node.op_type, node.name))
 }
 
 /// The inference-time face of the op: shape rules, then wiring of [`ForestOp`].

@@ -48,6 +48,9 @@ impl Native {
     pub fn new(bundle: &Bundle, options: FilterOptions) -> Result<Native, String> {
         let mut filter = Filter::new(bundle, options).map_err(|e| e.to_string())?;
         filter.check_canaries().map_err(|e| e.to_string())?;
+        if let Some(why) = filter.tract_reason() {
+            tracing::warn!(model = %filter.model_id(), reason = %why, "the model runs on tract, not the dense executor: native and WASM tags may differ in the last digits");
+        }
         let features = bundle.manifest.features.iter().map(|f| f.name.clone()).collect();
         Ok(Native { id: filter.model_id().to_string(), filter, features })
     }
