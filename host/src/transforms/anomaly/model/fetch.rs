@@ -3,16 +3,18 @@
 //! ```toml
 //! [transforms.tag.updates]
 //! source = "mlflow"                    # "dir" | "http" | "mlflow"
-//! path = "/etc/flowtag/models/next"    # dir: a bundle directory or .tar (a ConfigMap volume)
-//! url = "https://models/flows.tar"     # http: a bundle .tar, polled with If-None-Match
 //! uri = "http://mlflow:5000"           # mlflow: the tracking server (REST API)
 //! model_name = "flows"                 # mlflow: registered model
 //! alias = "champion"                   # mlflow: the alias to follow
 //! interval = "5m"                      # how often to look
 //! timeout = "60s"                      # one check, download included
 //! public_key = "/etc/flowtag/keys/models.pub"  # refuse unsigned or wrongly signed bundles
-//! pin = "3"                            # stay on this version (skip any other)
+//! # pin = "3"                          # stay on this version (skip any other)
 //! ```
+//!
+//! With `source = "dir"`, `path` names a bundle directory or `.tar` (a ConfigMap volume); with
+//! `source = "http"`, `url` names a bundle `.tar`, polled with `If-None-Match`. Each source
+//! refuses the others' keys.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
