@@ -27,16 +27,10 @@ pub struct TransformStart<'a> {
 
 /// A transform type: its config, and how it starts.
 pub trait TransformType: ComponentConfig {
-    /// Start on its own thread, reading `inbox` and writing `out`; errors name the key.
-    fn start(
-        self,
-        id: String,
-        inbox: Inbox,
-        out: Output,
-        shared: &Shared,
-    ) -> Result<std::thread::JoinHandle<()>, String>;
+    /// Start on its own thread, reading its inbox and writing its output; errors name the key.
+    fn start(self, start: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String>;
 }
 
 fn start_transform<C: TransformType>(cfg: C, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
-    cfg.start(s.id, s.inbox, s.out, s.shared)
+    cfg.start(s)
 }

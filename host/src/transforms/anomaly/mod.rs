@@ -29,10 +29,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::component::{ComponentConfig, Shared};
+use super::TransformStart;
+use crate::component::ComponentConfig;
 use crate::config::duration::Dur;
-use crate::fanout::{Inbox, Output};
-use crate::metrics::ComponentMetrics;
 use flowtag_plugin::{FilterOptions, ReasonsMode};
 use model::fetch::UpdatesConfig;
 use model::ModelManager;
@@ -200,22 +199,16 @@ impl ComponentConfig for AnomalyConfig {
 }
 
 impl super::TransformType for AnomalyConfig {
-    fn start(
-        self,
-        id: String,
-        inbox: Inbox,
-        out: Output,
-        shared: &Shared,
-    ) -> Result<std::thread::JoinHandle<()>, String> {
+    fn start(self, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
+        let TransformStart { id, inbox, out, shared } = s;
         shared.health.pending(&id, "loading the model");
         let data_dir = shared.data_dir.join("transforms").join(&id);
         let wasm_cache = shared.data_dir.join("wasm-cache");
-        let mut manager =
-            ModelManager::start(&id, &self, &data_dir, &wasm_cache, shared.shutdown.clone(), &shared.models)?;
-        let runtime = manager.current();
-        let metrics = ComponentMetrics::new(&id, "transform", Self::TYPE);
+        let manager = ModelManager::start(&id, &self, &data_dir, &wasm_cache, shared.shutdown.clone(), &shared.models)?;
+        let runtime = manager.runtime();
+        let worker = worker::Worker::new(id.clone(), self, inbox, out, manager);
         shared.health.ready(&id);
-        tracing::info!(component = %id, model = %runtime.model_id(), runtime = %manager.runtime(), "tagging with model");
-        worker::spawn(worker::Worker::new(id, self, inbox, out, metrics, runtime, manager))
+        tracing::info!(component = %id, model = %worker.model_id(), %runtime, "tagging with model");
+        worker::spawn(worker)
     }
 }

@@ -35,16 +35,16 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        id: String,
-        cfg: AnomalyConfig,
-        inbox: Inbox,
-        out: Output,
-        metrics: ComponentMetrics,
-        runtime: Box<dyn TagRuntime>,
-        manager: ModelManager,
-    ) -> Worker {
+    /// A worker serving `manager`'s current model.
+    pub fn new(id: String, cfg: AnomalyConfig, inbox: Inbox, out: Output, mut manager: ModelManager) -> Worker {
+        let runtime = manager.current();
+        let metrics = ComponentMetrics::new(&id, "transform", "anomaly");
         Worker { id, cfg, inbox, out, metrics, runtime, manager, tag_bytes: 256 }
+    }
+
+    /// `name@version` of the model it starts with.
+    pub fn model_id(&self) -> &str {
+        self.runtime.model_id()
     }
 
     /// Tag until the inbox closes (or everything downstream is gone), then finish what is left.
@@ -208,22 +208,13 @@ mod tests {
         .unwrap();
         let data = tempfile::tempdir().unwrap();
         let shutdown = Shutdown::new(Duration::from_secs(1));
-        let mut manager =
+        let manager =
             ModelManager::start(id, &cfg, data.path(), &data.path().join("wasm"), shutdown, &Controls::default())
                 .unwrap();
-        let runtime = manager.current();
-        let model = runtime.model_id().to_string();
         let (in_target, inbox) = fanout::inbox(id, 4);
         let (out_target, mut out_inbox) = fanout::inbox("worker-test-out", 64);
-        let worker = Worker::new(
-            id.into(),
-            cfg,
-            inbox,
-            fanout::Output::new(vec![out_target], vec![]),
-            ComponentMetrics::new(id, "transform", "anomaly"),
-            runtime,
-            manager,
-        );
+        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), manager);
+        let model = worker.model_id().to_string();
         let thread = spawn(worker).unwrap();
 
         let text = std::fs::read_to_string(fixture("records.jsonl")).unwrap();
