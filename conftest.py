@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from flowtag_train.datasets import datasets_root
+
 REPO = Path(__file__).resolve().parent
 
 
@@ -16,7 +18,7 @@ REPO = Path(__file__).resolve().parent
 def datasets() -> Path:
     """`FLOWTAG_DATASETS`, default `../shared/datasets`. The tests read real data; without it
     they fail rather than pass vacuously."""
-    root = Path(os.environ.get("FLOWTAG_DATASETS", REPO.parent / "shared" / "datasets"))
+    root = datasets_root()
     if not (root / "unsw-nb15").is_dir():
         pytest.fail(f"no datasets at {root} (set FLOWTAG_DATASETS)")
     os.environ["FLOWTAG_DATASETS"] = str(root)

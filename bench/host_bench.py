@@ -26,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit.metrics import scrape, total  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -46,12 +48,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def metric(api: int, name: str, component: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and f'component_id="{component}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return total(scrape(f"127.0.0.1:{api}"), name, component_id=component)
 
 
 def run(flowtag: Path, work: Path, input_path: Path, n: int, tag: bool, api: int, label: str) -> dict:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+from flowtag_export.runtime import session
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "plugin/tests/fixtures"
@@ -41,10 +41,7 @@ def fixture_rows(width: int) -> np.ndarray:
 
 
 def ort_rate(model: str, batch: int, seconds: float = 2.0) -> float:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(FIXTURES / model / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    sess = session(FIXTURES / model / "model.onnx")
     width = sess.get_inputs()[0].shape[1]
     rows = fixture_rows(width)
     x = rows[np.arange(batch) % len(rows)]

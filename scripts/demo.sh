@@ -23,7 +23,9 @@ while (($#)); do
     esac
 done
 
-say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
+# Bold only on a terminal, and never with NO_COLOR (a CI log or a pipe gets plain text).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
+say() { printf '%s[demo]%s %s\n' "$B" "$N" "$*"; }
 
 say "building flowtag (release)"
 cargo build --release -q -p flowtag-host

@@ -8,28 +8,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
 import sys
 import time
-import urllib.request
+from pathlib import Path
 
-SAMPLE = re.compile(r'^([a-z_]+)\{([^}]*)\} ([0-9.e+-]+|NaN)$')
-
-
-def scrape(api: str) -> list[tuple[str, dict[str, str], float]]:
-    text = urllib.request.urlopen(f"http://{api}/metrics", timeout=2).read().decode()
-    rows = []
-    for line in text.splitlines():
-        m = SAMPLE.match(line)
-        if m:
-            labels = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(2)))
-            rows.append((m.group(1), labels, float(m.group(3))))
-    return rows
-
-
-def total(rows, name: str, **want: str) -> float:
-    return sum(v for n, labels, v in rows if n == name and all(labels.get(k) == x for k, x in want.items()))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit.metrics import scrape, total  # noqa: E402  (standard library only)
 
 def progress(api: str, count: int, log: str) -> list:
     start = time.monotonic()

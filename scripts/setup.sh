@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+# Bold only on a terminal, and never with NO_COLOR (a CI log or a pipe gets plain text).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
+say() { printf '%s[setup]%s %s\n' "$B" "$N" "$*"; }
 
 # --- Rust ------------------------------------------------------------------------------------
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 export FLOWTAG_DATASETS=${FLOWTAG_DATASETS:-$PWD/../shared/datasets}
 [ -d "$FLOWTAG_DATASETS" ] || { echo "no datasets at $FLOWTAG_DATASETS (set FLOWTAG_DATASETS)" >&2; exit 2; }
 
-step() { printf '\n\033[1m[test]\033[0m %s\n' "$*"; }
+# Bold only on a terminal, and never with NO_COLOR (a CI log or a pipe gets plain text).
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
+step() { printf '\n%s[test]%s %s\n' "$B" "$N" "$*"; }
 started=$SECONDS
 
 step "WASM filter module"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -13,6 +12,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from . import metrics
 
 
 def free_port() -> int:
@@ -68,18 +69,10 @@ class Flowtag:
         return self.log_path.read_text(errors="replace")
 
     def metrics(self) -> list[tuple[str, dict, float]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.api}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = []
-        for line in text.splitlines():
-            m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)$", line)
-            if m:
-                labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-                out.append((m.group(1), labels, float(m.group(4))))
-        return out
+        return metrics.scrape(f"127.0.0.1:{self.api}")
 
     def metric(self, name: str, **labels) -> float:
-        return sum(v for n, ls, v in self.metrics() if n == name and all(ls.get(k) == str(x) for k, x in labels.items()))
+        return metrics.total(self.metrics(), name, **labels)
 
     def post(self, path: str) -> tuple[int, dict]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.api}{path}", data=b"", method="POST")

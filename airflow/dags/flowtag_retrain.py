@@ -70,7 +70,7 @@ PARAMS = {
     "max_attack_share": Param(DEFAULTS.max_attack_share, type="number", minimum=0, maximum=1),
     "eval_buckets": Param(DEFAULTS.eval_buckets, type="integer", minimum=2),
     "eval_rows": Param(DEFAULTS.eval_rows, type="integer", minimum=0),
-    "metric": Param(DEFAULTS.metric, type="string", enum=["pr_auc", "roc_auc", "f1", "detection_at_fpr_1e-2", "detection_at_fpr_1e-3"]),
+    "metric": Param(DEFAULTS.metric, type="string", enum=list(retrain.GATE_METRICS)),
     "min_gain": Param(DEFAULTS.min_gain, type="number", minimum=0),
     "fpr_budget": Param(DEFAULTS.fpr_budget, type="number", exclusiveMinimum=0, exclusiveMaximum=1),
     "alias": Param(DEFAULTS.alias, type="string"),

@@ -5,7 +5,6 @@
     flowtag-export verify BUNDLE_DIR --public-key models.pub
     flowtag-export inspect BUNDLE
     flowtag-export tar BUNDLE_DIR OUT.tar
-    flowtag-export parity BUNDLE --data CSV [--rows N] [--flowtag PATH]
     flowtag-export fixtures --out plugin/tests/fixtures
 """
 
@@ -33,11 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tar", help="pack a bundle directory into a .tar")
     t.add_argument("bundle")
     t.add_argument("out")
-    par = sub.add_parser("parity", help="sklearn-free parity: onnxruntime vs `flowtag score` on real rows")
-    par.add_argument("bundle")
-    par.add_argument("--data", required=True, help="CSV file of records in the bundle's schema")
-    par.add_argument("--rows", type=int, default=10000)
-    par.add_argument("--flowtag", default=None, help="path to the flowtag binary (default: target/release/flowtag)")
     f = sub.add_parser("fixtures", help="write the plugin's golden fixtures")
     f.add_argument("--out", required=True)
     a = p.parse_args(argv)
@@ -72,10 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         from .bundle import to_tar
 
         print(f"wrote {to_tar(a.bundle, a.out)}")
-    elif a.cmd == "parity":
-        from .parity import run_cli
-
-        return run_cli(a.bundle, a.data, a.rows, a.flowtag)
     elif a.cmd == "fixtures":
         from .golden import write_fixtures
 

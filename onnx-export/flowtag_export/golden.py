@@ -20,23 +20,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 from onnx import TensorProto, helper
 
 from . import autoencoder as ae_export
 from . import bundle, manifest, trees
 from .graph import INPUT, model_proto
+from .runtime import session
 from .spec import Feature, FeatureSpec, MissingRule, Transform, loads_record
 
 SEED = 20261121
-
-
-def session(model_bytes: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def synthetic_flows(n: int, rng: np.random.Generator, attack_share: float = 0.1) -> pd.DataFrame:

@@ -1,9 +1,10 @@
 """Parity between onnxruntime and `flowtag score` on real rows.
 
-The Python side reads the rows with the training loader and featurizes them with the bundle's
-spec (`FeatureSpec.transform_frame`); the Rust side reads the same file with its own decoder and
-featurizer. Both must score every row alike (|a - b| <= 1e-5 * max(1, |b|)): this proves the two
-featurizers, the two decoders and the two model runtimes agree. scikit-learn vs onnxruntime is
+The Python side featurizes rows (as the training loader reads them; `flowtag-train parity` loads
+them) with the bundle's spec (`FeatureSpec.transform_frame`); the Rust side reads the same file
+with its own decoder and featurizer. Both must score every row alike
+(|a - b| <= 1e-5 * max(1, |b|)): this proves the two featurizers, the two decoders and the two
+model runtimes agree. scikit-learn vs onnxruntime is
 checked at training time and recorded in the manifest (`metrics.parity_sklearn_onnx`).
 """
 
@@ -11,14 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from .bundle import read
-from .graph import INPUT
+from .runtime import raw_scores
 from .spec import FeatureSpec
 
 TOLERANCE = 1e-5
@@ -26,18 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def onnx_raw(bundle_dir: Path, X: np.ndarray) -> np.ndarray:
+    """onnxruntime's raw scores of the feature rows `X` through a bundle's graph."""
     b = read(bundle_dir)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(b.model_bytes, opts, providers=["CPUExecutionProvider"])
-    out = b.manifest["output"]
-    names = [o.name for o in sess.get_outputs()]
-    scores = []
-    for i in range(0, len(X), 8192):
-        res = dict(zip(names, sess.run(None, {INPUT: X[i : i + 8192]})))
-        v = res[out["name"]]
-        scores.append(v.reshape(len(v), -1)[:, out.get("column", 0)])
-    return np.concatenate(scores)
+    return raw_scores(b.model_bytes, b.manifest["output"], X)
 
 
 def flowtag_raw(bundle_dir: Path, data: Path, fmt: str, flowtag: Path, runtime: str = "native", plugin: Path | None = None) -> tuple[np.ndarray, list[dict]]:
@@ -66,20 +56,3 @@ def compare(bundle_dir: Path, frame, data: Path, fmt: str, flowtag: Path) -> dic
     diff = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
     worst = float(np.nanmax(diff)) if len(diff) else 0.0
     return {"rows": len(expected), "unscored": unscored, "max_relative_diff": worst, "worst_row": int(np.nanargmax(diff)) if len(diff) else -1}
-
-
-def run_cli(bundle: str, data: str, rows: int, flowtag: str | None) -> int:
-    """`flowtag-export parity`: needs the training package's loader for the bundle's schema."""
-    from flowtag_train.datasets import Schema, load  # the loader lives with training
-
-    b = read(bundle)
-    schema = Schema.load(b.manifest["schema"])
-    ds = load(schema, files=[data])
-    frame = ds.frame.iloc[:rows]
-    fmt = {"unsw_nb15": "unsw", "unsw_nb15_raw": "unsw", "cicids2017": "cicflowmeter", "zeek_conn": "zeek"}.get(schema.name, "csv")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rows.csv"
-        frame.to_csv(path, index=False)
-        result = compare(Path(bundle), frame, path, fmt, Path(flowtag or REPO / "target/release/flowtag"))
-    print(json.dumps(result, indent=2))
-    return 0 if result["max_relative_diff"] <= TOLERANCE and result["unscored"] == 0 else 1

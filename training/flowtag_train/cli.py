@@ -19,10 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
-from . import defaults, overlap, pipeline, retrain, tracking
-from .datasets import load
+from flowtag_export import bundle as bundle_io
+from flowtag_export import parity
+
+from . import defaults, models, overlap, pipeline, retrain, tracking
+from .datasets import Schema, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = sub.add_parser("train", help="one training run: bundle, report, MLflow run")
     t.add_argument("--dataset", required=True, help="a schema name (unsw_nb15, cicids2017, ...) or a schema file")
-    t.add_argument("--model", required=True, choices=["isolation_forest", "autoencoder", "random_forest", "gradient_boosting"])
+    t.add_argument("--model", required=True, choices=list(models.KINDS))
     t.add_argument("--name", required=True, help="bundle and registered model name")
     t.add_argument("--version", default="1")
     t.add_argument("--file", action="append")
@@ -71,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ov.add_argument("--shape", help="comma-separated columns (default: the dataset schema's `shape`)")
     ov.add_argument("--file", action="append", help="files instead of the schema's (repeatable)")
     ov.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+
+    par = sub.add_parser("parity", help="onnxruntime vs `flowtag score` on real rows of a bundle's dataset")
+    par.add_argument("--bundle", required=True, help="a bundle folder; its manifest names the schema")
+    par.add_argument("--data", required=True, help="a file of records in the bundle's schema")
+    par.add_argument("--rows", type=int, default=10000)
+    par.add_argument("--flowtag", default=None, help="the flowtag binary (default: target/release/flowtag)")
 
     pr = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     pr.add_argument("--name", required=True)
@@ -131,10 +141,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"flowtag-train overlap: {e}", file=sys.stderr)
             return 2
         print(json.dumps(result, indent=2) if a.json else overlap.markdown(result))
+    elif a.cmd == "parity":
+        result = parity_on_file(Path(a.bundle), a.data, a.rows, a.flowtag)
+        print(json.dumps(result, indent=2))
+        return 0 if result["max_relative_diff"] <= parity.TOLERANCE and result["unscored"] == 0 else 1
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
         print(f"{a.name}@{a.alias} -> version {a.version}")
     return 0
+
+
+def parity_on_file(bundle: Path, data: str, rows: int, flowtag: str | None) -> dict:
+    """The first `rows` records of `data`, read by the bundle's schema's loader, scored by
+    onnxruntime and by `flowtag score` (see `flowtag_export.parity`)."""
+    b = bundle_io.read(bundle)
+    schema = Schema.load(b.manifest["schema"])
+    frame = load(schema, files=[data]).frame.iloc[:rows]
+    fmt = {"unsw_nb15": "unsw", "unsw_nb15_raw": "unsw", "cicids2017": "cicflowmeter", "zeek_conn": "zeek"}.get(schema.name, "csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.csv"
+        frame.to_csv(path, index=False)
+        return parity.compare(bundle, frame, path, fmt, Path(flowtag or parity.REPO / "target/release/flowtag"))
 
 
 if __name__ == "__main__":

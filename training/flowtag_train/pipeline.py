@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from flowtag_export import bundle as bundle_io
 from flowtag_export import manifest as manifest_io
-from flowtag_export.graph import INPUT
+from flowtag_export.runtime import raw_scores
 from flowtag_export.spec import FeatureSpec
 
 from . import evaluate, features, models, splits, tracking
@@ -65,26 +64,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {"bundle_dir": str(self.bundle_dir), "metrics": self.metrics, "run_id": self.run_id, "version": self.version, "report": str(self.report)}
-
-
-def session(model_bytes: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-
-
-def onnx_scores(model_bytes: bytes, output: dict, X: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Raw scores of the exported graph (float32, as the plugin sees them)."""
-    sess = session(model_bytes)
-    names = [o.name for o in sess.get_outputs()]
-    col = output.get("column", 0)
-    parts = []
-    for i in range(0, len(X), batch):
-        res = dict(zip(names, sess.run(None, {INPUT: X[i : i + batch].astype(np.float32)})))
-        v = res[output["name"]]
-        parts.append(v.reshape(len(v), -1)[:, col])
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def code_revision() -> str:
@@ -135,8 +114,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     y = ds.y
     trained = models.fit(cfg.model, X[sp.train], y[sp.train], seed=cfg.seed, params=cfg.params, X_valid=X[sp.valid], y_valid=y[sp.valid])
     model_bytes, output = trained.export(spec.width)
-    valid_scores = onnx_scores(model_bytes, output, X[sp.valid])
-    test_scores = onnx_scores(model_bytes, output, X[sp.test])
+    valid_scores = raw_scores(model_bytes, output, X[sp.valid])
+    test_scores = raw_scores(model_bytes, output, X[sp.test])
     check_parity(trained, X[np.concatenate([sp.valid, sp.test])], np.concatenate([valid_scores, test_scores]))
     normal_valid = valid_scores[y[sp.valid] == 0]
     threshold = evaluate.threshold_for_fpr(normal_valid, cfg.target_fpr)
@@ -152,7 +131,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     reference = manifest_io.reference_statistics(spec, X[train_normal])
 
     def score_fn(rows):
-        return onnx_scores(model_bytes, output, rows)
+        return raw_scores(model_bytes, output, rows)
 
     canaries = manifest_io.canary_expectations(
         spec, manifest_io.synthesize_canaries(spec, features.raw_quantiles(spec, ds, sp.train), cfg.seed), score_fn, quantiles, threshold

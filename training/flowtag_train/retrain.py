@@ -40,10 +40,13 @@ from flowtag_export.spec import FeatureSpec, check_fields
 
 from . import evaluate, tracking
 from .datasets import Dataset, load
+from .models import KINDS
 from .pipeline import TrainConfig, evaluation_columns, train
 from .splits import evaluation_rows
 
-MODELS = ("isolation_forest", "autoencoder", "random_forest", "gradient_boosting")
+MODELS = tuple(KINDS)
+#: What the gate may compare a candidate and the champion by.
+GATE_METRICS = ("pr_auc", "roc_auc", "f1", "detection_at_fpr_1e-2", "detection_at_fpr_1e-3")
 #: The evaluation set's sample (when `eval_rows` caps it) is drawn with this seed, never the
 #: training seed, so it is the same rows at every run.
 EVALUATION_SEED = 7
@@ -111,8 +114,8 @@ class RetrainConfig:
         bad = [m for m in self.models if m not in MODELS]
         if not self.models or bad:
             raise ConfigError(f"models: {bad or 'empty'} (choose from {list(MODELS)})")
-        if self.metric not in ("pr_auc", "roc_auc", "f1", "detection_at_fpr_1e-2", "detection_at_fpr_1e-3"):
-            raise ConfigError(f"metric: {self.metric!r} is not a gate metric (pr_auc, roc_auc, f1, detection_at_fpr_1e-2, detection_at_fpr_1e-3)")
+        if self.metric not in GATE_METRICS:
+            raise ConfigError(f"metric: {self.metric!r} is not a gate metric ({', '.join(GATE_METRICS)})")
         if not 0.0 < self.fpr_budget < 1.0:
             raise ConfigError(f"fpr_budget: {self.fpr_budget} is not in (0, 1)")
         if not 0.0 <= self.min_attack_share < self.max_attack_share <= 1.0:
