@@ -1,12 +1,15 @@
 //! The `splunk_hec` sink against a strict HEC peer written from Splunk's documentation (no
 //! Splunk server can run here): the token, the channel header, the event format, gzip, indexed
-//! fields, and indexer acknowledgements polled on `/services/collector/ack`.
+//! fields, and indexer acknowledgements polled on `/services/collector/ack`. Like Splunk, the
+//! peer issues ack ids per channel from 0, reports an id `true` once it is indexed (after a
+//! delay), then forgets it, and reports unknown ids `false`; it can answer 503 (busy), and
+//! behave as a token with acknowledgement off (no `ackId`).
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -18,10 +21,25 @@ const TOKEN: &str = "5c6a1d62-hec-test-token";
 struct Hec {
     events: Vec<Value>,
     next_ack: HashMap<String, u64>,
-    /// (channel, ackId) -> times polled; an ack turns true on its second poll (indexing delay).
+    /// (channel, ackId) -> when it was issued, for ids not yet reported indexed.
+    issued: HashMap<(String, u64), Instant>,
+    /// (channel, ackId) -> times polled.
     polled: HashMap<(String, u64), u32>,
+    /// How long indexing takes: an id reads `true` once this has passed since it was issued.
+    ack_delay: Duration,
     /// Never acknowledge (to test resending).
     never_ack: bool,
+    /// Ids that are never acknowledged (an acknowledgement lost), by (channel-less) number.
+    lost: Vec<u64>,
+    /// A token with indexer acknowledgement off: no `ackId`, and the ack endpoint refuses.
+    acks_off: bool,
+    /// Answer this many event requests with 503 (server busy) first.
+    busy: u32,
+    /// Event requests accepted, and the most ack ids ever outstanding at once.
+    accepted: u32,
+    most_outstanding: usize,
+    /// Ack polls that named an id the peer never issued or already reported.
+    unknown_polled: u32,
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -54,16 +72,34 @@ fn handle(state: &Mutex<Hec>, req: &Request) -> (u16, String) {
     let mut st = state.lock().unwrap();
     if let Some(query) = req.target.strip_prefix("/services/collector/ack?") {
         assert_eq!(query, format!("channel={channel}"), "the ack poll names its channel");
+        if st.acks_off {
+            return hec_error(400, 14, "ACK is disabled");
+        }
         let v: Value = serde_json::from_slice(&body).expect("ack body is JSON");
         let ids = v["acks"].as_array().expect("{\"acks\": [...]}");
         let mut answer = serde_json::Map::new();
         for id in ids {
             let id = id.as_u64().expect("ack ids are integers");
-            let n = st.polled.entry((channel.clone(), id)).or_default();
-            *n += 1;
-            answer.insert(id.to_string(), Value::Bool(*n >= 2 && !st.never_ack));
+            let key = (channel.clone(), id);
+            *st.polled.entry(key.clone()).or_default() += 1;
+            let indexed = match st.issued.get(&key) {
+                None => {
+                    st.unknown_polled += 1;
+                    false
+                }
+                Some(at) => at.elapsed() >= st.ack_delay && !st.never_ack && !st.lost.contains(&id),
+            };
+            if indexed {
+                // Reported once, then forgotten, as Splunk does.
+                st.issued.remove(&key);
+            }
+            answer.insert(id.to_string(), Value::Bool(indexed));
         }
         return (200, json!({ "acks": answer }).to_string());
+    }
+    if st.busy > 0 {
+        st.busy -= 1;
+        return hec_error(503, 9, "Server is busy");
     }
     assert_eq!(req.target, "/services/collector/event", "only the event endpoint is used");
     let mut batch = Vec::new();
@@ -94,9 +130,15 @@ fn handle(state: &Mutex<Hec>, req: &Request) -> (u16, String) {
         return hec_error(400, 5, "No data");
     }
     st.events.extend(batch);
-    let ack = st.next_ack.entry(channel).or_default();
+    st.accepted += 1;
+    if st.acks_off {
+        return (200, json!({"text": "Success", "code": 0}).to_string());
+    }
+    let ack = st.next_ack.entry(channel.clone()).or_default();
     let id = *ack;
     *ack += 1;
+    st.issued.insert((channel, id), Instant::now());
+    st.most_outstanding = st.most_outstanding.max(st.issued.len());
     (200, json!({"text": "Success", "code": 0, "ackId": id}).to_string())
 }
 
@@ -150,7 +192,7 @@ request.retry_max_backoff = "300ms"
 #[test]
 fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
     let (dir, input) = setup(2_000);
-    let state = Arc::new(Mutex::new(Hec::default()));
+    let state = Arc::new(Mutex::new(Hec { ack_delay: Duration::from_millis(150), ..Hec::default() }));
     let s2 = state.clone();
     let peer = HttpPeer::start(move |req| handle(&s2, req));
     let api = free_port();
@@ -178,8 +220,9 @@ fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
     assert!(["normal", "anomalous"].contains(&e["fields"]["anomaly.verdict"].as_str().unwrap()));
     assert_eq!(e["fields"]["anomaly.model"], "fixture-iforest@1");
     assert!(e["event"]["anomaly"]["score"].is_number());
-    // Every request's ack was polled until Splunk said it was indexed.
-    assert!(st.polled.values().all(|&n| n >= 2));
+    // Every request's ack was polled until Splunk said it was indexed, and only ids it issued.
+    assert!(st.issued.is_empty(), "every id was reported indexed");
+    assert_eq!(st.unknown_polled, 0, "the sink polled ids it had no business polling");
     let gzip = peer
         .requests()
         .iter()
@@ -230,4 +273,132 @@ fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
         ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 300.0
     });
     assert!(ft.terminate().success());
+}
+
+/// Count of each `seq` the peer indexed.
+fn indexed(state: &Mutex<Hec>) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for e in &state.lock().unwrap().events {
+        *counts.entry(e["event"]["seq"].as_i64().unwrap()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn requests_overlap_while_acknowledgements_are_pending_and_a_lost_one_resends_only_its_batch() {
+    let (dir, input) = setup(3_000);
+    // Indexing takes 1 s, and the acknowledgement of the third request (id 2) is lost.
+    let state = Arc::new(Mutex::new(Hec { ack_delay: Duration::from_secs(1), lost: vec![2], ..Hec::default() }));
+    let s2 = state.clone();
+    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let api = free_port();
+    let cfg = config(dir.path(), api, &input, peer.port, "acknowledgements.timeout = \"3s\"");
+    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    wait_until(Duration::from_secs(60), "3000 events confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 3_000.0
+    });
+    let counts = indexed(&state);
+    assert_eq!(counts.len(), 3_000, "nothing lost");
+    let twice: usize = counts.values().filter(|&&n| n == 2).count();
+    assert!(counts.values().all(|&n| n <= 2));
+    assert!(twice > 0 && twice <= 300, "only the batch whose acknowledgement was lost went twice ({twice} events)");
+    let st = state.lock().unwrap();
+    assert!(st.most_outstanding >= 5, "requests did not overlap: at most {} awaited an ack", st.most_outstanding);
+    assert_eq!(st.unknown_polled, 0);
+    drop(st);
+    assert!(ft.terminate().success());
+}
+
+#[test]
+fn a_token_with_acknowledgement_off_gets_each_event_once_and_a_busy_splunk_is_waited_for() {
+    let (dir, input) = setup(1_000);
+    let state = Arc::new(Mutex::new(Hec { acks_off: true, busy: 3, ..Hec::default() }));
+    let s2 = state.clone();
+    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let api = free_port();
+    let ft = Flowtag::start_with_env(
+        dir.path(),
+        &config(dir.path(), api, &input, peer.port, ""),
+        api,
+        &[("HEC_TOKEN", TOKEN)],
+    );
+    wait_until(Duration::from_secs(60), "1000 events confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 1_000.0
+    });
+    // A moment more: nothing is sent again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let counts = indexed(&state);
+    assert_eq!(counts.len(), 1_000);
+    assert!(counts.values().all(|&n| n == 1), "an accepted request was sent again");
+    let m = ft.metrics();
+    assert!(m.sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 3.0, "503 was retried");
+    let log = ft.log();
+    assert_eq!(log.matches("indexer acknowledgement is off for this token").count(), 1, "warned once: {log}");
+    assert!(!log.contains(TOKEN), "the token is in the log");
+    assert!(ft.terminate().success());
+}
+
+/// The same sink over HTTPS, against a peer whose certificate a test CA signed.
+fn https_config(dir: &std::path::Path, api: u16, input: &str, port: u16, extra: &str) -> String {
+    config(dir, api, input, port, extra).replace("endpoint = \"http://", "endpoint = \"https://")
+}
+
+#[test]
+fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_when_said_with_a_warning() {
+    let ca = common::tls::TestCa::new();
+    let (dir, input) = setup(200);
+    let state = Arc::new(Mutex::new(Hec::default()));
+    let s2 = state.clone();
+    let peer = HttpPeer::start_tls(ca.server_config(), move |req| handle(&s2, req));
+
+    // No `tls` table: the test CA is not trusted, nothing is delivered, the log says why.
+    let api = free_port();
+    let ft = Flowtag::start_with_env(
+        dir.path(),
+        &https_config(dir.path(), api, &input, peer.port, ""),
+        api,
+        &[("HEC_TOKEN", TOKEN)],
+    );
+    wait_until(Duration::from_secs(30), "refused handshakes", || {
+        ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
+    });
+    assert_eq!(state.lock().unwrap().events.len(), 0, "events reached an unverified endpoint");
+    assert_eq!(ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]), 0.0);
+    let log = ft.log();
+    assert!(log.contains("UnknownIssuer") || log.contains("invalid peer certificate"), "the cause is named: {log}");
+    assert!(!log.contains(TOKEN), "the token is in the log");
+    ft.kill9();
+
+    // With the CA as `tls.ca_file`: delivered, each event once.
+    let ca_file = ca.write_ca(dir.path());
+    let api = free_port();
+    let cfg =
+        https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {:?}", ca_file.display().to_string()));
+    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    wait_until(Duration::from_secs(60), "200 events confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 200.0
+    });
+    assert!(ft.terminate().success());
+    let counts = indexed(&state);
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|&n| n == 1));
+
+    // verify_certificate = false: accepted, and warned about at start and by validate.
+    let (dir2, input2) = setup(10);
+    let api = free_port();
+    let cfg = https_config(dir2.path(), api, &input2, peer.port, "tls.verify_certificate = false");
+    let ft = Flowtag::start_with_env(dir2.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    wait_until(Duration::from_secs(60), "10 events confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 10.0
+    });
+    assert!(ft.log().contains("sinks.siem.tls.verify_certificate = false"), "warned at start");
+    assert!(ft.terminate().success());
+    let out = std::process::Command::new(flowtag())
+        .args(["validate", "--no-environment", "--config"])
+        .arg(dir2.path().join("flowtag.toml"))
+        .env("HEC_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: sinks.siem.tls.verify_certificate = false"));
 }

@@ -24,6 +24,9 @@ pub fn run(path: PathBuf, drain: Duration) -> i32 {
         }
     };
     init_logging(cfg.log.format, &cfg.log.level);
+    for w in &cfg.warnings {
+        tracing::warn!(config = %path.display(), "{w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let health = Health::default();

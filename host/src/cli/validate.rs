@@ -15,6 +15,9 @@ pub fn run(path: &std::path::Path, no_environment: bool) -> i32 {
             return 2;
         }
     };
+    for w in &c.warnings {
+        eprintln!("{}: warning: {w}", path.display());
+    }
     if !no_environment {
         for (id, t) in &c.transforms {
             let TransformConfig::Anomaly(cfg) = t;

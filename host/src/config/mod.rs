@@ -60,6 +60,10 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     #[serde(default)]
     pub alerts: BTreeMap<String, AlertConfig>,
+    /// What the config allows that a security reviewer should hear about (certificate checks
+    /// switched off), as `key: why`; `flowtag validate` prints them, `flowtag run` logs them.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -134,6 +138,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every `tls.verify_certificate = false` in a config, anywhere it may appear (sinks, alerts,
+/// model updates), as a warning naming its key.
+fn insecure_tls(table: &toml::Table, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let Some(inner) = value.as_table() else { continue };
+        if key == "tls" && inner.get("verify_certificate").and_then(toml::Value::as_bool) == Some(false) {
+            out.push(format!(
+                "{path}.verify_certificate = false: any certificate is accepted, so whoever sits on the path can read the data and the credentials sent there; use tls.ca_file for a private CA instead"
+            ));
+        }
+        out.extend(insecure_tls(inner, &path));
+    }
+    out
+}
+
 /// What a component is, for wiring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -154,8 +175,11 @@ impl Config {
     /// Parse and check config text (with `${VAR}` taken from the process environment).
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let text = interpolate::interpolate(text, |name| std::env::var(name).ok())?;
-        let config: Config = toml::from_str(&text).map_err(|e| explain(&text, &e))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| explain(&text, &e))?;
         config.check()?;
+        if let Ok(table) = toml::from_str::<toml::Table>(&text) {
+            config.warnings = insecure_tls(&table, "");
+        }
         Ok(config)
     }
 
@@ -186,6 +210,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switched_off_certificate_checks_are_warned_about_by_key() {
+        let c = Config::from_toml(&format!(
+            "{WIRING}[sinks.web]\ntype = \"http\"\ninputs = [\"flows\"]\nuri = \"https://x\"\ntls.verify_certificate = false\n"
+        ))
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].starts_with("sinks.web.tls.verify_certificate = false"), "{:?}", c.warnings);
+        assert!(Config::from_toml(WIRING).unwrap().warnings.is_empty());
+    }
 
     const WIRING: &str = "[sources.flows]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"flows\"]\n";
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BatchConfig, Batching, SendError, Service, SinkType};
+use super::{BatchConfig, Batching, SendError, Sent, Service, SinkType};
 use crate::component::ComponentConfig;
 use crate::event::Event;
 
@@ -37,7 +37,14 @@ impl SinkType for ConsoleConfig {
 pub struct Console;
 
 impl Service for Console {
-    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+    async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
+        self.write(events).await.map(|()| Sent::Delivered)
+    }
+}
+
+impl Console {
+    /// Deliver one request; `Ok` once the far end has it.
+    async fn write(&mut self, events: &[Event]) -> Result<(), SendError> {
         let mut buf = Vec::with_capacity(events.iter().map(|e| e.data.len() + 1).sum());
         for e in events {
             buf.extend_from_slice(&e.data);

@@ -2,7 +2,12 @@
 //! retry backoff, the [`Service`] a sink type implements, and how a failed request is handled.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
 
 use rand::Rng;
 use serde::Deserialize;
@@ -115,9 +120,26 @@ pub fn classify(answer: &crate::net::client::Answer) -> Result<(), SendError> {
     }
 }
 
+/// What a service says of a request the far end accepted.
+#[derive(Debug)]
+pub enum Sent {
+    /// The far end has the events: confirm them now.
+    Delivered,
+    /// Accepted; the far end confirms later (Splunk's indexer acknowledgements). The request's
+    /// events are confirmed when this resolves `Ok`, sent again on `Err(Retry)`, dropped as
+    /// refused on `Err(Reject)`.
+    Pending(oneshot::Receiver<Result<(), SendError>>),
+}
+
 /// What delivers one request of events.
 pub trait Service: Send + 'static {
-    fn send(&mut self, events: &[Event]) -> impl Future<Output = Result<(), SendError>> + Send;
+    fn send(&mut self, events: &[Event]) -> impl Future<Output = Result<Sent, SendError>> + Send;
+
+    /// How many accepted requests may await their later confirmation at once; past it the sink
+    /// waits before it sends more. Only services that answer [`Sent::Pending`] use it.
+    fn max_pending(&self) -> usize {
+        1
+    }
 }
 
 /// What a running sink is given.
@@ -131,17 +153,43 @@ pub struct SinkContext {
     pub request: RequestConfig,
 }
 
-/// The loop every sink runs: gather a request, send it until it is delivered or refused,
-/// confirm, repeat; when the inbox closes, send what is left and finish.
+/// A request accepted by the far end and awaiting its confirmation, with its events.
+type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Result<(), SendError>)> + Send>>;
+
+/// The loop every sink runs: gather a request, send it until it is accepted or refused,
+/// confirm (now, or when the far end confirms later, with up to `max_pending` requests
+/// awaiting that), repeat; when the inbox closes, send what is left, wait for what is
+/// pending, and finish.
 pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
-    let retries = metrics::global().sink_retries.with_label_values(&[&ctx.id]);
     let mut carry: Vec<Event> = Vec::new();
     let mut closed = false;
+    let mut pending: FuturesUnordered<Awaiting> = FuturesUnordered::new();
     while !(closed && carry.is_empty()) {
+        // Confirmations that arrived meanwhile; and room for one more request.
+        while let Some(Some((events, result))) = pending.next().now_or_never() {
+            if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+                return;
+            }
+        }
+        while pending.len() >= service.max_pending().max(1) {
+            let Some((events, result)) = pending.next().await else { break };
+            if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+                return;
+            }
+        }
         let mut batch = std::mem::take(&mut carry);
         let mut bytes: usize = batch.iter().map(|e| e.data.len()).sum();
         if batch.is_empty() {
-            match ctx.inbox.recv().await {
+            let received = tokio::select! {
+                events = ctx.inbox.recv() => events,
+                Some((events, result)) = pending.next(), if !pending.is_empty() => {
+                    if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Some(events) => {
                     bytes += events.iter().map(|e| e.data.len()).sum::<usize>();
                     batch.extend(events);
@@ -173,36 +221,109 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
             continue;
         }
         ctx.metrics.received(send.len(), send.iter().map(|e| e.data.len()).sum());
-        let mut attempt = 0u32;
-        let started = Instant::now();
-        loop {
-            match service.send(&send).await {
-                Ok(()) => {
-                    confirm_all(&send, ctx.index, Delivery::Delivered);
-                    ctx.metrics.sent(send.len());
-                    break;
-                }
-                Err(SendError::Reject(why)) => {
-                    tracing::error!(sink = %ctx.id, events = send.len(), reason = %why, "events refused by the far end; dropped");
-                    ctx.metrics.discarded("rejected", send.len());
-                    ctx.metrics.error("rejected", 1);
-                    confirm_all(&send, ctx.index, Delivery::Rejected);
-                    break;
-                }
-                Err(SendError::Retry(why)) => {
-                    attempt += 1;
-                    retries.inc();
-                    ctx.metrics.error("request", 1);
-                    if ctx.shutdown.is_stopping() && started.elapsed() > ctx.shutdown.drain_timeout() {
-                        // Not confirmed: a file source reads these again after the restart.
-                        tracing::error!(sink = %ctx.id, events = send.len(), "giving up at shutdown; the events stay unconfirmed");
-                        return;
-                    }
-                    let wait = ctx.request.backoff(attempt);
-                    tracing::warn!(sink = %ctx.id, attempt, error = %why, retry_in = ?wait, "request failed; retrying");
-                    tokio::time::sleep(wait).await;
+        if !deliver(&mut service, &mut ctx, send, &mut pending).await {
+            return;
+        }
+    }
+    // The inbox is closed: wait for what the far end has yet to confirm.
+    let deadline = tokio::time::Instant::now() + ctx.shutdown.drain_timeout();
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some((events, result))) => {
+                if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+                    return;
                 }
             }
+            Ok(None) => break,
+            Err(_) => {
+                let events: usize = pending.len();
+                tracing::error!(sink = %ctx.id, requests = events, "no confirmation before the drain timeout; those events stay unconfirmed");
+                return;
+            }
+        }
+    }
+}
+
+/// Send `events` until the far end accepts or refuses them; confirm, or queue the acceptance
+/// in `pending`. `false` when the sink gives up (shutting down), leaving them unconfirmed.
+async fn deliver<S: Service>(
+    service: &mut S,
+    ctx: &mut SinkContext,
+    events: Vec<Event>,
+    pending: &mut FuturesUnordered<Awaiting>,
+) -> bool {
+    let retries = metrics::global().sink_retries.with_label_values(&[&ctx.id]);
+    let mut attempt = 0u32;
+    let started = Instant::now();
+    loop {
+        match service.send(&events).await {
+            Ok(Sent::Delivered) => {
+                confirmed(ctx, &events, Ok(()));
+                return true;
+            }
+            Ok(Sent::Pending(rx)) => {
+                pending.push(Box::pin(async move {
+                    let result = rx
+                        .await
+                        .unwrap_or_else(|_| Err(SendError::Retry("the acknowledgement tracker stopped".into())));
+                    (events, result)
+                }));
+                return true;
+            }
+            Err(SendError::Reject(why)) => {
+                confirmed(ctx, &events, Err(why));
+                return true;
+            }
+            Err(SendError::Retry(why)) => {
+                attempt += 1;
+                retries.inc();
+                ctx.metrics.error("request", 1);
+                if ctx.shutdown.is_stopping() && started.elapsed() > ctx.shutdown.drain_timeout() {
+                    // Not confirmed: a file source reads these again after the restart.
+                    tracing::error!(sink = %ctx.id, events = events.len(), "giving up at shutdown; the events stay unconfirmed");
+                    return false;
+                }
+                let wait = ctx.request.backoff(attempt);
+                tracing::warn!(sink = %ctx.id, attempt, error = %why, retry_in = ?wait, "request failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// A pending request's outcome: confirm its events, or send them again.
+async fn settle<S: Service>(
+    service: &mut S,
+    ctx: &mut SinkContext,
+    events: Vec<Event>,
+    result: Result<(), SendError>,
+    pending: &mut FuturesUnordered<Awaiting>,
+) -> bool {
+    match result {
+        Ok(()) => confirmed(ctx, &events, Ok(())),
+        Err(SendError::Reject(why)) => confirmed(ctx, &events, Err(why)),
+        Err(SendError::Retry(why)) => {
+            metrics::global().sink_retries.with_label_values(&[&ctx.id]).inc();
+            ctx.metrics.error("request", 1);
+            tracing::warn!(sink = %ctx.id, events = events.len(), error = %why, "sending the events again");
+            return deliver(service, ctx, events, pending).await;
+        }
+    }
+    true
+}
+
+/// The far end took `events` (`Ok`) or refused them for good (`Err`, why).
+fn confirmed(ctx: &SinkContext, events: &[Event], outcome: Result<(), String>) {
+    match outcome {
+        Ok(()) => {
+            confirm_all(events, ctx.index, Delivery::Delivered);
+            ctx.metrics.sent(events.len());
+        }
+        Err(why) => {
+            tracing::error!(sink = %ctx.id, events = events.len(), reason = %why, "events refused by the far end; dropped");
+            ctx.metrics.discarded("rejected", events.len());
+            ctx.metrics.error("rejected", 1);
+            confirm_all(events, ctx.index, Delivery::Rejected);
         }
     }
 }
@@ -225,10 +346,10 @@ mod tests {
     }
 
     impl Service for Scripted {
-        async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+        async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
             let texts = events.iter().map(|e| String::from_utf8_lossy(&e.data).into_owned()).collect();
             self.requests.lock().unwrap().push(texts);
-            self.answers.pop_front().unwrap_or(Ok(()))
+            self.answers.pop_front().unwrap_or(Ok(())).map(|()| Sent::Delivered)
         }
     }
 

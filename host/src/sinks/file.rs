@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BatchConfig, Batching, SendError, Service, SinkType};
+use super::{BatchConfig, Batching, SendError, Sent, Service, SinkType};
 use crate::component::ComponentConfig;
 use crate::event::Event;
 
@@ -75,7 +75,14 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 }
 
 impl Service for FileSink {
-    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+    async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
+        self.write(events).await.map(|()| Sent::Delivered)
+    }
+}
+
+impl FileSink {
+    /// Deliver one request; `Ok` once the far end has it.
+    async fn write(&mut self, events: &[Event]) -> Result<(), SendError> {
         let err = |e: std::io::Error| SendError::Retry(format!("{}: {e}", self.path.display()));
         // Rotated or deleted: write to a new file at the path.
         let moved = std::fs::metadata(&self.path).map(|m| m.ino() != self.inode).unwrap_or(true);

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BatchConfig, Batching, RequestConfig, SendError, Service, SinkType};
+use super::{BatchConfig, Batching, RequestConfig, SendError, Sent, Service, SinkType};
 use crate::component::ComponentConfig;
 use crate::event::Event;
 use crate::fluent_forward as forward;
@@ -152,7 +152,14 @@ impl FluentSink {
 }
 
 impl Service for FluentSink {
-    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+    async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
+        self.write(events).await.map(|()| Sent::Delivered)
+    }
+}
+
+impl FluentSink {
+    /// Deliver one request; `Ok` once the far end has it.
+    async fn write(&mut self, events: &[Event]) -> Result<(), SendError> {
         let (msg, chunk) = self.encode(events);
         let timeout = self.cfg.request.timeout.0;
         let result = tokio::time::timeout(timeout, self.exchange(&msg, &chunk))

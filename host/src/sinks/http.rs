@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper::Request;
 use serde::Deserialize;
 
-use super::{classify, BatchConfig, Batching, RequestConfig, SendError, Service, SinkType, NETWORK_BATCH};
+use super::{classify, BatchConfig, Batching, RequestConfig, SendError, Sent, Service, SinkType, NETWORK_BATCH};
 use crate::component::ComponentConfig;
 use crate::event::Event;
 use crate::net::client::{self, Compression, HttpClient};
@@ -82,7 +82,14 @@ impl HttpSink {
 }
 
 impl Service for HttpSink {
-    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+    async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
+        self.write(events).await.map(|()| Sent::Delivered)
+    }
+}
+
+impl HttpSink {
+    /// Deliver one request; `Ok` once the far end has it.
+    async fn write(&mut self, events: &[Event]) -> Result<(), SendError> {
         let mut body: Vec<u8> = Vec::with_capacity(events.iter().map(|e| e.data.len() + 1).sum());
         for e in events {
             body.extend_from_slice(&e.data);

@@ -33,7 +33,7 @@ use crate::component::ComponentConfig;
 use crate::fanout::Inbox;
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
-pub use driver::{classify, drive, BatchConfig, Batching, RequestConfig, SendError, Service, SinkContext};
+pub use driver::{classify, drive, BatchConfig, Batching, RequestConfig, SendError, Sent, Service, SinkContext};
 
 crate::component_types! {
     /// `[sinks.ID]`

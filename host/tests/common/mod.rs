@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -236,6 +238,22 @@ impl HttpPeer {
     }
 
     pub fn start_on(port: u16, handler: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static) -> HttpPeer {
+        HttpPeer::start_with(port, None, handler)
+    }
+
+    /// The same peer over HTTPS, presenting `tls`'s certificate.
+    pub fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        handler: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static,
+    ) -> HttpPeer {
+        HttpPeer::start_with(0, Some(tls), handler)
+    }
+
+    fn start_with(
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static,
+    ) -> HttpPeer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -248,7 +266,16 @@ impl HttpPeer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (handler, reqs, stop) = (handler.clone(), reqs2.clone(), stop2.clone());
-                        std::thread::spawn(move || serve(stream, &*handler, &reqs, &stop));
+                        stream.set_nonblocking(false).ok();
+                        stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
+                        match &tls {
+                            None => std::thread::spawn(move || serve(stream, &*handler, &reqs, &stop)),
+                            Some(config) => {
+                                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                                let stream = rustls::StreamOwned::new(conn, stream);
+                                std::thread::spawn(move || serve(stream, &*handler, &reqs, &stop))
+                            }
+                        };
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -273,13 +300,11 @@ impl Drop for HttpPeer {
 }
 
 fn serve(
-    stream: TcpStream,
+    stream: impl Read + Write,
     handler: &dyn Fn(&Request) -> (u16, String),
     reqs: &Mutex<Vec<Request>>,
     stop: &AtomicBool,
 ) {
-    stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let idle_limit = Instant::now() + Duration::from_secs(120);
     while !stop.load(Ordering::SeqCst) && Instant::now() < idle_limit {
@@ -329,7 +354,8 @@ fn serve(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
-        if writer.write_all(resp.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(resp.as_bytes()).and_then(|_| writer.flush()).is_err() {
             return;
         }
     }

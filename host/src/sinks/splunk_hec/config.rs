@@ -52,11 +52,19 @@ pub struct HecAcks {
     pub query_interval: Dur,
     #[serde(default = "default_ack_timeout")]
     pub timeout: Dur,
+    /// Requests that may await their acknowledgement at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
 }
 
 impl Default for HecAcks {
     fn default() -> Self {
-        HecAcks { enabled: true, query_interval: default_query_interval(), timeout: default_ack_timeout() }
+        HecAcks {
+            enabled: true,
+            query_interval: default_query_interval(),
+            timeout: default_ack_timeout(),
+            max_pending: default_max_pending(),
+        }
     }
 }
 
@@ -68,6 +76,9 @@ fn default_query_interval() -> Dur {
 }
 fn default_ack_timeout() -> Dur {
     Dur::secs(60)
+}
+fn default_max_pending() -> usize {
+    100
 }
 
 impl ComponentConfig for HecConfig {
@@ -85,6 +96,9 @@ impl ComponentConfig for HecConfig {
             }
             (Some(_), Some(_)) => Err(format!("sinks.{id}.token_file: give token or token_file, not both")),
             (Some(t), None) if t.trim().is_empty() => Err(format!("sinks.{id}.token: empty")),
+            _ if self.acknowledgements.max_pending == 0 => {
+                Err(format!("sinks.{id}.acknowledgements.max_pending: must be at least 1"))
+            }
             _ => Ok(()),
         }
     }

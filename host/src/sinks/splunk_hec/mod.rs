@@ -16,10 +16,15 @@
 //!
 //! Each request is `POST <endpoint>/services/collector/event` with `Authorization: Splunk
 //! <token>` and an `X-Splunk-Request-Channel`, carrying one HEC event object per record
-//! ([`encoder`]). Without acknowledgements, HEC's `{"code": 0}` confirms the events. With them,
-//! the answer's `ackId` is polled ([`acks`]) until Splunk says the data is indexed; if it does
-//! not within `acknowledgements.timeout`, the request is sent again. What each answer means is
-//! in [`service`].
+//! ([`encoder`]). Without acknowledgements, HEC's `{"code": 0}` confirms the events. With them
+//! (the default), the answer's `ackId` goes to the acknowledgement tracker ([`acks`]) and the
+//! sink sends its next request at once: up to `acknowledgements.max_pending` requests await
+//! their acknowledgement together, so a node is not held to one request per indexing delay.
+//! Each request's events are confirmed upstream when Splunk says they are indexed; a request not
+//! acknowledged within `acknowledgements.timeout` is sent again (only that one). An answer
+//! without `ackId` while acknowledgements are on means the token has them off: warned about
+//! once, and accepted requests count as delivered, never resent. What each answer means is in
+//! [`service`].
 //!
 //! | file | answers |
 //! |---|---|
@@ -33,6 +38,9 @@ pub mod config;
 pub mod encoder;
 pub mod service;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
@@ -40,13 +48,14 @@ use rand::Rng;
 
 use crate::event::Event;
 use crate::net::client::{self, HttpClient};
-use crate::sinks::{BatchConfig, Batching, RequestConfig, SendError, Service, SinkType, NETWORK_BATCH};
+use crate::sinks::{BatchConfig, Batching, RequestConfig, SendError, Sent, Service, SinkType};
 pub use config::{HecAcks, HecConfig};
 use encoder::Encoder;
 use service::Outcome;
 
 impl SinkType for HecConfig {
-    const BATCH: Batching = NETWORK_BATCH;
+    /// About 1 MiB of ~700-byte flow records per request.
+    const BATCH: Batching = Batching { max_events: 2000, max_bytes: 1 << 20, timeout: Duration::from_secs(1) };
 
     fn batch(&self) -> &BatchConfig {
         &self.batch
@@ -57,16 +66,21 @@ impl SinkType for HecConfig {
     }
 
     fn build(&self, id: &str) -> Result<impl Service, String> {
-        HecSink::new(self).map_err(|e| format!("sinks.{id}.{e}"))
+        HecSink::new(id, self).map_err(|e| format!("sinks.{id}.{e}"))
     }
 }
 
 pub struct HecSink {
     client: HttpClient,
     cfg: HecConfig,
-    requests: Requests,
+    requests: Arc<Requests>,
     channel: String,
     encoder: Encoder,
+    /// With acknowledgements on: the pending ids, polled by their own task.
+    acks: Option<acks::Tracker>,
+    /// Splunk answered without an `ackId` although acknowledgements are on: they are off for
+    /// this token, and an accepted request is delivered.
+    acks_off_warned: bool,
 }
 
 /// Builds HEC requests: the endpoint and the token.
@@ -116,22 +130,36 @@ fn uuid4() -> String {
 }
 
 impl HecSink {
-    /// Errors name the key under `sinks.ID.`.
-    pub fn new(cfg: &HecConfig) -> Result<HecSink, String> {
+    /// Errors name the key under `sinks.ID.`; `id` names the sink in the tracker's logs.
+    pub fn new(id: &str, cfg: &HecConfig) -> Result<HecSink, String> {
         let token = cfg.read_token()?;
         let host = cfg.host.clone().unwrap_or_else(hostname);
+        let client = client::build(&cfg.tls).map_err(|e| format!("tls: {e}"))?;
+        let requests = Arc::new(Requests { endpoint: cfg.endpoint.clone(), token });
+        let acks = cfg.acknowledgements.enabled.then(|| {
+            acks::Tracker::start(acks::Poll {
+                client: client.clone(),
+                requests: requests.clone(),
+                interval: cfg.acknowledgements.query_interval.0,
+                timeout: cfg.acknowledgements.timeout.0,
+                request_timeout: cfg.request.timeout.0,
+                sink: id.to_string(),
+            })
+        });
         Ok(HecSink {
-            client: client::build(&cfg.tls).map_err(|e| format!("tls: {e}"))?,
-            requests: Requests { endpoint: cfg.endpoint.clone(), token },
+            client,
+            requests,
             encoder: Encoder::new(cfg, &host),
             cfg: cfg.clone(),
             channel: uuid4(),
+            acks,
+            acks_off_warned: false,
         })
     }
 }
 
 impl Service for HecSink {
-    async fn send(&mut self, events: &[Event]) -> Result<(), SendError> {
+    async fn send(&mut self, events: &[Event]) -> Result<Sent, SendError> {
         let (body, encoding) = self.cfg.compression.apply(self.encoder.encode(events));
         let url = self.requests.url("/services/collector/event");
         let req = self.requests.post(&url, &self.channel, body, encoding)?;
@@ -144,15 +172,24 @@ impl Service for HecSink {
             }
             Outcome::Failed(e) => return Err(e),
         };
-        if !self.cfg.acknowledgements.enabled {
-            return Ok(());
+        match (&self.acks, ack_id) {
+            (Some(tracker), Some(id)) => Ok(Sent::Pending(tracker.register(&self.channel, id))),
+            (Some(_), None) => {
+                // Acknowledgements are off for this token (Splunk's default for a new token):
+                // the accepted request is delivered; sending it again would duplicate it.
+                if !std::mem::replace(&mut self.acks_off_warned, true) {
+                    tracing::warn!(
+                        endpoint = %self.cfg.endpoint,
+                        "Splunk answered without an ackId: indexer acknowledgement is off for this token; accepted events count as delivered (set acknowledgements.enabled = false, or enable it on the token)"
+                    );
+                }
+                Ok(Sent::Delivered)
+            }
+            (None, _) => Ok(Sent::Delivered),
         }
-        let ack_id = ack_id.ok_or_else(|| {
-            SendError::Retry(format!(
-                "HEC answered without an ackId although acknowledgements are on: {}",
-                answer.snippet()
-            ))
-        })?;
-        acks::wait_for(&self.client, &self.requests, &self.cfg, &self.channel, ack_id).await
+    }
+
+    fn max_pending(&self) -> usize {
+        self.cfg.acknowledgements.max_pending
     }
 }
