@@ -49,7 +49,7 @@ def test_kubernetes_schemas_strict(manifests):
     passed = out.stdout.count(" passed for resource ")
     crds = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
     assert passed == len(docs) - len(crds), out.stdout
-    assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "Service", "PodMonitor", "PrometheusRule"}
+    assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "Service", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
 
 
 def test_podmonitor_against_prometheus_operator_crd(manifests):
@@ -144,3 +144,21 @@ def test_configmap_config_validates_with_the_pods_environment(manifests, flowtag
     assert not data[0].get("readOnly"), "data_dir must be writable"
     api_port = int(cfg["api"]["address"].rsplit(":", 1)[1])
     assert api_port in {p["containerPort"] for p in c["ports"]}
+
+
+def test_the_api_takes_a_token_from_a_secret_and_only_prometheus_reaches_it(manifests):
+    """The API listens beyond loopback (Prometheus scrapes it), so its POST endpoints need the
+    token, which comes from a Secret; a NetworkPolicy lets only the monitoring namespace in,
+    on the API port only."""
+    _, docs, _ = manifests
+    ds = one(docs, "DaemonSet")
+    c = [x for x in ds["spec"]["template"]["spec"]["containers"] if x["name"] == "flowtag"][0]
+    token = [e for e in c["env"] if e["name"] == "FLOWTAG_API_TOKEN"]
+    assert token and token[0]["valueFrom"]["secretKeyRef"]["name"] == "flowtag-api"
+    assert '${FLOWTAG_API_TOKEN}' in one(docs, "ConfigMap")["data"]["flowtag.toml"]
+    np = one(docs, "NetworkPolicy")
+    assert np["spec"]["podSelector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = np["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [9598]
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}

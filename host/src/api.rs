@@ -2,10 +2,15 @@
 //! /health` (200 while the process serves), `GET /ready` (200 once every component is ready,
 //! else 503 with what it waits for), `POST /model/rollback[?transform=ID]` (the tag transforms
 //! with `[transforms.<id>.updates]` go back to their previous bundle).
+//!
+//! `POST` endpoints change state: with `api.token` (or `token_file`) set they require
+//! `Authorization: Bearer <token>` (401 otherwise), and a config that listens beyond loopback
+//! without a token is refused at start. The `GET` endpoints stay open for probes and scrapes.
 
 use hyper::Method;
 use tokio::net::TcpListener;
 
+use crate::config::ApiConfig;
 use crate::health::Health;
 use crate::metrics;
 use crate::net::server::{self as http_server, response};
@@ -15,18 +20,29 @@ use crate::transforms::anomaly::model::Controls;
 /// Serve the API on `address` until `shutdown`; `models` are the tag transforms' controls (the
 /// pipeline registers them as it starts).
 pub async fn start(
-    address: std::net::SocketAddr,
+    cfg: &ApiConfig,
     health: Health,
     models: Controls,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
+    let address = cfg.address;
+    let token = Token::new(cfg)?;
     let listener =
         TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
     tracing::info!(%address, "API listening (/metrics, /health, /ready)");
     Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
         let health = health.clone();
         let models = models.clone();
+        let token = token.clone();
         async move {
+            if req.method() == Method::POST && !token.allows(req.headers().get("authorization")) {
+                let mut r = http_server::json(
+                    401,
+                    serde_json::json!({"error": "POST needs Authorization: Bearer <api.token>"}),
+                );
+                r.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));
+                return r;
+            }
             match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => {
                     response(200, "text/plain; version=0.0.4; charset=utf-8", metrics::global().render())
@@ -75,4 +91,57 @@ pub async fn start(
             }
         }
     })))
+}
+
+/// The API token, if one is configured.
+#[derive(Clone)]
+enum Token {
+    None,
+    Value(String),
+    /// Read at every `POST` (they are rare), so a rotated Secret takes effect at once and the
+    /// old token stops working.
+    File(std::path::PathBuf),
+}
+
+impl Token {
+    fn new(cfg: &ApiConfig) -> Result<Token, String> {
+        Ok(match (&cfg.token, &cfg.token_file) {
+            (Some(t), _) => Token::Value(t.trim().to_string()),
+            (None, Some(path)) => {
+                read_token(path)?;
+                Token::File(path.clone())
+            }
+            (None, None) => Token::None,
+        })
+    }
+
+    /// Whether an `Authorization` header carries the token (anything goes without one).
+    fn allows(&self, header: Option<&hyper::header::HeaderValue>) -> bool {
+        let given = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        match self {
+            Token::None => true,
+            Token::Value(want) => same(given, want),
+            Token::File(path) => match read_token(path) {
+                Ok(want) => same(given, &want),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the API token; refusing the request");
+                    false
+                }
+            },
+        }
+    }
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path).map_err(|e| format!("api.token_file: {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("api.token_file: {}: empty", path.display()));
+    }
+    Ok(t)
+}
+
+/// `a == b` in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -172,6 +172,15 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     let push = dir.path().join("push");
     let api = free_port();
     let cfg = config(dir.path(), api, &v1, "", &format!("source = \"dir\"\npath = \"{}\"", push.display()));
+    // POST /model/rollback changes what the node serves: it takes the API token.
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let cfg = cfg.replacen(
+        &format!("address = \"127.0.0.1:{api}\"\n"),
+        &format!("address = \"127.0.0.1:{api}\"\ntoken_file = \"{}\"\n", token_file.display()),
+        1,
+    );
+    assert!(cfg.contains("token_file"));
     let mut load = Load::start(&dir.path().join("flows.jsonl"));
     let mut ft = Flowtag::start(dir.path(), &cfg, api);
     ft.wait_ready();
@@ -208,8 +217,16 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     ft.wait_ready();
     assert!(serving(&ft, "2"), "{}", ft.log());
 
-    // Rollback over the API: v1 serves again, and v2 is not taken again from the source.
-    let (status, body) = http_post(api, "/model/rollback", &[], b"").unwrap();
+    // Rollback over the API: refused without the token or with a wrong one; the Secret
+    // rotated, the old token is refused and the new one taken; then v1 serves again, and v2 is
+    // not taken again from the source.
+    assert_eq!(http_post(api, "/model/rollback", &[], b"").unwrap().0, 401);
+    assert_eq!(http_post(api, "/model/rollback", &[("Authorization", "Bearer nope")], b"").unwrap().0, 401);
+    std::fs::write(&token_file, "second-token").unwrap();
+    assert_eq!(http_post(api, "/model/rollback", &[("Authorization", "Bearer first-token")], b"").unwrap().0, 401);
+    assert!(serving(&ft, "2"), "a refused rollback changed nothing");
+    let auth = [("Authorization", "Bearer second-token")];
+    let (status, body) = http_post(api, "/model/rollback", &auth, b"").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("unsw-portable@2 -> unsw-portable@1"), "{body}");
     assert!(serving(&ft, "1") && !serving(&ft, "2"));
@@ -219,7 +236,8 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     }
     std::thread::sleep(Duration::from_millis(800));
     assert!(serving(&ft, "1"), "a bundle rolled back from is not taken again");
-    assert_eq!(http_post(api, "/model/rollback?transform=nope", &[], b"").unwrap().0, 404);
+    assert_eq!(http_post(api, "/model/rollback?transform=nope", &auth, b"").unwrap().0, 404);
+    assert_eq!(common::http_get(api, "/health").unwrap().0, 200, "GET stays open for probes");
 
     let written = load.stop();
     wait_until(Duration::from_secs(20), "every record out", || {

@@ -33,7 +33,7 @@ pub fn run(path: PathBuf, drain: Duration) -> i32 {
         let models = Controls::default();
         let api_stop = Shutdown::new(Duration::from_secs(1));
         let api = if cfg.api.enabled {
-            match api::start(cfg.api.address, health.clone(), models.clone(), api_stop.clone()).await {
+            match api::start(&cfg.api, health.clone(), models.clone(), api_stop.clone()).await {
                 Ok(h) => Some(h),
                 Err(e) => {
                     tracing::error!("{e}");

@@ -107,11 +107,34 @@ pub struct ApiConfig {
     /// `/metrics`, `/health`, `/ready`, `POST /model/rollback`.
     #[serde(default = "default_api_address")]
     pub address: SocketAddr,
+    /// The bearer token that `POST` endpoints (they change state) require, from the
+    /// environment (`token = "${FLOWTAG_API_TOKEN}"`) or a file (`token_file`, re-read when a
+    /// request's token does not match, so a rotated Secret takes effect). Required when
+    /// `address` is not a loopback address.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { enabled: true, address: default_api_address() }
+        ApiConfig { enabled: true, address: default_api_address(), token: None, token_file: None }
+    }
+}
+
+impl ApiConfig {
+    fn check(&self) -> Result<(), String> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => return Err("api.token_file: give token or token_file, not both".into()),
+            (Some(t), None) if t.trim().is_empty() => return Err("api.token: empty".into()),
+            (None, None) if self.enabled && !self.address.ip().is_loopback() => {
+                return Err(format!(
+                    "api.token: the API listens on {}, beyond this machine, and POST /model/rollback changes what the node serves: set api.token = \"${{FLOWTAG_API_TOKEN}}\" (or api.token_file), or listen on 127.0.0.1",
+                    self.address
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -176,6 +199,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let text = interpolate::interpolate(text, |name| std::env::var(name).ok())?;
         let mut config: Config = toml::from_str(&text).map_err(|e| explain(&text, &e))?;
+        config.api.check()?;
         config.check()?;
         if let Ok(table) = toml::from_str::<toml::Table>(&text) {
             config.warnings = insecure_tls(&table, "");
@@ -210,6 +234,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_beyond_loopback_needs_a_token() {
+        let open = format!("[api]\naddress = \"0.0.0.0:9598\"\n{WIRING}");
+        let e = Config::from_toml(&open).unwrap_err();
+        assert!(e.starts_with("api.token: the API listens on 0.0.0.0:9598"), "{e}");
+        let with = format!("[api]\naddress = \"0.0.0.0:9598\"\ntoken = \"t0k3n\"\n{WIRING}");
+        assert!(Config::from_toml(&with).is_ok());
+        assert!(Config::from_toml(WIRING).is_ok(), "loopback needs none");
+        let both = format!("[api]\ntoken = \"a\"\ntoken_file = \"/x\"\n{WIRING}");
+        assert!(Config::from_toml(&both).unwrap_err().starts_with("api.token_file"));
+    }
 
     #[test]
     fn switched_off_certificate_checks_are_warned_about_by_key() {
