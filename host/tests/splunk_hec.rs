@@ -402,3 +402,47 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: sinks.siem.tls.verify_certificate = false"));
 }
+
+#[test]
+fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
+    let (dir, input) = setup(100);
+    let state = Arc::new(Mutex::new(Hec::default()));
+    let s2 = state.clone();
+    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    // The Secret holds an old token; HEC refuses it until the Secret is rotated.
+    let token_file = dir.path().join("hec-token");
+    std::fs::write(&token_file, "old-token-0f9a\n").unwrap();
+    // Flows far from normal traffic, so the alert's rule holds.
+    let odd: String = (0..20)
+        .map(|i| format!("{{\"seq\":{},\"ts\":1700000000,\"dur\":3000,\"proto\":\"icmp\",\"service\":\"-\",\"state\":\"INT\",\"spkts\":900000,\"dpkts\":0,\"sbytes\":900000000,\"dbytes\":0,\"sttl\":254,\"rate\":9000000}}\n", 10_000 + i))
+        .collect();
+    std::fs::write(dir.path().join("in/odd.jsonl"), odd).unwrap();
+    // A Slack alert whose webhook is unreachable: its URL (a secret) must not be logged either.
+    let webhook_secret = "B0SECRETPATH/xoxb9z";
+    let extra = format!(
+        "token_file = {:?}\n[alerts.burst]\ntype = \"slack\"\ninputs = [\"tag\"]\nwhen = \"score > 0.0\"\ngroup_wait = \"0s\"\nurl = \"http://127.0.0.1:1/services/T0/{webhook_secret}\"\n",
+        token_file.display().to_string()
+    );
+    let api = free_port();
+    let cfg = config(dir.path(), api, &input, peer.port, &extra).replace("token = \"${HEC_TOKEN}\"\n", "");
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    wait_until(Duration::from_secs(30), "refusals", || {
+        ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
+    });
+    assert_eq!(state.lock().unwrap().events.len(), 0);
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    wait_until(Duration::from_secs(30), "delivery with the rotated token", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 100.0
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ft.log().contains("alert delivery failed") {
+        assert!(std::time::Instant::now() < deadline, "no failed alert delivery in 30 s:\n{}", ft.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = ft.log();
+    assert!(ft.terminate().success());
+    for secret in ["old-token-0f9a", TOKEN, webhook_secret] {
+        assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
+    }
+    assert!(log.contains("http://127.0.0.1:1/…"), "the failing webhook is named by its host: {log}");
+}

@@ -170,17 +170,19 @@ impl Notifier {
     }
 
     async fn post(&self, url: String, body: serde_json::Value) -> Result<(), String> {
+        // A webhook URL is a secret: errors name its host only.
+        let shown = crate::net::redact(&url);
         let req = Request::post(&url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(serde_json::to_vec(&body).expect("JSON"))))
-            .map_err(|e| format!("{url}: {e}"))?;
-        let answer = client::send(self.client.as_ref().expect("http destination"), req, self.cfg.timeout.0)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let answer = client::send_as(self.client.as_ref().expect("http destination"), req, self.cfg.timeout.0, &shown)
             .await
             .map_err(|e| e.to_string())?;
         if (200..300).contains(&answer.status) {
             Ok(())
         } else {
-            Err(format!("{url}: HTTP {}: {}", answer.status, answer.snippet()))
+            Err(format!("{shown}: HTTP {}: {}", answer.status, answer.snippet()))
         }
     }
 

@@ -44,9 +44,20 @@ pub fn snippet(body: &[u8]) -> String {
 }
 
 /// Send a request and read the whole answer; `Err` when there was none within `timeout`, with
-/// the cause (refused connection, certificate, reset...).
+/// the cause (refused connection, certificate, reset...). Errors name the URL.
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Result<Answer, Error> {
-    let uri = req.uri().clone();
+    let uri = req.uri().to_string();
+    send_as(client, req, timeout, &uri).await
+}
+
+/// [`send`], with errors naming the request as `shown` (a URL with a secret in it, redacted).
+pub async fn send_as(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+    shown: &str,
+) -> Result<Answer, Error> {
+    let uri = shown;
     let fut = async {
         let resp = client.request(req).await.map_err(|e| Error::new(uri.to_string(), &e))?;
         let status = resp.status().as_u16();

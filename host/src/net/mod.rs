@@ -19,6 +19,18 @@ pub fn check_url(key: &str, url: &str) -> Result<hyper::Uri, String> {
     }
 }
 
+/// `url` as it may appear in a log: scheme and host only. A webhook URL carries its secret in
+/// its path (Slack's `/services/T…/B…/…`), so no URL an operator configured is logged whole.
+pub fn redact(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) => match (u.scheme_str(), u.authority()) {
+            (Some(scheme), Some(host)) => format!("{scheme}://{host}/…"),
+            _ => "(a URL)".into(),
+        },
+        Err(_) => "(a URL)".into(),
+    }
+}
+
 /// A request that got no answer: what was tried, and every cause underneath.
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -89,6 +101,13 @@ mod tests {
         let e = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
         let err = Error::new("https://127.0.0.1:1/x", &e);
         assert_eq!(err.to_string(), "https://127.0.0.1:1/x: client error (Connect): connection refused");
+    }
+
+    #[test]
+    fn redacted_urls_keep_only_scheme_and_host() {
+        assert_eq!(redact("https://hooks.slack.com/services/T0/B0/secretpart"), "https://hooks.slack.com/…");
+        assert_eq!(redact("http://127.0.0.1:9093/api/v2/alerts"), "http://127.0.0.1:9093/…");
+        assert_eq!(redact("not a url at all"), "(a URL)");
     }
 
     #[test]

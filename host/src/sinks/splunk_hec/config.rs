@@ -17,7 +17,8 @@ pub struct HecConfig {
     /// Base URL of the collector, e.g. `https://splunk:8088`.
     pub endpoint: String,
     pub token: Option<String>,
-    /// A file holding the token (a mounted Kubernetes Secret); read at start.
+    /// A file holding the token (a mounted Kubernetes Secret); read at start, and again whenever
+    /// HEC refuses the token (a rotated Secret is taken up without a restart).
     pub token_file: Option<PathBuf>,
     pub index: Option<String>,
     pub source: Option<String>,

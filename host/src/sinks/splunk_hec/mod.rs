@@ -86,7 +86,9 @@ pub struct HecSink {
 /// Builds HEC requests: the endpoint and the token.
 pub struct Requests {
     endpoint: String,
-    token: String,
+    /// Replaced when `token_file` is read again (HEC refused the token: the Secret may have
+    /// been rotated).
+    token: std::sync::Mutex<String>,
 }
 
 impl Requests {
@@ -101,8 +103,9 @@ impl Requests {
         body: Vec<u8>,
         encoding: Option<&str>,
     ) -> Result<Request<Full<Bytes>>, SendError> {
+        let token = self.token.lock().expect("token lock").clone();
         let mut req = Request::post(url)
-            .header("authorization", format!("Splunk {}", self.token))
+            .header("authorization", format!("Splunk {token}"))
             .header("x-splunk-request-channel", channel)
             .header("content-type", "application/json");
         if let Some(encoding) = encoding {
@@ -135,7 +138,7 @@ impl HecSink {
         let token = cfg.read_token()?;
         let host = cfg.host.clone().unwrap_or_else(hostname);
         let client = client::build(&cfg.tls).map_err(|e| format!("tls: {e}"))?;
-        let requests = Arc::new(Requests { endpoint: cfg.endpoint.clone(), token });
+        let requests = Arc::new(Requests { endpoint: cfg.endpoint.clone(), token: std::sync::Mutex::new(token) });
         let acks = cfg.acknowledgements.enabled.then(|| {
             acks::Tracker::start(acks::Poll {
                 client: client.clone(),
@@ -164,6 +167,13 @@ impl Service for HecSink {
         let url = self.requests.url("/services/collector/event");
         let req = self.requests.post(&url, &self.channel, body, encoding)?;
         let answer = client::send(&self.client, req, self.cfg.request.timeout.0).await?;
+        if matches!(answer.status, 401 | 403) && self.cfg.token_file.is_some() {
+            // A rotated Secret: the next attempt uses what the file holds now.
+            match self.cfg.read_token() {
+                Ok(token) => *self.requests.token.lock().expect("token lock") = token,
+                Err(e) => tracing::warn!(sink = %self.cfg.endpoint, error = %e, "cannot read the token again"),
+            }
+        }
         let ack_id = match service::outcome(&answer) {
             Outcome::Accepted { ack_id } => ack_id,
             Outcome::NewChannel(why) => {
