@@ -105,7 +105,8 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
     let mut running = Running { shutdown: shutdown.clone(), tasks: Vec::new(), threads: Vec::new(), sources_left };
     for (index, (id, cfg)) in config.sinks.iter().enumerate() {
         let inbox = inboxes.remove(id).expect("every sink has an inbox");
-        let start = SinkStart { id: id.clone(), index, inbox, shutdown: shutdown.clone() };
+        let start =
+            SinkStart { id: id.clone(), index, inbox, shutdown: shutdown.clone(), health: shared.health.clone() };
         running.tasks.push(cfg.clone().start(start)?);
     }
     for (id, cfg, inbox) in alert_inboxes {

@@ -276,7 +276,7 @@ fn a_bad_config_is_refused_naming_the_key() {
     assert!(run(&base.replace("type = \"stdin\"", "type = \"stdin\"\ndecodng = \"json\""))
         .contains("sources.flows.decodng: unknown field `decodng`"));
     assert!(run(&format!("[api]\nadress = \"127.0.0.1:9\"\n{base}")).contains(
-        "api.adress: unknown field `adress`, expected `enabled` or `address` (did you mean `address`?) at line 2"
+        "api.adress: unknown field `adress`, expected one of `enabled`, `address`, `token`, `token_file` (did you mean `address`?) at line 2"
     ));
     // Inside a typed table serde loses the key; the message still names it, and the table's line.
     let runtime = run(&base.replace("type = \"anomaly\"", "type = \"anomaly\"\nruntime = \"wsam\""));

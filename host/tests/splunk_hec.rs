@@ -430,10 +430,15 @@ fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
     assert_eq!(state.lock().unwrap().events.len(), 0);
+    // A sink that cannot deliver takes the node out of readiness, saying why.
+    wait_until(Duration::from_secs(30), "/ready to report the sink", || {
+        common::http_get(api, "/ready").is_some_and(|(status, body)| status == 503 && body.contains("siem"))
+    });
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     wait_until(Duration::from_secs(30), "delivery with the rotated token", || {
         ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 100.0
     });
+    assert_eq!(common::http_get(api, "/ready").unwrap().0, 200, "ready again once it delivers");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ft.log().contains("alert delivery failed") {
         assert!(std::time::Instant::now() < deadline, "no failed alert delivery in 30 s:\n{}", ft.log());

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::config::duration::Dur;
 use crate::event::{confirm_all, Delivery, Event};
 use crate::fanout::Inbox;
+use crate::health::Health;
 use crate::metrics::{self, ComponentMetrics};
 use crate::shutdown::Shutdown;
 
@@ -151,7 +152,12 @@ pub struct SinkContext {
     pub shutdown: Shutdown,
     pub batching: Batching,
     pub request: RequestConfig,
+    /// `/ready` answers 503 while a request of this sink keeps failing, naming why.
+    pub health: Health,
 }
+
+/// Failed attempts in a row after which a sink reports itself not ready.
+const UNHEALTHY_AFTER: u32 = 3;
 
 /// A request accepted by the far end and awaiting its confirmation, with its events.
 type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Result<(), SendError>)> + Send>>;
@@ -161,6 +167,7 @@ type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Result<(), SendError>)>
 /// awaiting that), repeat; when the inbox closes, send what is left, wait for what is
 /// pending, and finish.
 pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
+    ctx.health.ready(&ctx.id);
     let mut carry: Vec<Event> = Vec::new();
     let mut closed = false;
     let mut pending: FuturesUnordered<Awaiting> = FuturesUnordered::new();
@@ -258,10 +265,12 @@ async fn deliver<S: Service>(
     loop {
         match service.send(&events).await {
             Ok(Sent::Delivered) => {
+                ctx.health.ready(&ctx.id);
                 confirmed(ctx, &events, Ok(()));
                 return true;
             }
             Ok(Sent::Pending(rx)) => {
+                ctx.health.ready(&ctx.id);
                 pending.push(Box::pin(async move {
                     let result = rx
                         .await
@@ -282,6 +291,9 @@ async fn deliver<S: Service>(
                     // Not confirmed: a file source reads these again after the restart.
                     tracing::error!(sink = %ctx.id, events = events.len(), "giving up at shutdown; the events stay unconfirmed");
                     return false;
+                }
+                if attempt >= UNHEALTHY_AFTER {
+                    ctx.health.pending(&ctx.id, format!("cannot deliver ({attempt} attempts): {why}"));
                 }
                 let wait = ctx.request.backoff(attempt);
                 tracing::warn!(sink = %ctx.id, attempt, error = %why, retry_in = ?wait, "request failed; retrying");
@@ -361,6 +373,7 @@ mod tests {
             metrics: ComponentMetrics::new(id, "sink", "test"),
             shutdown: Shutdown::new(Duration::from_secs(1)),
             batching: Batching { max_events, max_bytes: 1 << 20, timeout: Duration::from_millis(20) },
+            health: Health::default(),
             request: RequestConfig {
                 timeout: Dur::secs(1),
                 retry_initial_backoff: Dur::millis(1),

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::component::ComponentConfig;
 use crate::fanout::Inbox;
+use crate::health::Health;
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
 pub use driver::{classify, drive, BatchConfig, Batching, RequestConfig, SendError, Sent, Service, SinkContext};
@@ -69,6 +70,8 @@ pub struct SinkStart {
     pub index: usize,
     pub inbox: Inbox,
     pub shutdown: Shutdown,
+    /// Where the sink says whether it delivers (`/ready`).
+    pub health: Health,
 }
 
 fn start_sink<C: SinkType>(cfg: C, s: SinkStart) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -79,6 +82,7 @@ fn start_sink<C: SinkType>(cfg: C, s: SinkStart) -> Result<tokio::task::JoinHand
         index: s.index,
         inbox: s.inbox,
         shutdown: s.shutdown,
+        health: s.health,
         batching: cfg.batch().with_defaults(C::BATCH),
         request: cfg.request(),
     };
