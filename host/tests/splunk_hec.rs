@@ -451,3 +451,57 @@ fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
     }
     assert!(log.contains("http://127.0.0.1:1/…"), "the failing webhook is named by its host: {log}");
 }
+
+#[test]
+fn mutual_tls_with_a_client_certificate() {
+    let ca = common::tls::TestCa::new();
+    let (dir, input) = setup(50);
+    let state = Arc::new(Mutex::new(Hec::default()));
+    let s2 = state.clone();
+    let peer = HttpPeer::start_tls(ca.server_config_mutual(), move |req| handle(&s2, req));
+    let ca_file = ca.write_ca(dir.path()).display().to_string();
+
+    // Without a client certificate the peer refuses the handshake: nothing delivered.
+    let api = free_port();
+    let cfg = https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {ca_file:?}"));
+    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    wait_until(Duration::from_secs(30), "refused handshakes", || {
+        ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
+    });
+    assert_eq!(state.lock().unwrap().events.len(), 0);
+    ft.kill9();
+
+    // With one the CA signed: delivered.
+    let (crt, key) = ca.write_client(dir.path(), "node-1");
+    let api = free_port();
+    let tls = format!(
+        "tls.ca_file = {ca_file:?}\ntls.crt_file = {:?}\ntls.key_file = {:?}",
+        crt.display().to_string(),
+        key.display().to_string()
+    );
+    let cfg = https_config(dir.path(), api, &input, peer.port, &tls);
+    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    wait_until(Duration::from_secs(60), "50 events confirmed", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 50.0
+    });
+    assert!(ft.terminate().success());
+
+    // A key that is not the certificate's is refused at start, naming the key.
+    let (_, other_key) = ca.write_client(dir.path(), "node-2");
+    let bad = format!(
+        "tls.ca_file = {ca_file:?}\ntls.crt_file = {:?}\ntls.key_file = {:?}",
+        crt.display().to_string(),
+        other_key.display().to_string()
+    );
+    std::fs::write(dir.path().join("bad.toml"), https_config(dir.path(), free_port(), &input, peer.port, &bad))
+        .unwrap();
+    let out = std::process::Command::new(flowtag())
+        .args(["run", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .env("HEC_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sinks.siem.tls.key_file"), "{err}");
+}

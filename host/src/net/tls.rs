@@ -18,11 +18,15 @@ pub struct TlsConfig {
     /// `false` accepts any certificate: for tests against self-signed endpoints only.
     #[serde(default = "crate::config::yes")]
     pub verify_certificate: bool,
+    /// A client certificate (PEM, with its chain) and its private key (PEM), for a far end that
+    /// requires mutual TLS. Both or neither.
+    pub crt_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig { ca_file: None, verify_certificate: true }
+        TlsConfig { ca_file: None, verify_certificate: true, crt_file: None, key_file: None }
     }
 }
 
@@ -32,22 +36,53 @@ pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
-    Ok(if tls.verify_certificate {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
+    let identity = client_identity(tls)?;
+    let with_identity =
+        |b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>| match &identity {
+            Some((certs, key)) => b
+                .with_client_auth_cert(certs.clone(), key.clone_key())
+                .map_err(|e| format!("tls.key_file: does not match tls.crt_file: {e}")),
+            None => Ok(b.with_no_client_auth()),
+        };
+    if !tls.verify_certificate {
+        return with_identity(builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &tls.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
         }
-        if let Some(path) = &tls.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-            for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert.map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
-    })
+    }
+    with_identity(builder.with_root_certificates(roots))
+}
+
+type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
+
+/// The client certificate chain and key of `tls.crt_file` / `tls.key_file`, if set.
+fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, String> {
+    let (crt, key) = match (&tls.crt_file, &tls.key_file) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => return Err("tls.key_file: required with tls.crt_file".into()),
+        (None, Some(_)) => return Err("tls.crt_file: required with tls.key_file".into()),
+    };
+    let pem = std::fs::read(crt).map_err(|e| format!("tls.crt_file: {}: {e}", crt.display()))?;
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt_file: {}: {e}", crt.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls.crt_file: {}: no PEM certificate in it", crt.display()));
+    }
+    let pem = std::fs::read(key).map_err(|e| format!("tls.key_file: {}: {e}", key.display()))?;
+    let key = rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| format!("tls.key_file: {}: {e}", key.display()))?
+        .ok_or_else(|| format!("tls.key_file: {}: no PEM private key in it", key.display()))?;
+    Ok(Some((certs, key)))
 }
 
 #[derive(Debug)]

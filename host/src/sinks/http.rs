@@ -66,7 +66,7 @@ impl SinkType for HttpSinkConfig {
         self.request.clone()
     }
     fn build(&self, id: &str) -> Result<impl Service, String> {
-        HttpSink::new(self).map_err(|e| format!("sinks.{id}.tls: {e}"))
+        HttpSink::new(self).map_err(|e| format!("sinks.{id}.{e}"))
     }
 }
 

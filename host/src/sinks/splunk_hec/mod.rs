@@ -137,7 +137,7 @@ impl HecSink {
     pub fn new(id: &str, cfg: &HecConfig) -> Result<HecSink, String> {
         let token = cfg.read_token()?;
         let host = cfg.host.clone().unwrap_or_else(hostname);
-        let client = client::build(&cfg.tls).map_err(|e| format!("tls: {e}"))?;
+        let client = client::build(&cfg.tls)?;
         let requests = Arc::new(Requests { endpoint: cfg.endpoint.clone(), token: std::sync::Mutex::new(token) });
         let acks = cfg.acknowledgements.enabled.then(|| {
             acks::Tracker::start(acks::Poll {
