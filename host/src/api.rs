@@ -30,7 +30,7 @@ pub async fn start(
     let listener =
         TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
     tracing::info!(%address, "API listening (/metrics, /health, /ready)");
-    Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
+    Ok(tokio::spawn(http_server::serve(listener, None, shutdown, move |req| {
         let health = health.clone();
         let models = models.clone();
         let token = token.clone();

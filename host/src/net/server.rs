@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::shutdown::Shutdown;
+pub use tokio_rustls::TlsAcceptor;
 
 pub type Body = Full<Bytes>;
 
@@ -29,8 +30,8 @@ pub fn json(status: u16, value: serde_json::Value) -> Response<Body> {
     response(status, "application/json", serde_json::to_vec(&value).expect("JSON serializes"))
 }
 
-/// Serve `handler` on `listener` until `shutdown`.
-pub async fn serve<H, F>(listener: TcpListener, shutdown: Shutdown, handler: H)
+/// Serve `handler` on `listener` until `shutdown`, over TLS when `tls` is given.
+pub async fn serve<H, F>(listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: Shutdown, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -38,7 +39,7 @@ where
     let handler = Arc::new(handler);
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.stopped() => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -50,22 +51,44 @@ where
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.stopped() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            match tls {
+                None => connection(TokioIo::new(stream), service, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(TokioIo::new(stream), service, shutdown).await,
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %super::explain(&e), "TLS handshake refused"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake not finished in time"),
+                },
             }
         });
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One connection, served until it closes or `shutdown` (then open requests finish).
+async fn connection<IO, S>(io: IO, service: S, shutdown: Shutdown)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.stopped() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

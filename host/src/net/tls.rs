@@ -131,3 +131,49 @@ mod tests {
         assert!(empty.verify_certificate);
     }
 }
+
+/// `tls` of a component that listens: its certificate and key, and optionally the CA whose
+/// client certificates it requires (mutual TLS).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub crt_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// Require a client certificate signed by this CA (PEM).
+    pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+impl ServerTlsConfig {
+    /// The acceptor, or why not (errors name the key under `tls.`).
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (certs, key) = client_identity(&TlsConfig {
+            crt_file: Some(self.crt_file.clone()),
+            key_file: Some(self.key_file.clone()),
+            ..TlsConfig::default()
+        })?
+        .expect("both files given");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?;
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let pem = std::fs::read(path).map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
+                for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                    let cert = cert.map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("tls.key_file: does not match tls.crt_file: {e}"))?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}

@@ -6,7 +6,14 @@
 //! address = "0.0.0.0:8080"
 //! path = "/flows"
 //! decoding = "json"
+//! auth.token = "${INTAKE_TOKEN}"          # Authorization: Bearer ...; or auth.token_file,
+//!                                         # or auth.user with auth.password(_file) for Basic
+//! tls.crt_file = "/etc/flowtag/tls/intake.crt"
+//! tls.key_file = "/etc/flowtag/tls/intake.key"
+//! # tls.client_ca_file = "/etc/flowtag/tls/clients-ca.pem"   # require client certificates
 //! ```
+//!
+//! With `auth`, a request without the right credentials gets 401 and its body is not read.
 //!
 //! With `acknowledgements` (the default) the answer waits until every sink confirmed the
 //! request's records: `200 {"accepted": n}` means they are delivered, and a sender that gets
@@ -14,6 +21,7 @@
 //! pipeline.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +39,7 @@ use crate::config::yes;
 use crate::decode::{Decoder, Decoding};
 use crate::event::{BatchAck, Event, Notifier};
 use crate::net::server::{self as http_server, Body};
+use crate::net::tls::ServerTlsConfig;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +56,67 @@ pub struct HttpConfig {
     /// How long an acknowledged request may wait for its records to be delivered.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: Dur,
+    /// Serve HTTPS with this certificate (and optionally require client certificates).
+    pub tls: Option<ServerTlsConfig>,
+    /// Require credentials: a bearer token or a user and password.
+    pub auth: Option<AuthConfig>,
+}
+
+/// Credentials a sender must present. Secrets come from the environment (`${VAR}`) or files
+/// (read at every request, so a rotated Secret takes effect at once).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    fn check(&self, key: &str) -> Result<(), String> {
+        let token = self.token.is_some() as u8 + self.token_file.is_some() as u8;
+        let password = self.password.is_some() as u8 + self.password_file.is_some() as u8;
+        match (token, self.user.is_some(), password) {
+            (1, false, 0) | (0, true, 1) => Ok(()),
+            (0, false, 0) => {
+                Err(format!("{key}: give token (or token_file), or user with password (or password_file)"))
+            }
+            (2, _, _) => Err(format!("{key}.token_file: give token or token_file, not both")),
+            (_, _, 2) => Err(format!("{key}.password_file: give password or password_file, not both")),
+            (0, true, 0) => Err(format!("{key}.password: required with user")),
+            (0, false, _) => Err(format!("{key}.user: required with a password")),
+            _ => Err(format!("{key}: a token, or a user and password, not both")),
+        }
+    }
+
+    /// Whether an `Authorization` header carries the credentials.
+    fn allows(&self, header: Option<&hyper::header::HeaderValue>) -> bool {
+        let given = header.and_then(|h| h.to_str().ok()).unwrap_or("");
+        let read = |inline: &Option<String>, file: &Option<PathBuf>| -> Option<String> {
+            match (inline, file) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(path)) => std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()),
+                (None, None) => None,
+            }
+        };
+        if self.token.is_some() || self.token_file.is_some() {
+            let Some(want) = read(&self.token, &self.token_file).filter(|t| !t.is_empty()) else { return false };
+            return given.strip_prefix("Bearer ").is_some_and(|t| same(t, &want));
+        }
+        let (Some(user), Some(password)) = (&self.user, read(&self.password, &self.password_file)) else {
+            return false;
+        };
+        use base64::Engine;
+        let want = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        given.strip_prefix("Basic ").is_some_and(|t| same(t.trim(), &want))
+    }
+}
+
+/// `a == b` in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn default_path() -> String {
@@ -61,6 +131,13 @@ fn default_ack_timeout() -> Dur {
 
 impl crate::component::ComponentConfig for HttpConfig {
     const TYPE: &'static str = "http";
+
+    fn check(&self, id: &str) -> Result<(), String> {
+        if let Some(auth) = &self.auth {
+            auth.check(&format!("sources.{id}.auth"))?;
+        }
+        Ok(())
+    }
 }
 
 impl super::SourceType for HttpConfig {
@@ -71,6 +148,7 @@ impl super::SourceType for HttpConfig {
 }
 
 pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
     let listener = TcpListener::bind(cfg.address)
         .await
         .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
@@ -78,7 +156,7 @@ pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<toki
     ctx.health.ready(&ctx.id);
     let shutdown = ctx.shutdown.clone();
     let state = Arc::new((cfg, ctx, std::sync::atomic::AtomicU64::new(0)));
-    Ok(tokio::spawn(http_server::serve(listener, shutdown, move |req| {
+    Ok(tokio::spawn(http_server::serve(listener, tls, shutdown, move |req| {
         let state = state.clone();
         async move { handle(req, &state.0, &state.1, &state.2).await }
     })))
@@ -95,6 +173,15 @@ async fn handle(
     }
     if req.method() != Method::POST {
         return http_server::json(405, serde_json::json!({"error": "use POST"}));
+    }
+    if let Some(auth) = &cfg.auth {
+        if !auth.allows(req.headers().get("authorization")) {
+            ctx.metrics.error("unauthorized", 1);
+            let scheme = if auth.user.is_some() { "Basic realm=\"flowtag\"" } else { "Bearer" };
+            let mut r = http_server::json(401, serde_json::json!({"error": "credentials required (sources auth)"}));
+            r.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static(scheme));
+            return r;
+        }
     }
     let gzip = req.headers().get("content-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let body = match Limited::new(req.into_body(), cfg.max_body_bytes).collect().await {

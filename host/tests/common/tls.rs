@@ -35,6 +35,21 @@ impl TestCa {
         path
     }
 
+    /// The server certificate and key written as `dir/server.crt` and `dir/server.key`, for a
+    /// source's `tls.crt_file` and `tls.key_file`.
+    pub fn write_server(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+        };
+        std::fs::write(&crt, pem("CERTIFICATE", &self.server_cert)).unwrap();
+        std::fs::write(&key, pem("PRIVATE KEY", &self.server_key)).unwrap();
+        (crt, key)
+    }
+
     /// A client certificate the CA signed, written as `dir/NAME.crt` and `dir/NAME.key`.
     pub fn write_client(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(vec![format!("{name}.flowtag.test")]).unwrap();
