@@ -99,3 +99,51 @@ fn basic_credentials_from_a_file_and_client_certificates() {
     wait_until(Duration::from_secs(10), "the record", || read_jsonl(&dir.path().join("out.jsonl")).len() == 1);
     assert!(ft.terminate().success());
 }
+
+#[test]
+fn the_tcp_source_over_tls_takes_lines_from_openssl_and_nothing_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = ca.write_ca(dir.path());
+    let (crt, key) = ca.write_server(dir.path());
+    let (api, port) = (free_port(), free_port());
+    let cfg = format!(
+        "data_dir = \"{data}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n\
+         [sources.collector]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntls.crt_file = \"{crt}\"\ntls.key_file = \"{key}\"\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"collector\"]\npath = \"{out}\"\n",
+        data = dir.path().join("data").display(),
+        crt = crt.display(),
+        key = key.display(),
+        out = dir.path().join("out.jsonl").display(),
+    );
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    // In the clear: the handshake fails and the line is not read.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"{\"clear\":1}\n");
+    }
+    // openssl s_client, verifying the server against the test CA.
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
+        .arg(&ca_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"{\"tls\":1}\n{\"tls\":2}\n").unwrap();
+        wait_until(Duration::from_secs(10), "two records over TLS", || {
+            read_jsonl(&dir.path().join("out.jsonl")).len() >= 2
+        });
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ft.terminate().success());
+    let lines = read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.get("tls").is_some()), "a clear-text line got in: {lines:?}");
+}

@@ -5,6 +5,8 @@
 //! type = "tcp"
 //! address = "0.0.0.0:5170"
 //! decoding = "json"
+//! tls.crt_file = "/etc/flowtag/tls/collector.crt"   # optional: TLS, and with
+//! tls.key_file = "/etc/flowtag/tls/collector.key"   # tls.client_ca_file, client certificates
 //! ```
 //!
 //! TCP has no application-level acknowledgement: a record is in flowtag's hands once read. Use
@@ -18,6 +20,7 @@ use tokio::net::TcpListener;
 
 use super::{decode_lines, SourceContext};
 use crate::decode::{Decoder, Decoding};
+use crate::net::tls::ServerTlsConfig;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +31,9 @@ pub struct TcpConfig {
     /// A longer line is cut (its start goes on as a malformed record).
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Accept TLS connections only, with this certificate (and optionally require client
+    /// certificates signed by `client_ca_file`).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 fn default_max_line_bytes() -> usize {
@@ -46,6 +52,7 @@ impl super::SourceType for TcpConfig {
 }
 
 pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
     let listener = TcpListener::bind(cfg.address)
         .await
         .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
@@ -61,7 +68,23 @@ pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio
                     Ok((stream, peer)) => {
                         let ctx = ctx.clone();
                         let cfg = cfg.clone();
-                        conns.spawn(async move { connection(stream, peer, cfg, &ctx).await });
+                        let tls = tls.clone();
+                        conns.spawn(async move {
+                            match tls {
+                                None => connection(stream, peer, cfg, &ctx).await,
+                                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection(stream, peer, cfg, &ctx).await,
+                                    Ok(Err(e)) => {
+                                        ctx.metrics.error("tls", 1);
+                                        tracing::warn!(%peer, error = %crate::net::explain(&e), "TLS handshake refused");
+                                    }
+                                    Err(_) => {
+                                        ctx.metrics.error("tls", 1);
+                                        tracing::warn!(%peer, "TLS handshake not finished in time");
+                                    }
+                                },
+                            }
+                        });
                     }
                     Err(e) => {
                         ctx.metrics.error("accept", 1);
@@ -76,7 +99,15 @@ pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio
     }))
 }
 
-async fn connection(mut stream: tokio::net::TcpStream, peer: SocketAddr, cfg: TcpConfig, ctx: &SourceContext) {
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn connection(
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    peer: SocketAddr,
+    cfg: TcpConfig,
+    ctx: &SourceContext,
+) {
     let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
