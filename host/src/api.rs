@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::ApiConfig;
 use crate::health::Health;
 use crate::metrics;
+use crate::net::same_secret;
 use crate::net::server::{self as http_server, response};
 use crate::shutdown::Shutdown;
 use crate::transforms::anomaly::model::Controls;
@@ -120,9 +121,9 @@ impl Token {
         let given = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
         match self {
             Token::None => true,
-            Token::Value(want) => same(given, want),
+            Token::Value(want) => same_secret(given, want),
             Token::File(path) => match read_token(path) {
-                Ok(want) => same(given, &want),
+                Ok(want) => same_secret(given, &want),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the API token; refusing the request");
                     false
@@ -139,9 +140,4 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("api.token_file: {}: empty", path.display()));
     }
     Ok(t)
-}
-
-/// `a == b` in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -142,6 +142,20 @@ fn handle(state: &Mutex<Hec>, req: &Request) -> (u16, String) {
     (200, json!({"text": "Success", "code": 0, "ackId": id}).to_string())
 }
 
+/// A strict HEC peer with `hec` as its initial state, over plain HTTP.
+fn peer(hec: Hec) -> (Arc<Mutex<Hec>>, HttpPeer) {
+    let state = Arc::new(Mutex::new(hec));
+    let s2 = state.clone();
+    (state, HttpPeer::start(move |req| handle(&s2, req)))
+}
+
+/// Wait until the `siem` sink has confirmed `n` events.
+fn wait_confirmed(ft: &Flowtag, n: f64) {
+    wait_until(Duration::from_secs(60), &format!("{n} events confirmed"), || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= n
+    });
+}
+
 fn setup(n: usize) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
@@ -192,9 +206,7 @@ request.retry_max_backoff = "300ms"
 #[test]
 fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
     let (dir, input) = setup(2_000);
-    let state = Arc::new(Mutex::new(Hec { ack_delay: Duration::from_millis(150), ..Hec::default() }));
-    let s2 = state.clone();
-    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let (state, peer) = peer(Hec { ack_delay: Duration::from_millis(150), ..Hec::default() });
     let api = free_port();
     let ft = Flowtag::start_with_env(
         dir.path(),
@@ -202,9 +214,7 @@ fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
         api,
         &[("HEC_TOKEN", TOKEN)],
     );
-    wait_until(Duration::from_secs(60), "2000 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 2_000.0
-    });
+    wait_confirmed(&ft, 2_000.0);
     let st = state.lock().unwrap();
     assert_eq!(st.events.len(), 2_000, "each event indexed once");
     let mut seqs: Vec<i64> = st.events.iter().map(|e| e["event"]["seq"].as_i64().unwrap()).collect();
@@ -236,9 +246,7 @@ fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
 #[test]
 fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
     let (dir, input) = setup(300);
-    let state = Arc::new(Mutex::new(Hec::default()));
-    let s2 = state.clone();
-    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let (state, peer) = peer(Hec::default());
     // A token HEC refuses: retried (a rotated secret may fix it), never dropped.
     let api = free_port();
     let ft = Flowtag::start_with_env(
@@ -288,15 +296,11 @@ fn indexed(state: &Mutex<Hec>) -> HashMap<i64, usize> {
 fn requests_overlap_while_acknowledgements_are_pending_and_a_lost_one_resends_only_its_batch() {
     let (dir, input) = setup(3_000);
     // Indexing takes 1 s, and the acknowledgement of the third request (id 2) is lost.
-    let state = Arc::new(Mutex::new(Hec { ack_delay: Duration::from_secs(1), lost: vec![2], ..Hec::default() }));
-    let s2 = state.clone();
-    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let (state, peer) = peer(Hec { ack_delay: Duration::from_secs(1), lost: vec![2], ..Hec::default() });
     let api = free_port();
     let cfg = config(dir.path(), api, &input, peer.port, "acknowledgements.timeout = \"3s\"");
     let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
-    wait_until(Duration::from_secs(60), "3000 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 3_000.0
-    });
+    wait_confirmed(&ft, 3_000.0);
     let counts = indexed(&state);
     assert_eq!(counts.len(), 3_000, "nothing lost");
     let twice: usize = counts.values().filter(|&&n| n == 2).count();
@@ -312,9 +316,7 @@ fn requests_overlap_while_acknowledgements_are_pending_and_a_lost_one_resends_on
 #[test]
 fn a_token_with_acknowledgement_off_gets_each_event_once_and_a_busy_splunk_is_waited_for() {
     let (dir, input) = setup(1_000);
-    let state = Arc::new(Mutex::new(Hec { acks_off: true, busy: 3, ..Hec::default() }));
-    let s2 = state.clone();
-    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let (state, peer) = peer(Hec { acks_off: true, busy: 3, ..Hec::default() });
     let api = free_port();
     let ft = Flowtag::start_with_env(
         dir.path(),
@@ -322,9 +324,7 @@ fn a_token_with_acknowledgement_off_gets_each_event_once_and_a_busy_splunk_is_wa
         api,
         &[("HEC_TOKEN", TOKEN)],
     );
-    wait_until(Duration::from_secs(60), "1000 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 1_000.0
-    });
+    wait_confirmed(&ft, 1_000.0);
     // A moment more: nothing is sent again.
     std::thread::sleep(Duration::from_millis(1500));
     let counts = indexed(&state);
@@ -375,9 +375,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
     let cfg =
         https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {:?}", ca_file.display().to_string()));
     let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
-    wait_until(Duration::from_secs(60), "200 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 200.0
-    });
+    wait_confirmed(&ft, 200.0);
     assert!(ft.terminate().success());
     let counts = indexed(&state);
     assert_eq!(counts.len(), 200);
@@ -388,9 +386,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
     let api = free_port();
     let cfg = https_config(dir2.path(), api, &input2, peer.port, "tls.verify_certificate = false");
     let ft = Flowtag::start_with_env(dir2.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
-    wait_until(Duration::from_secs(60), "10 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 10.0
-    });
+    wait_confirmed(&ft, 10.0);
     assert!(ft.log().contains("sinks.siem.tls.verify_certificate = false"), "warned at start");
     assert!(ft.terminate().success());
     let out = std::process::Command::new(flowtag())
@@ -406,9 +402,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
 #[test]
 fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
     let (dir, input) = setup(100);
-    let state = Arc::new(Mutex::new(Hec::default()));
-    let s2 = state.clone();
-    let peer = HttpPeer::start(move |req| handle(&s2, req));
+    let (state, peer) = peer(Hec::default());
     // The Secret holds an old token; HEC refuses it until the Secret is rotated.
     let token_file = dir.path().join("hec-token");
     std::fs::write(&token_file, "old-token-0f9a\n").unwrap();
@@ -481,9 +475,7 @@ fn mutual_tls_with_a_client_certificate() {
     );
     let cfg = https_config(dir.path(), api, &input, peer.port, &tls);
     let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
-    wait_until(Duration::from_secs(60), "50 events confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 50.0
-    });
+    wait_confirmed(&ft, 50.0);
     assert!(ft.terminate().success());
 
     // A key that is not the certificate's is refused at start, naming the key.

@@ -31,6 +31,11 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `a == b` for secrets (tokens, passwords), in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A request that got no answer: what was tried, and every cause underneath.
 #[derive(Debug, Clone)]
 pub struct Error {

@@ -38,6 +38,7 @@ use crate::config::duration::Dur;
 use crate::config::yes;
 use crate::decode::{Decoder, Decoding};
 use crate::event::{BatchAck, Event, Notifier};
+use crate::net::same_secret;
 use crate::net::server::{self as http_server, Body};
 use crate::net::tls::ServerTlsConfig;
 
@@ -103,20 +104,15 @@ impl AuthConfig {
         };
         if self.token.is_some() || self.token_file.is_some() {
             let Some(want) = read(&self.token, &self.token_file).filter(|t| !t.is_empty()) else { return false };
-            return given.strip_prefix("Bearer ").is_some_and(|t| same(t, &want));
+            return given.strip_prefix("Bearer ").is_some_and(|t| same_secret(t, &want));
         }
         let (Some(user), Some(password)) = (&self.user, read(&self.password, &self.password_file)) else {
             return false;
         };
         use base64::Engine;
         let want = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        given.strip_prefix("Basic ").is_some_and(|t| same(t.trim(), &want))
+        given.strip_prefix("Basic ").is_some_and(|t| same_secret(t.trim(), &want))
     }
-}
-
-/// `a == b` in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn default_path() -> String {
