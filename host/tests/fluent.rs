@@ -242,3 +242,107 @@ batch.max_events = 400
     drop(got);
     assert!(ft.terminate().success());
 }
+
+/// `sha512_hex(salt + hostname + nonce + key)`, written here from the Forward Protocol v1
+/// specification, apart from flowtag's own.
+fn spec_digest(salt: &[u8], hostname: &str, nonce: &[u8], key: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha512::new();
+    for part in [salt, hostname.as_bytes(), nonce, key.as_bytes()] {
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_source_requires_the_shared_key_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, port) = (free_port(), free_port());
+    let out = dir.path().join("out.jsonl");
+    let cfg = source_config(dir.path(), api, port, &out)
+        .replace("type = \"fluent\"\n", "type = \"fluent\"\nshared_key = \"${FORWARD_KEY}\"\n");
+    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("FORWARD_KEY", "k3y-for-nodes")]);
+    let record = Value::Map(vec![("seq".into(), 1.into()), ("dur".into(), Value::F64(0.5))]);
+    let message = |seq: i64| {
+        encode(&Value::Array(vec![
+            "flows".into(),
+            Value::Array(vec![Value::Array(vec![1_700_000_000.into(), record.clone()])]),
+            Value::Map(vec![("chunk".into(), format!("c{seq}").into())]),
+        ]))
+    };
+    for (key, accepted) in [("wrong-key", false), ("k3y-for-nodes", true)] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let helo = read_value(&mut s);
+        let helo = helo.as_array().unwrap();
+        assert_eq!(helo[0].as_str(), Some("HELO"));
+        let nonce = helo[1].as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some("nonce")).unwrap().1.clone();
+        let nonce = nonce.as_slice().map(<[u8]>::to_vec).unwrap_or_else(|| nonce.as_str().unwrap().as_bytes().to_vec());
+        let salt = b"client-salt";
+        let ping = Value::Array(vec![
+            "PING".into(),
+            "test-client".into(),
+            Value::Binary(salt.to_vec()),
+            spec_digest(salt, "test-client", &nonce, key).into(),
+            "".into(),
+            "".into(),
+        ]);
+        s.write_all(&encode(&ping)).unwrap();
+        let pong = read_value(&mut s);
+        let pong = pong.as_array().unwrap();
+        assert_eq!(pong[0].as_str(), Some("PONG"));
+        assert_eq!(pong[1].as_bool(), Some(accepted), "{pong:?}");
+        if accepted {
+            // The server proves it holds the key too.
+            let host = pong[3].as_str().unwrap();
+            assert_eq!(pong[4].as_str().unwrap(), spec_digest(salt, host, &nonce, key));
+            s.write_all(&message(1)).unwrap();
+            let ack = read_value(&mut s);
+            assert_eq!(ack.as_map().unwrap()[0].1.as_str(), Some("c1"));
+        } else {
+            // Refused: the connection is closed, and what it would send is never read.
+            let _ = s.write_all(&message(0));
+        }
+    }
+    wait_until(Duration::from_secs(10), "the record", || read_jsonl(&out).len() == 1);
+    let log = ft.log();
+    assert!(ft.terminate().success());
+    assert_eq!(read_jsonl(&out).len(), 1, "only the authenticated connection's record");
+    assert!(log.contains("handshake refused"), "{log}");
+    assert!(!log.contains("k3y-for-nodes"), "the key is in the log");
+}
+
+#[test]
+fn the_sink_and_the_source_agree_on_a_shared_key_and_refuse_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api_in, port) = (free_port(), free_port());
+    let out = dir.path().join("out.jsonl");
+    let receiver_dir = dir.path().join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let cfg = source_config(&receiver_dir, api_in, port, &out)
+        .replace("type = \"fluent\"\n", "type = \"fluent\"\nshared_key = \"${FORWARD_KEY}\"\n");
+    let receiver = Flowtag::start_with_env(&receiver_dir, &cfg, api_in, &[("FORWARD_KEY", "right")]);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap();
+    let sender = |name: &str, key: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let api = free_port();
+        let cfg = format!(
+            "{head}[sinks.fwd]\ntype = \"fluent\"\ninputs = [\"flows\"]\naddress = \"127.0.0.1:{port}\"\nshared_key = \"${{FORWARD_KEY}}\"\nrequest.retry_initial_backoff = \"100ms\"\nrequest.retry_max_backoff = \"200ms\"\n",
+            head = file_source_head(&d.join("data"), api, &input),
+        );
+        Flowtag::start_with_env(&d, &cfg, api, &[("FORWARD_KEY", key)])
+    };
+    let wrong = sender("wrong", "not-it");
+    wait_until(Duration::from_secs(20), "refused handshakes", || {
+        wrong.metrics().sum("flowtag_sink_retries_total", &[("component_id", "fwd")]) >= 2.0
+    });
+    assert!(wrong.log().contains("refused the handshake"), "{}", wrong.log());
+    wrong.kill9();
+    assert_eq!(read_jsonl(&out).len(), 0);
+    let right = sender("right", "right");
+    wait_until(Duration::from_secs(20), "three records", || read_jsonl(&out).len() == 3);
+    assert!(right.terminate().success());
+    assert!(receiver.terminate().success());
+}

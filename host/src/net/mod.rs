@@ -31,6 +31,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// This node's name: `NODE_NAME` (the DaemonSet sets it), `HOSTNAME`, or the kernel's.
+pub fn hostname() -> String {
+    std::env::var("NODE_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// `a == b` for secrets (tokens, passwords), in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -7,7 +7,11 @@
 //! inputs = ["tag"]
 //! address = "fluentd.logging:24224"
 //! tag = "flowtag.flows"
+//! shared_key = "${FORWARD_SHARED_KEY}"   # optional: the peer's shared key
 //! ```
+//!
+//! With `shared_key`, each new connection passes the protocol's handshake first, and the peer
+//! must prove it holds the key too (its `PONG` digest), or nothing is sent.
 //!
 //! Each request is one `[tag, <entries>, {"size": n, "chunk": id}]` message; with `require_ack`
 //! (the default) the events are confirmed only when the peer answers `{"ack": id}`, else
@@ -34,6 +38,9 @@ pub struct FluentSinkConfig {
     pub tag: String,
     #[serde(default = "crate::config::yes")]
     pub require_ack: bool,
+    /// The forward protocol's `shared_key` (`"${FORWARD_SHARED_KEY}"`): each connection starts
+    /// with the `HELO`/`PING`/`PONG` handshake, and the peer must prove it holds the key too.
+    pub shared_key: Option<String>,
     #[serde(default)]
     pub request: RequestConfig,
     #[serde(default)]
@@ -116,6 +123,10 @@ impl FluentSink {
                 .await
                 .map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
             stream.set_nodelay(true).ok();
+            let mut stream = stream;
+            if let Some(key) = &self.cfg.shared_key {
+                handshake(&mut stream, key).await.map_err(|e| format!("{}: {e}", self.cfg.address))?;
+            }
             self.conn = Some(stream);
         }
         let conn = self.conn.as_mut().expect("connected");
@@ -123,30 +134,45 @@ impl FluentSink {
         if !self.cfg.require_ack {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        let mut piece = [0u8; 4096];
-        loop {
-            let n = conn.read(&mut piece).await.map_err(|e| format!("reading the ack: {e}"))?;
-            if n == 0 {
-                return Err("the peer closed the connection before acknowledging".into());
-            }
-            buf.extend_from_slice(&piece[..n]);
-            let mut cursor = std::io::Cursor::new(&buf[..]);
-            match rmpv::decode::read_value(&mut cursor) {
-                Ok(v) => {
-                    let ack = v
-                        .as_map()
-                        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
-                        .and_then(|(_, v)| v.as_str());
-                    return match ack {
-                        Some(a) if a == chunk => Ok(()),
-                        other => Err(format!("unexpected answer {v} (waiting for ack {chunk}, got {other:?})")),
-                    };
-                }
-                Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e))
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-                Err(e) => return Err(format!("the answer is not msgpack: {e}")),
-            }
+        let v = read_value(conn, "the ack").await?;
+        let ack =
+            v.as_map().and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack"))).and_then(|(_, v)| v.as_str());
+        match ack {
+            Some(a) if a == chunk => Ok(()),
+            other => Err(format!("unexpected answer {v} (waiting for ack {chunk}, got {other:?})")),
+        }
+    }
+}
+
+/// The client side of the forward protocol's `shared_key` handshake on a new connection.
+async fn handshake(conn: &mut TcpStream, key: &str) -> Result<(), String> {
+    use crate::fluent_forward::handshake;
+    let nonce = handshake::read_helo(&read_value(conn, "HELO").await?)?;
+    let salt: [u8; 16] = rand::random();
+    conn.write_all(&handshake::ping(&crate::net::hostname(), &salt, &nonce, key))
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    handshake::check_pong(&read_value(conn, "PONG").await?, &salt, &nonce, key)
+}
+
+/// One msgpack value from the peer (its answers are small and come one at a time).
+async fn read_value(conn: &mut TcpStream, what: &str) -> Result<rmpv::Value, String> {
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut piece).await.map_err(|e| format!("reading {what}: {e}"))?;
+        if n == 0 {
+            return Err(format!("the peer closed the connection before {what}"));
+        }
+        buf.extend_from_slice(&piece[..n]);
+        match rmpv::decode::read_value(&mut std::io::Cursor::new(&buf[..])) {
+            Ok(v) => return Ok(v),
+            Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => return Err(format!("{what} is not msgpack: {e}")),
+        }
+        if buf.len() > 1 << 20 {
+            return Err(format!("{what} is larger than 1 MiB"));
         }
     }
 }

@@ -5,7 +5,12 @@
 //! [sources.fluent]
 //! type = "fluent"
 //! address = "0.0.0.0:24224"
+//! shared_key = "${FORWARD_SHARED_KEY}"   # optional: Fluent Bit's `Shared_Key`, Fluentd's <security>
 //! ```
+//!
+//! With `shared_key`, every connection starts with the protocol's handshake (`HELO`, `PING`,
+//! `PONG`, [`crate::fluent_forward::handshake`]); a client that does not prove it holds the key
+//! gets a refusing `PONG` and the connection is closed before anything it sent is read.
 //!
 //! A message that carries a `chunk` id is acknowledged (`{"ack": chunk}`) only after every
 //! sink confirmed its records (Fluent Bit: `Require_ack_response true`; Fluentd:
@@ -38,6 +43,9 @@ pub struct FluentConfig {
     /// (the sender then resends).
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: Dur,
+    /// The forward protocol's `shared_key` (`"${FORWARD_SHARED_KEY}"`): a client must prove it
+    /// holds it in the `HELO`/`PING`/`PONG` handshake before anything it sends is read.
+    pub shared_key: Option<String>,
 }
 
 fn default_max_message() -> usize {
@@ -98,6 +106,12 @@ async fn connection(
 ) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 256 * 1024];
+    // With a shared key, nothing is read before the client passed the handshake.
+    let nonce: Option<[u8; 16]> = cfg.shared_key.as_ref().map(|_| rand::random());
+    let mut authenticated = nonce.is_none();
+    if let Some(nonce) = &nonce {
+        stream.write_all(&forward::handshake::helo(nonce)).await.map_err(|e| e.to_string())?;
+    }
     loop {
         // Handle every complete message in the buffer.
         loop {
@@ -114,6 +128,23 @@ async fn connection(
             };
             let used = cursor.position() as usize;
             buf.drain(..used);
+            if !authenticated {
+                let (nonce, key) = (nonce.as_ref().expect("set with the key"), cfg.shared_key.as_deref().unwrap_or(""));
+                match forward::handshake::check_ping(&value, nonce, key) {
+                    Ok((_, salt)) => {
+                        let pong = forward::handshake::pong(true, "", &crate::net::hostname(), &salt, nonce, key);
+                        stream.write_all(&pong).await.map_err(|e| e.to_string())?;
+                        authenticated = true;
+                        continue;
+                    }
+                    Err(why) => {
+                        ctx.metrics.error("unauthorized", 1);
+                        let pong = forward::handshake::pong(false, "shared_key mismatch", "", b"", nonce, key);
+                        let _ = stream.write_all(&pong).await;
+                        return Err(format!("handshake refused: {why}"));
+                    }
+                }
+            }
             let message = forward::parse(value)?;
             handle(message, &mut stream, cfg, ctx, batches).await?;
         }

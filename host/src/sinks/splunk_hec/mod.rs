@@ -115,14 +115,6 @@ impl Requests {
     }
 }
 
-fn hostname() -> String {
-    std::env::var("NODE_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// A random UUID (version 4), as HEC channels are.
 fn uuid4() -> String {
     let mut b: [u8; 16] = rand::thread_rng().gen();
@@ -136,7 +128,7 @@ impl HecSink {
     /// Errors name the key under `sinks.ID.`; `id` names the sink in the tracker's logs.
     pub fn new(id: &str, cfg: &HecConfig) -> Result<HecSink, String> {
         let token = cfg.read_token()?;
-        let host = cfg.host.clone().unwrap_or_else(hostname);
+        let host = cfg.host.clone().unwrap_or_else(crate::net::hostname);
         let client = client::build(&cfg.tls)?;
         let requests = Arc::new(Requests { endpoint: cfg.endpoint.clone(), token: std::sync::Mutex::new(token) });
         let acks = cfg.acknowledgements.enabled.then(|| {
