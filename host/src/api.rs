@@ -94,50 +94,36 @@ pub async fn start(
     })))
 }
 
-/// The API token, if one is configured.
+/// The API token, if one is configured: inline, or a file read at every `POST` (they are
+/// rare), so a rotated Secret takes effect at once and the old token stops working.
 #[derive(Clone)]
-enum Token {
-    None,
-    Value(String),
-    /// Read at every `POST` (they are rare), so a rotated Secret takes effect at once and the
-    /// old token stops working.
-    File(std::path::PathBuf),
+struct Token {
+    inline: Option<String>,
+    file: Option<std::path::PathBuf>,
 }
 
 impl Token {
+    /// Errors (an unreadable or empty file) name the key.
     fn new(cfg: &ApiConfig) -> Result<Token, String> {
-        Ok(match (&cfg.token, &cfg.token_file) {
-            (Some(t), _) => Token::Value(t.trim().to_string()),
-            (None, Some(path)) => {
-                read_token(path)?;
-                Token::File(path.clone())
-            }
-            (None, None) => Token::None,
-        })
+        let token = Token { inline: cfg.token.clone(), file: cfg.token_file.clone() };
+        token.current()?;
+        Ok(token)
+    }
+
+    fn current(&self) -> Result<Option<String>, String> {
+        crate::net::secret("api.token", self.inline.as_deref(), self.file.as_deref())
     }
 
     /// Whether an `Authorization` header carries the token (anything goes without one).
     fn allows(&self, header: Option<&hyper::header::HeaderValue>) -> bool {
         let given = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-        match self {
-            Token::None => true,
-            Token::Value(want) => same_secret(given, want),
-            Token::File(path) => match read_token(path) {
-                Ok(want) => same_secret(given, &want),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the API token; refusing the request");
-                    false
-                }
-            },
+        match self.current() {
+            Ok(None) => true,
+            Ok(Some(want)) => same_secret(given, &want),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the API token; refusing the request");
+                false
+            }
         }
     }
-}
-
-fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let t = std::fs::read_to_string(path).map_err(|e| format!("api.token_file: {}: {e}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.is_empty() {
-        return Err(format!("api.token_file: {}: empty", path.display()));
-    }
-    Ok(t)
 }

@@ -40,6 +40,24 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A secret given inline (from the environment, through `${VAR}`) or as a file (a mounted
+/// Kubernetes Secret, read at each call so a rotation takes effect), trimmed; `None` when
+/// neither is set. Errors name `key` (or `key_file`), never the secret.
+pub fn secret(key: &str, inline: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let value = match (inline, file) {
+        (Some(v), _) => v.trim().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{key}_file: {}: {e}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err(format!("{key}: empty"));
+    }
+    Ok(Some(value))
+}
+
 /// `a == b` for secrets (tokens, passwords), in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

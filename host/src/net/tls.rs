@@ -1,6 +1,7 @@
 //! TLS settings for outbound connections (HTTPS, SMTP STARTTLS): rustls with the system's root
 //! certificates plus an optional CA file.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -52,25 +53,35 @@ pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
         let _ = roots.add(cert);
     }
     if let Some(path) = &tls.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("tls.ca_file: {}: {e}", path.display()))?;
-        }
+        add_roots(&mut roots, "tls.ca_file", path)?;
     }
     with_identity(builder.with_root_certificates(roots))
+}
+
+/// The PEM certificates of `path` (the config's `key`) added to `roots`.
+fn add_roots(roots: &mut rustls::RootCertStore, key: &str, path: &Path) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{key}: {}: {e}", path.display());
+    let pem = std::fs::read(path).map_err(|e| err(&e))?;
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
 
 /// The client certificate chain and key of `tls.crt_file` / `tls.key_file`, if set.
 fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, String> {
-    let (crt, key) = match (&tls.crt_file, &tls.key_file) {
-        (None, None) => return Ok(None),
-        (Some(c), Some(k)) => (c, k),
-        (Some(_), None) => return Err("tls.key_file: required with tls.crt_file".into()),
-        (None, Some(_)) => return Err("tls.crt_file: required with tls.key_file".into()),
-    };
+    match (&tls.crt_file, &tls.key_file) {
+        (None, None) => Ok(None),
+        (Some(crt), Some(key)) => read_identity(crt, key).map(Some),
+        (Some(_), None) => Err("tls.key_file: required with tls.crt_file".into()),
+        (None, Some(_)) => Err("tls.crt_file: required with tls.key_file".into()),
+    }
+}
+
+/// A certificate chain (`tls.crt_file`) and its private key (`tls.key_file`), PEM.
+fn read_identity(crt: &Path, key: &Path) -> Result<Identity, String> {
     let pem = std::fs::read(crt).map_err(|e| format!("tls.crt_file: {}: {e}", crt.display()))?;
     let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
@@ -82,7 +93,7 @@ fn client_identity(tls: &TlsConfig) -> Result<Option<Identity>, String> {
     let key = rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| format!("tls.key_file: {}: {e}", key.display()))?
         .ok_or_else(|| format!("tls.key_file: {}: no PEM private key in it", key.display()))?;
-    Ok(Some((certs, key)))
+    Ok((certs, key))
 }
 
 #[derive(Debug)]
@@ -120,18 +131,6 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificates_are_verified_by_default() {
-        assert!(TlsConfig::default().verify_certificate);
-        let empty: TlsConfig = toml::from_str("").unwrap();
-        assert!(empty.verify_certificate);
-    }
-}
-
 /// `tls` of a component that listens: its certificate and key, and optionally the CA whose
 /// client certificates it requires (mutual TLS).
 #[derive(Clone, Debug, Deserialize)]
@@ -147,12 +146,7 @@ impl ServerTlsConfig {
     /// The acceptor, or why not (errors name the key under `tls.`).
     pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (certs, key) = client_identity(&TlsConfig {
-            crt_file: Some(self.crt_file.clone()),
-            key_file: Some(self.key_file.clone()),
-            ..TlsConfig::default()
-        })?
-        .expect("both files given");
+        let (certs, key) = read_identity(&self.crt_file, &self.key_file)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?;
@@ -160,11 +154,7 @@ impl ServerTlsConfig {
             None => builder.with_no_client_auth(),
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
-                let pem = std::fs::read(path).map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
-                for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                    let cert = cert.map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
-                }
+                add_roots(&mut roots, "tls.client_ca_file", path)?;
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|e| format!("tls.client_ca_file: {}: {e}", path.display()))?;
@@ -175,5 +165,17 @@ impl ServerTlsConfig {
             .with_single_cert(certs, key)
             .map_err(|e| format!("tls.key_file: does not match tls.crt_file: {e}"))?;
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_verified_by_default() {
+        assert!(TlsConfig::default().verify_certificate);
+        let empty: TlsConfig = toml::from_str("").unwrap();
+        assert!(empty.verify_certificate);
     }
 }

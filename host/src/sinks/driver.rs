@@ -243,8 +243,7 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
             }
             Ok(None) => break,
             Err(_) => {
-                let events: usize = pending.len();
-                tracing::error!(sink = %ctx.id, requests = events, "no confirmation before the drain timeout; those events stay unconfirmed");
+                tracing::error!(sink = %ctx.id, requests = pending.len(), "no confirmation before the drain timeout; those events stay unconfirmed");
                 return;
             }
         }

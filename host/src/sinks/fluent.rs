@@ -119,11 +119,10 @@ impl FluentSink {
 
     async fn exchange(&mut self, msg: &[u8], chunk: &str) -> Result<(), String> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.cfg.address)
+            let mut stream = TcpStream::connect(&self.cfg.address)
                 .await
                 .map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
             stream.set_nodelay(true).ok();
-            let mut stream = stream;
             if let Some(key) = &self.cfg.shared_key {
                 handshake(&mut stream, key).await.map_err(|e| format!("{}: {e}", self.cfg.address))?;
             }

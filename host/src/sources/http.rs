@@ -95,18 +95,17 @@ impl AuthConfig {
     /// Whether an `Authorization` header carries the credentials.
     fn allows(&self, header: Option<&hyper::header::HeaderValue>) -> bool {
         let given = header.and_then(|h| h.to_str().ok()).unwrap_or("");
-        let read = |inline: &Option<String>, file: &Option<PathBuf>| -> Option<String> {
-            match (inline, file) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(path)) => std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()),
-                (None, None) => None,
-            }
+        let secret = |key, inline: &Option<String>, file: &Option<PathBuf>| {
+            crate::net::secret(key, inline.as_deref(), file.as_deref()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the source's credentials; refusing the request");
+                None
+            })
         };
-        if self.token.is_some() || self.token_file.is_some() {
-            let Some(want) = read(&self.token, &self.token_file).filter(|t| !t.is_empty()) else { return false };
+        if let Some(want) = secret("auth.token", &self.token, &self.token_file) {
             return given.strip_prefix("Bearer ").is_some_and(|t| same_secret(t, &want));
         }
-        let (Some(user), Some(password)) = (&self.user, read(&self.password, &self.password_file)) else {
+        let (Some(user), Some(password)) = (&self.user, secret("auth.password", &self.password, &self.password_file))
+        else {
             return false;
         };
         use base64::Engine;

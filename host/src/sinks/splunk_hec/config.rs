@@ -108,13 +108,7 @@ impl ComponentConfig for HecConfig {
 impl HecConfig {
     /// The token, from the config or its file.
     pub fn read_token(&self) -> Result<String, String> {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(t.trim().to_string()),
-            (None, Some(path)) => Ok(std::fs::read_to_string(path)
-                .map_err(|e| format!("token_file: {}: {e}", path.display()))?
-                .trim()
-                .to_string()),
-            (None, None) => Err("token: required".into()),
-        }
+        crate::net::secret("token", self.token.as_deref(), self.token_file.as_deref())?
+            .ok_or_else(|| "token: required".into())
     }
 }

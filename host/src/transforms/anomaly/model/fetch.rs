@@ -25,7 +25,7 @@ use hyper::Request;
 use serde::Deserialize;
 
 use crate::config::duration::Dur;
-use crate::net::client::{self, HttpClient};
+use crate::net::client::{self, snippet, HttpClient};
 use crate::net::tls::TlsConfig;
 use flowtag_plugin::bundle::{sha256_hex, MANIFEST, MODEL, SIGNATURE};
 use flowtag_plugin::{Bundle, BundleError};
@@ -347,10 +347,6 @@ fn read_dir_candidate(path: &Path) -> Result<Candidate, String> {
     } else {
         Ok(Candidate::new(Files::Tar(read(path)?), origin))
     }
-}
-
-fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string()
 }
 
 /// Percent-encoding for a query value.
