@@ -149,6 +149,11 @@ fn peer(hec: Hec) -> (Arc<Mutex<Hec>>, HttpPeer) {
     (state, HttpPeer::start(move |req| handle(&s2, req)))
 }
 
+/// flowtag with `cfg`, given the right HEC token in its environment.
+fn start(dir: &std::path::Path, cfg: &str, api: u16) -> Flowtag {
+    Flowtag::start_with_env(dir, cfg, api, &[("HEC_TOKEN", TOKEN)])
+}
+
 /// Wait until the `siem` sink has confirmed `n` events.
 fn wait_confirmed(ft: &Flowtag, n: f64) {
     wait_until(Duration::from_secs(60), &format!("{n} events confirmed"), || {
@@ -208,12 +213,7 @@ fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
     let (dir, input) = setup(2_000);
     let (state, peer) = peer(Hec { ack_delay: Duration::from_millis(150), ..Hec::default() });
     let api = free_port();
-    let ft = Flowtag::start_with_env(
-        dir.path(),
-        &config(dir.path(), api, &input, peer.port, ""),
-        api,
-        &[("HEC_TOKEN", TOKEN)],
-    );
+    let ft = start(dir.path(), &config(dir.path(), api, &input, peer.port, ""), api);
     wait_confirmed(&ft, 2_000.0);
     let st = state.lock().unwrap();
     assert_eq!(st.events.len(), 2_000, "each event indexed once");
@@ -268,7 +268,7 @@ fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
     state.lock().unwrap().never_ack = true;
     let api = free_port();
     let cfg = config(dir.path(), api, &input, peer.port, "acknowledgements.timeout = \"1s\"");
-    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(30), "a resend", || state.lock().unwrap().events.len() >= 600);
     assert_eq!(
         ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]),
@@ -299,7 +299,7 @@ fn requests_overlap_while_acknowledgements_are_pending_and_a_lost_one_resends_on
     let (state, peer) = peer(Hec { ack_delay: Duration::from_secs(1), lost: vec![2], ..Hec::default() });
     let api = free_port();
     let cfg = config(dir.path(), api, &input, peer.port, "acknowledgements.timeout = \"3s\"");
-    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir.path(), &cfg, api);
     wait_confirmed(&ft, 3_000.0);
     let counts = indexed(&state);
     assert_eq!(counts.len(), 3_000, "nothing lost");
@@ -318,12 +318,7 @@ fn a_token_with_acknowledgement_off_gets_each_event_once_and_a_busy_splunk_is_wa
     let (dir, input) = setup(1_000);
     let (state, peer) = peer(Hec { acks_off: true, busy: 3, ..Hec::default() });
     let api = free_port();
-    let ft = Flowtag::start_with_env(
-        dir.path(),
-        &config(dir.path(), api, &input, peer.port, ""),
-        api,
-        &[("HEC_TOKEN", TOKEN)],
-    );
+    let ft = start(dir.path(), &config(dir.path(), api, &input, peer.port, ""), api);
     wait_confirmed(&ft, 1_000.0);
     // A moment more: nothing is sent again.
     std::thread::sleep(Duration::from_millis(1500));
@@ -353,12 +348,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
 
     // No `tls` table: the test CA is not trusted, nothing is delivered, the log says why.
     let api = free_port();
-    let ft = Flowtag::start_with_env(
-        dir.path(),
-        &https_config(dir.path(), api, &input, peer.port, ""),
-        api,
-        &[("HEC_TOKEN", TOKEN)],
-    );
+    let ft = start(dir.path(), &https_config(dir.path(), api, &input, peer.port, ""), api);
     wait_until(Duration::from_secs(30), "refused handshakes", || {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
@@ -374,7 +364,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
     let api = free_port();
     let cfg =
         https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {:?}", ca_file.display().to_string()));
-    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir.path(), &cfg, api);
     wait_confirmed(&ft, 200.0);
     assert!(ft.terminate().success());
     let counts = indexed(&state);
@@ -385,7 +375,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
     let (dir2, input2) = setup(10);
     let api = free_port();
     let cfg = https_config(dir2.path(), api, &input2, peer.port, "tls.verify_certificate = false");
-    let ft = Flowtag::start_with_env(dir2.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir2.path(), &cfg, api);
     wait_confirmed(&ft, 10.0);
     assert!(ft.log().contains("sinks.siem.tls.verify_certificate = false"), "warned at start");
     assert!(ft.terminate().success());
@@ -458,7 +448,7 @@ fn mutual_tls_with_a_client_certificate() {
     // Without a client certificate the peer refuses the handshake: nothing delivered.
     let api = free_port();
     let cfg = https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {ca_file:?}"));
-    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(30), "refused handshakes", || {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
@@ -474,7 +464,7 @@ fn mutual_tls_with_a_client_certificate() {
         key.display().to_string()
     );
     let cfg = https_config(dir.path(), api, &input, peer.port, &tls);
-    let ft = Flowtag::start_with_env(dir.path(), &cfg, api, &[("HEC_TOKEN", TOKEN)]);
+    let ft = start(dir.path(), &cfg, api);
     wait_confirmed(&ft, 50.0);
     assert!(ft.terminate().success());
 
