@@ -45,6 +45,9 @@ async fn handle(peer: Arc<Peer>, req: Request<Incoming>) -> Result<Response<Full
     let channel = req.headers().get("x-splunk-request-channel").and_then(|v| v.to_str().ok()).map(str::to_string);
     let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Splunk bench-token");
     let path = req.uri().path().to_string();
+    if path == "/services/collector/health/1.0" {
+        return Ok(answer(200, r#"{"text":"HEC is healthy","code":17}"#.into()));
+    }
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let (Some(channel), true) = (channel, authorized) else {
         return Ok(answer(401, r#"{"text":"Token is required","code":2}"#.into()));

@@ -346,3 +346,70 @@ fn the_sink_and_the_source_agree_on_a_shared_key_and_refuse_a_wrong_one() {
     assert!(right.terminate().success());
     assert!(receiver.terminate().success());
 }
+
+#[test]
+fn flowtag_to_flowtag_over_mutual_tls_and_nothing_without_it() {
+    use common::tls::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = ca.write_ca(dir.path());
+    let (crt, key) = ca.write_server(dir.path());
+    let (client_crt, client_key) = ca.write_client(dir.path(), "node-1");
+    let (api_in, port) = (free_port(), free_port());
+    let out = dir.path().join("out.jsonl");
+    let receiver_dir = dir.path().join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let cfg = source_config(&receiver_dir, api_in, port, &out).replace(
+        "type = \"fluent\"\n",
+        &format!(
+            "type = \"fluent\"\ntls.crt_file = \"{}\"\ntls.key_file = \"{}\"\ntls.client_ca_file = \"{}\"\n",
+            crt.display(),
+            key.display(),
+            ca_file.display()
+        ),
+    );
+    let receiver = Flowtag::start(&receiver_dir, &cfg, api_in);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap();
+    let sender = |name: &str, tls: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let api = free_port();
+        let cfg = format!(
+            "{head}[sinks.fwd]\ntype = \"fluent\"\ninputs = [\"flows\"]\naddress = \"127.0.0.1:{port}\"\n{tls}\nrequest.retry_initial_backoff = \"100ms\"\nrequest.retry_max_backoff = \"200ms\"\n",
+            head = file_source_head(&d.join("data"), api, &input),
+        );
+        Flowtag::start(&d, &cfg, api)
+    };
+    let retried = |ft: &Flowtag| ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "fwd")]) >= 2.0;
+    // Plain TCP to a TLS source: the handshake fails, nothing is read.
+    let plain = sender("plain", "");
+    wait_until(Duration::from_secs(20), "refused plain connections", || retried(&plain));
+    plain.kill9();
+    // TLS without the test CA: the sink refuses the receiver's certificate.
+    let untrusting = sender("untrusting", "tls = {}");
+    wait_until(Duration::from_secs(20), "refused certificates", || retried(&untrusting));
+    assert!(untrusting.log().contains("UnknownIssuer"), "{}", untrusting.log());
+    untrusting.kill9();
+    // Trusting the CA but without a client certificate: the receiver refuses the client.
+    let anonymous = sender("anonymous", &format!("tls.ca_file = \"{}\"", ca_file.display()));
+    wait_until(Duration::from_secs(20), "refused anonymous clients", || retried(&anonymous));
+    anonymous.kill9();
+    assert_eq!(read_jsonl(&out).len(), 0, "a record came through without mutual TLS");
+    assert!(
+        receiver.metrics().sum("flowtag_component_errors_total", &[("component_id", "forward"), ("error_type", "tls")])
+            >= 3.0
+    );
+    let mutual = sender(
+        "mutual",
+        &format!(
+            "tls.ca_file = \"{}\"\ntls.crt_file = \"{}\"\ntls.key_file = \"{}\"",
+            ca_file.display(),
+            client_crt.display(),
+            client_key.display()
+        ),
+    );
+    wait_until(Duration::from_secs(20), "three records over mutual TLS", || read_jsonl(&out).len() == 3);
+    assert!(mutual.terminate().success());
+    assert!(receiver.terminate().success());
+}

@@ -40,6 +40,10 @@ struct Hec {
     most_outstanding: usize,
     /// Ack polls that named an id the peer never issued or already reported.
     unknown_polled: u32,
+    /// The health endpoint reports full queues.
+    unhealthy: bool,
+    /// Health checks asked.
+    health_checks: u32,
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -52,8 +56,20 @@ fn hec_error(status: u16, code: u32, text: &str) -> (u16, String) {
     (status, json!({"text": text, "code": code}).to_string())
 }
 
-/// Splunk HEC's event and ack endpoints, strictly.
+/// Splunk HEC's event, ack and health endpoints, strictly.
 fn handle(state: &Mutex<Hec>, req: &Request) -> (u16, String) {
+    if req.target == "/services/collector/health/1.0" {
+        assert_eq!(req.method, "GET");
+        let mut st = state.lock().unwrap();
+        st.health_checks += 1;
+        if req.header("authorization").is_some_and(|v| v != format!("Splunk {TOKEN}")) {
+            return hec_error(400, 4, "Invalid HEC token");
+        }
+        if st.unhealthy {
+            return hec_error(503, 18, "HEC is unhealthy, queues are full");
+        }
+        return hec_error(200, 17, "HEC is healthy");
+    }
     if req.method != "POST" {
         return hec_error(405, 6, "Invalid data format");
     }
@@ -154,6 +170,11 @@ fn start(dir: &std::path::Path, cfg: &str, api: u16) -> Flowtag {
     Flowtag::start_with_env(dir, cfg, api, &[("HEC_TOKEN", TOKEN)])
 }
 
+/// The same, for a far end that fails its health check (so `/ready` is not awaited).
+fn start_failing(dir: &std::path::Path, cfg: &str, api: u16) -> Flowtag {
+    Flowtag::start_live(dir, cfg, api, &[("HEC_TOKEN", TOKEN)])
+}
+
 /// Wait until the `siem` sink has confirmed `n` events.
 fn wait_confirmed(ft: &Flowtag, n: f64) {
     wait_until(Duration::from_secs(60), &format!("{n} events confirmed"), || {
@@ -233,6 +254,7 @@ fn events_reach_hec_with_acks_token_channel_and_indexed_fields() {
     // Every request's ack was polled until Splunk said it was indexed, and only ids it issued.
     assert!(st.issued.is_empty(), "every id was reported indexed");
     assert_eq!(st.unknown_polled, 0, "the sink polled ids it had no business polling");
+    assert_eq!(st.health_checks, 1, "one health check at start");
     let gzip = peer
         .requests()
         .iter()
@@ -249,7 +271,7 @@ fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
     let (state, peer) = peer(Hec::default());
     // A token HEC refuses: retried (a rotated secret may fix it), never dropped.
     let api = free_port();
-    let ft = Flowtag::start_with_env(
+    let ft = Flowtag::start_live(
         dir.path(),
         &config(dir.path(), api, &input, peer.port, ""),
         api,
@@ -261,7 +283,12 @@ fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
     let m = ft.metrics();
     assert_eq!(m.sum("flowtag_component_discarded_events_total", &[("component_id", "siem")]), 0.0);
     assert_eq!(state.lock().unwrap().events.len(), 0);
-    assert!(ft.log().contains("HEC token refused"), "the log says why");
+    let log = ft.log();
+    assert!(log.contains("HEC token refused"), "the log says why: {log}");
+    assert!(log.contains("health check failed") && log.contains("HEC refused the token"), "{log}");
+    let (status, body) = http_get(api, "/ready").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("siem"), "{body}");
     ft.kill9();
 
     // Splunk never acknowledges: after acknowledgements.timeout the request goes again.
@@ -316,10 +343,14 @@ fn requests_overlap_while_acknowledgements_are_pending_and_a_lost_one_resends_on
 #[test]
 fn a_token_with_acknowledgement_off_gets_each_event_once_and_a_busy_splunk_is_waited_for() {
     let (dir, input) = setup(1_000);
-    let (state, peer) = peer(Hec { acks_off: true, busy: 3, ..Hec::default() });
+    let (state, peer) = peer(Hec { acks_off: true, busy: 3, unhealthy: true, ..Hec::default() });
     let api = free_port();
-    let ft = start(dir.path(), &config(dir.path(), api, &input, peer.port, ""), api);
+    let ft =
+        Flowtag::start_live(dir.path(), &config(dir.path(), api, &input, peer.port, ""), api, &[("HEC_TOKEN", TOKEN)]);
     wait_confirmed(&ft, 1_000.0);
+    // The failed health check was logged; a delivered request made the sink ready again.
+    assert!(ft.log().contains("queues are full"), "{}", ft.log());
+    assert_eq!(http_get(api, "/ready").unwrap().0, 200);
     // A moment more: nothing is sent again.
     std::thread::sleep(Duration::from_millis(1500));
     let counts = indexed(&state);
@@ -348,7 +379,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
 
     // No `tls` table: the test CA is not trusted, nothing is delivered, the log says why.
     let api = free_port();
-    let ft = start(dir.path(), &https_config(dir.path(), api, &input, peer.port, ""), api);
+    let ft = start_failing(dir.path(), &https_config(dir.path(), api, &input, peer.port, ""), api);
     wait_until(Duration::from_secs(30), "refused handshakes", || {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
@@ -409,7 +440,7 @@ fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
     );
     let api = free_port();
     let cfg = config(dir.path(), api, &input, peer.port, &extra).replace("token = \"${HEC_TOKEN}\"\n", "");
-    let ft = Flowtag::start(dir.path(), &cfg, api);
+    let ft = Flowtag::start_live(dir.path(), &cfg, api, &[]);
     wait_until(Duration::from_secs(30), "refusals", || {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
@@ -448,7 +479,7 @@ fn mutual_tls_with_a_client_certificate() {
     // Without a client certificate the peer refuses the handshake: nothing delivered.
     let api = free_port();
     let cfg = https_config(dir.path(), api, &input, peer.port, &format!("tls.ca_file = {ca_file:?}"));
-    let ft = start(dir.path(), &cfg, api);
+    let ft = start_failing(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(30), "refused handshakes", || {
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });

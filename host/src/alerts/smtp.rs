@@ -2,18 +2,12 @@
 //! (RFC 3207; required with `starttls = "always"`), AUTH PLAIN when credentials are set
 //! (only over TLS, or to a server on loopback), one message, QUIT.
 
-use std::sync::Arc;
-
 use base64::Engine;
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::StartTls;
-use crate::net::tls::{client_config, TlsConfig};
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+use crate::net::tls::{self, Stream, TlsConfig};
 
 struct Conn {
     io: BufReader<Box<dyn Stream>>,
@@ -73,11 +67,9 @@ pub async fn send(
     let mut secure = false;
     if starttls != StartTls::Never && offers(&caps, "STARTTLS") {
         c.cmd("STARTTLS", 220, "STARTTLS").await?;
-        let host = address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(address).to_string();
-        let name = ServerName::try_from(host.clone()).map_err(|e| format!("SMTP {host}: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(tls)?));
         let plain = c.io.into_inner();
-        let stream = connector.connect(name, plain).await.map_err(|e| format!("SMTP STARTTLS with {address}: {e}"))?;
+        let stream =
+            tls::connect(&tls::connector(tls)?, address, plain).await.map_err(|e| format!("SMTP STARTTLS: {e}"))?;
         c = Conn { io: BufReader::new(Box::new(stream) as Box<dyn Stream>) };
         caps = c.cmd(&format!("EHLO {hostname}"), 250, "EHLO after STARTTLS").await?;
         secure = true;

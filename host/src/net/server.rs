@@ -1,9 +1,10 @@
-//! A small HTTP/1 server loop on hyper, shared by the API and the `http` source: accept,
-//! serve each connection with a handler, and on shutdown stop accepting and let open requests
-//! finish.
+//! The listening side: one accept loop ([`accept`]: plain or TLS, stop accepting on shutdown,
+//! let open connections finish) for every source that listens, and on it a small HTTP/1 server
+//! on hyper ([`serve`]) for the API and the `http` source.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::tls::Stream;
 use crate::shutdown::Shutdown;
 pub use tokio_rustls::TlsAcceptor;
 
@@ -37,6 +39,41 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let stopping = shutdown.clone();
+    accept(
+        listener,
+        tls,
+        shutdown,
+        |_| {},
+        move |stream, _| {
+            let handler = handler.clone();
+            let shutdown = stopping.clone();
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                connection(TokioIo::new(stream), service, shutdown).await
+            }
+        },
+    )
+    .await
+}
+
+/// Accept connections on `listener` until `shutdown` and run `handler` on each, after the TLS
+/// handshake when `tls` is given (a client that fails it is logged, counted through
+/// `refused`, and closed); then wait for the open connections to finish.
+pub async fn accept<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: Shutdown,
+    refused: impl Fn(SocketAddr) + Send + Sync + 'static,
+    handler: H,
+) where
+    H: Fn(Box<dyn Stream>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (handler, refused) = (Arc::new(handler), Arc::new(refused));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -45,26 +82,29 @@ where
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    // E.g. out of file descriptors: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let handler = handler.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let (handler, refused, tls) = (handler.clone(), refused.clone(), tls.clone());
         conns.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            match tls {
-                None => connection(TokioIo::new(stream), service, shutdown).await,
+            let stream: Box<dyn Stream> = match tls {
+                None => Box::new(stream),
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(TokioIo::new(stream), service, shutdown).await,
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %super::explain(&e), "TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake not finished in time"),
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        refused(peer);
+                        return tracing::warn!(%peer, error = %super::explain(&e), "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        refused(peer);
+                        return tracing::warn!(%peer, "TLS handshake not finished in time");
+                    }
                 },
-            }
+            };
+            handler(stream, peer).await
         });
     }
     drop(listener);

@@ -1,5 +1,6 @@
-//! TLS settings for outbound connections (HTTPS, SMTP STARTTLS): rustls with the system's root
-//! certificates plus an optional CA file.
+//! TLS settings: for outbound connections (HTTPS, SMTP STARTTLS, the forward protocol) rustls
+//! with the system's root certificates plus an optional CA file and client certificate; for
+//! listeners a certificate and optionally the CA whose client certificates they require.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +57,27 @@ pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
         add_roots(&mut roots, "tls.ca_file", path)?;
     }
     with_identity(builder.with_root_certificates(roots))
+}
+
+/// A byte stream, plain or TLS, for protocols spoken over TCP (SMTP, the forward protocol).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The client side of TLS over a connected `stream` to `address` (`host:port`), checking the
+/// certificate names `host` (unless the config said not to verify).
+pub async fn connect<S: Stream>(
+    connector: &tokio_rustls::TlsConnector,
+    address: &str,
+    stream: S,
+) -> Result<tokio_rustls::client::TlsStream<S>, String> {
+    let host = address.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(address).to_string();
+    let name = ServerName::try_from(host).map_err(|e| format!("{address}: not a TLS server name: {e}"))?;
+    connector.connect(name, stream).await.map_err(|e| format!("TLS with {address}: {}", super::explain(&e)))
+}
+
+/// A connector trusting what `tls` says.
+pub fn connector(tls: &TlsConfig) -> Result<tokio_rustls::TlsConnector, String> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(tls)?)))
 }
 
 /// The PEM certificates of `path` (the config's `key`) added to `roots`.

@@ -141,6 +141,13 @@ pub trait Service: Send + 'static {
     fn max_pending(&self) -> usize {
         1
     }
+
+    /// Whether the far end is there and takes our credentials, asked once at start; `Err`
+    /// says why not. A failure is logged and makes `/ready` answer 503 until a request is
+    /// delivered; the sink still runs (and retries), as Vector's sinks do.
+    fn healthcheck(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What a running sink is given.
@@ -168,6 +175,17 @@ type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Result<(), SendError>)>
 /// pending, and finish.
 pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
     ctx.health.ready(&ctx.id);
+    let checked = tokio::select! {
+        r = service.healthcheck() => r,
+        _ = ctx.shutdown.stopped() => Ok(()),
+    };
+    match checked {
+        Ok(()) => {}
+        Err(why) => {
+            tracing::error!(sink = %ctx.id, error = %why, "health check failed; delivering anyway, with retries");
+            ctx.health.pending(&ctx.id, format!("health check failed: {why}"));
+        }
+    }
     let mut carry: Vec<Event> = Vec::new();
     let mut closed = false;
     let mut pending: FuturesUnordered<Awaiting> = FuturesUnordered::new();

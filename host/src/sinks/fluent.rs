@@ -8,7 +8,12 @@
 //! address = "fluentd.logging:24224"
 //! tag = "flowtag.flows"
 //! shared_key = "${FORWARD_SHARED_KEY}"   # optional: the peer's shared key
+//! tls.ca_file = "/etc/flowtag/tls/logging-ca.pem"   # optional: TLS (`tls = {}`: system roots)
 //! ```
+//!
+//! Any `tls` table turns TLS on (Fluent Bit's `tls on`, Fluentd's `<transport tls>`): the peer's
+//! certificate is verified against the system roots plus `tls.ca_file`, and `tls.crt_file` /
+//! `tls.key_file` present a client certificate.
 //!
 //! With `shared_key`, each new connection passes the protocol's handshake first, and the peer
 //! must prove it holds the key too (its `PONG` digest), or nothing is sent.
@@ -27,6 +32,7 @@ use super::{BatchConfig, Batching, RequestConfig, SendError, Sent, Service, Sink
 use crate::component::ComponentConfig;
 use crate::event::Event;
 use crate::fluent_forward as forward;
+use crate::net::tls::{self, Stream, TlsConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +47,8 @@ pub struct FluentSinkConfig {
     /// The forward protocol's `shared_key` (`"${FORWARD_SHARED_KEY}"`): each connection starts
     /// with the `HELO`/`PING`/`PONG` handshake, and the peer must prove it holds the key too.
     pub shared_key: Option<String>,
+    /// TLS to the peer (absent: plain TCP).
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub request: RequestConfig,
     #[serde(default)]
@@ -73,19 +81,22 @@ impl SinkType for FluentSinkConfig {
     fn request(&self) -> RequestConfig {
         self.request.clone()
     }
-    fn build(&self, _id: &str) -> Result<impl Service, String> {
-        Ok(FluentSink::new(self))
+    fn build(&self, id: &str) -> Result<impl Service, String> {
+        FluentSink::new(self).map_err(|e| format!("sinks.{id}.{e}"))
     }
 }
 
 pub struct FluentSink {
     cfg: FluentSinkConfig,
-    conn: Option<TcpStream>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    conn: Option<Box<dyn Stream>>,
 }
 
 impl FluentSink {
-    pub fn new(cfg: &FluentSinkConfig) -> FluentSink {
-        FluentSink { cfg: cfg.clone(), conn: None }
+    /// The sink, or why not (a TLS file that cannot be read, naming its key under `tls.`).
+    pub fn new(cfg: &FluentSinkConfig) -> Result<FluentSink, String> {
+        let tls = cfg.tls.as_ref().map(tls::connector).transpose()?;
+        Ok(FluentSink { cfg: cfg.clone(), tls, conn: None })
     }
 
     /// The PackedForward message for a batch, and its chunk id.
@@ -119,10 +130,13 @@ impl FluentSink {
 
     async fn exchange(&mut self, msg: &[u8], chunk: &str) -> Result<(), String> {
         if self.conn.is_none() {
-            let mut stream = TcpStream::connect(&self.cfg.address)
-                .await
-                .map_err(|e| format!("connect {}: {e}", self.cfg.address))?;
-            stream.set_nodelay(true).ok();
+            let address = &self.cfg.address;
+            let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect {address}: {e}"))?;
+            tcp.set_nodelay(true).ok();
+            let mut stream: Box<dyn Stream> = match &self.tls {
+                None => Box::new(tcp),
+                Some(connector) => Box::new(tls::connect(connector, address, tcp).await?),
+            };
             if let Some(key) = &self.cfg.shared_key {
                 handshake(&mut stream, key).await.map_err(|e| format!("{}: {e}", self.cfg.address))?;
             }
@@ -144,7 +158,7 @@ impl FluentSink {
 }
 
 /// The client side of the forward protocol's `shared_key` handshake on a new connection.
-async fn handshake(conn: &mut TcpStream, key: &str) -> Result<(), String> {
+async fn handshake(conn: &mut Box<dyn Stream>, key: &str) -> Result<(), String> {
     use crate::fluent_forward::handshake;
     let nonce = handshake::read_helo(&read_value(conn, "HELO").await?)?;
     let salt: [u8; 16] = rand::random();
@@ -155,7 +169,7 @@ async fn handshake(conn: &mut TcpStream, key: &str) -> Result<(), String> {
 }
 
 /// One msgpack value from the peer (its answers are small and come one at a time).
-async fn read_value(conn: &mut TcpStream, what: &str) -> Result<rmpv::Value, String> {
+async fn read_value(conn: &mut Box<dyn Stream>, what: &str) -> Result<rmpv::Value, String> {
     let mut buf = Vec::new();
     let mut piece = [0u8; 4096];
     loop {

@@ -6,6 +6,8 @@
 //! type = "fluent"
 //! address = "0.0.0.0:24224"
 //! shared_key = "${FORWARD_SHARED_KEY}"   # optional: Fluent Bit's `Shared_Key`, Fluentd's <security>
+//! tls.crt_file = "/etc/flowtag/tls/forward.crt"   # optional: TLS, and with
+//! tls.key_file = "/etc/flowtag/tls/forward.key"   # tls.client_ca_file, client certificates
 //! ```
 //!
 //! With `shared_key`, every connection starts with the protocol's handshake (`HELO`, `PING`,
@@ -24,13 +26,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::SourceContext;
 use crate::config::duration::Dur;
 use crate::event::{BatchAck, Event, Notifier};
 use crate::fluent_forward as forward;
+use crate::net::tls::{ServerTlsConfig, Stream};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +49,9 @@ pub struct FluentConfig {
     /// The forward protocol's `shared_key` (`"${FORWARD_SHARED_KEY}"`): a client must prove it
     /// holds it in the `HELO`/`PING`/`PONG` handshake before anything it sends is read.
     pub shared_key: Option<String>,
+    /// Accept TLS connections only, with this certificate (and optionally require client
+    /// certificates signed by `client_ca_file`): Fluent Bit's `tls on`, Fluentd's `<transport tls>`.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 fn default_max_message() -> usize {
@@ -67,39 +73,34 @@ impl super::SourceType for FluentConfig {
 }
 
 pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
     let listener = TcpListener::bind(cfg.address)
         .await
         .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
     tracing::info!(address = %cfg.address, "fluent forward source listening");
     ctx.health.ready(&ctx.id);
-    Ok(tokio::spawn(async move {
-        let ctx = Arc::new(ctx);
-        let batches = Arc::new(AtomicU64::new(0));
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = ctx.shutdown.stopped() => break,
-                r = listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        let (ctx, cfg, batches) = (ctx.clone(), cfg.clone(), batches.clone());
-                        conns.spawn(async move {
-                            if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {
-                                ctx.metrics.error("protocol", 1);
-                                tracing::warn!(%peer, error = %e, "forward connection closed");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
+    let ctx = Arc::new(ctx);
+    let counted = ctx.clone();
+    let batches = Arc::new(AtomicU64::new(0));
+    Ok(tokio::spawn(crate::net::server::accept(
+        listener,
+        tls,
+        ctx.shutdown.clone(),
+        move |_| counted.metrics.error("tls", 1),
+        move |stream, peer| {
+            let (ctx, cfg, batches) = (ctx.clone(), cfg.clone(), batches.clone());
+            async move {
+                if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {
+                    ctx.metrics.error("protocol", 1);
+                    tracing::warn!(%peer, error = %e, "forward connection closed");
+                }
             }
-        }
-        drop(listener);
-        while conns.join_next().await.is_some() {}
-    }))
+        },
+    )))
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Stream>,
     cfg: &FluentConfig,
     ctx: &SourceContext,
     batches: &AtomicU64,
@@ -164,7 +165,7 @@ async fn connection(
 
 async fn handle(
     message: forward::Message,
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Stream>,
     cfg: &FluentConfig,
     ctx: &SourceContext,
     batches: &AtomicU64,

@@ -58,49 +58,19 @@ pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio
         .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
     tracing::info!(address = %cfg.address, "tcp source listening");
     ctx.health.ready(&ctx.id);
-    Ok(tokio::spawn(async move {
-        let ctx = std::sync::Arc::new(ctx);
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = ctx.shutdown.stopped() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let ctx = ctx.clone();
-                        let cfg = cfg.clone();
-                        let tls = tls.clone();
-                        conns.spawn(async move {
-                            match tls {
-                                None => connection(stream, peer, cfg, &ctx).await,
-                                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => connection(stream, peer, cfg, &ctx).await,
-                                    Ok(Err(e)) => {
-                                        ctx.metrics.error("tls", 1);
-                                        tracing::warn!(%peer, error = %crate::net::explain(&e), "TLS handshake refused");
-                                    }
-                                    Err(_) => {
-                                        ctx.metrics.error("tls", 1);
-                                        tracing::warn!(%peer, "TLS handshake not finished in time");
-                                    }
-                                },
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        ctx.metrics.error("accept", 1);
-                        tracing::warn!(error = %e, "accept failed");
-                    }
-                },
-            }
-        }
-        drop(listener);
-        // Connections finish what they have read.
-        while conns.join_next().await.is_some() {}
-    }))
+    let ctx = std::sync::Arc::new(ctx);
+    let counted = ctx.clone();
+    Ok(tokio::spawn(crate::net::server::accept(
+        listener,
+        tls,
+        ctx.shutdown.clone(),
+        move |_| counted.metrics.error("tls", 1),
+        move |stream, peer| {
+            let (ctx, cfg) = (ctx.clone(), cfg.clone());
+            async move { connection(stream, peer, cfg, &ctx).await }
+        },
+    )))
 }
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn connection(
     mut stream: impl tokio::io::AsyncRead + Unpin,

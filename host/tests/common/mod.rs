@@ -68,6 +68,20 @@ impl Flowtag {
     }
 
     pub fn start_with_env(dir: &Path, config: &str, api: u16, env: &[(&str, &str)]) -> Flowtag {
+        let mut ft = Flowtag::launch(dir, config, api, env);
+        ft.wait_ready();
+        ft
+    }
+
+    /// Start it and wait only until it serves `/health` (alive, though maybe not ready: a sink
+    /// whose far end is failing keeps `/ready` at 503).
+    pub fn start_live(dir: &Path, config: &str, api: u16, env: &[(&str, &str)]) -> Flowtag {
+        let mut ft = Flowtag::launch(dir, config, api, env);
+        ft.wait_for("/health");
+        ft
+    }
+
+    fn launch(dir: &Path, config: &str, api: u16, env: &[(&str, &str)]) -> Flowtag {
         let path = dir.join("flowtag.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("flowtag-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
@@ -78,18 +92,20 @@ impl Flowtag {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut ft = Flowtag { child, api, log };
-        ft.wait_ready();
-        ft
+        Flowtag { child, api, log }
     }
 
     /// Wait for `/ready`; a process that exits first fails the test with its log.
     pub fn wait_ready(&mut self) {
-        wait_until(Duration::from_secs(60), "flowtag /ready", || {
+        self.wait_for("/ready")
+    }
+
+    fn wait_for(&mut self, path: &str) {
+        wait_until(Duration::from_secs(60), &format!("flowtag {path}"), || {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("flowtag exited ({status}) before it was ready:\n{}", self.log());
+                panic!("flowtag exited ({status}) before {path} answered 200:\n{}", self.log());
             }
-            http_get(self.api, "/ready").map(|(s, _)| s == 200).unwrap_or(false)
+            http_get(self.api, path).map(|(s, _)| s == 200).unwrap_or(false)
         });
     }
 

@@ -35,12 +35,29 @@ pub struct HecConfig {
     pub compression: Compression,
     #[serde(default)]
     pub acknowledgements: HecAcks,
+    /// At start, ask `/services/collector/health/1.0` whether HEC accepts data and the token.
+    #[serde(default)]
+    pub healthcheck: Healthcheck,
     #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
     pub request: RequestConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+}
+
+/// `healthcheck.enabled` (default true), as in Vector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    #[serde(default = "crate::config::yes")]
+    pub enabled: bool,
+}
+
+impl Default for Healthcheck {
+    fn default() -> Self {
+        Healthcheck { enabled: true }
+    }
 }
 
 /// Indexer acknowledgements: whether to wait for them, how often to ask, how long to wait.

@@ -24,13 +24,15 @@
 //! acknowledged within `acknowledgements.timeout` is sent again (only that one). An answer
 //! without `ackId` while acknowledgements are on means the token has them off: warned about
 //! once, and accepted requests count as delivered, never resent. What each answer means is in
-//! [`service`].
+//! [`service`]. At start, `GET /services/collector/health/1.0` with the token says whether
+//! HEC takes data and the token (`healthcheck.enabled = false` skips it); a failure is logged
+//! and `/ready` answers 503 until a request is delivered.
 //!
 //! | file | answers |
 //! |---|---|
 //! | `config.rs` | the settings and their checks |
 //! | `encoder.rs` | the bytes of a request body |
-//! | `service.rs` | what an answer means |
+//! | `service.rs` | what an answer means (events, health) |
 //! | `acks.rs` | when an accepted request is indexed |
 
 pub mod acks;
@@ -96,6 +98,11 @@ impl Requests {
         format!("{}{path}", self.endpoint.trim_end_matches('/'))
     }
 
+    fn authorized(&self, req: hyper::http::request::Builder) -> hyper::http::request::Builder {
+        let token = self.token.lock().expect("token lock").clone();
+        req.header("authorization", format!("Splunk {token}"))
+    }
+
     pub fn post(
         &self,
         url: &str,
@@ -103,9 +110,8 @@ impl Requests {
         body: Vec<u8>,
         encoding: Option<&str>,
     ) -> Result<Request<Full<Bytes>>, SendError> {
-        let token = self.token.lock().expect("token lock").clone();
-        let mut req = Request::post(url)
-            .header("authorization", format!("Splunk {token}"))
+        let mut req = self
+            .authorized(Request::post(url))
             .header("x-splunk-request-channel", channel)
             .header("content-type", "application/json");
         if let Some(encoding) = encoding {
@@ -193,5 +199,19 @@ impl Service for HecSink {
 
     fn max_pending(&self) -> usize {
         self.cfg.acknowledgements.max_pending
+    }
+
+    async fn healthcheck(&mut self) -> Result<(), String> {
+        if !self.cfg.healthcheck.enabled {
+            return Ok(());
+        }
+        let url = self.requests.url("/services/collector/health/1.0");
+        let req = self
+            .requests
+            .authorized(Request::get(&url))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("building the request: {e}"))?;
+        let answer = client::send(&self.client, req, self.cfg.request.timeout.0).await.map_err(|e| e.to_string())?;
+        service::health(&answer)
     }
 }

@@ -44,6 +44,17 @@ pub fn outcome(answer: &Answer) -> Outcome {
     }
 }
 
+/// Map the health endpoint's answer, as Splunk documents `services/collector/health/1.0`:
+/// 200 healthy; 400 the token is invalid; 503 HEC's queues are full.
+pub fn health(answer: &Answer) -> Result<(), String> {
+    match answer.status {
+        200 => Ok(()),
+        400 | 401 | 403 => Err(format!("HEC refused the token (HTTP {}): {}", answer.status, answer.snippet())),
+        503 => Err(format!("HEC is unhealthy, its queues are full (HTTP 503): {}", answer.snippet())),
+        status => Err(format!("HEC health endpoint answered HTTP {status}: {}", answer.snippet())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +98,15 @@ mod tests {
             Outcome::Failed(SendError::Retry(_))
         ));
         assert!(matches!(outcome(&answer(429, "")), Outcome::Failed(SendError::Retry(_))));
+    }
+
+    #[test]
+    fn health_answers_say_what_is_wrong() {
+        assert_eq!(health(&answer(200, r#"{"text":"HEC is healthy","code":17}"#)), Ok(()));
+        assert!(health(&answer(400, r#"{"text":"Invalid HEC token","code":4}"#)).unwrap_err().contains("token"));
+        assert!(health(&answer(503, r#"{"text":"HEC is unhealthy, queues are full","code":18}"#))
+            .unwrap_err()
+            .contains("queues are full"));
+        assert!(health(&answer(404, "")).unwrap_err().contains("HTTP 404"));
     }
 }
