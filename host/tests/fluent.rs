@@ -54,7 +54,9 @@ from fluent import sender
 for nano in (False, True):
     s = sender.FluentSender("flows", host="127.0.0.1", port={port}, nanosecond_precision=nano)
     for i in range(500):
-        ok = s.emit("conn", {{"seq": i + (500 if nano else 0), "dur": 0.5, "proto": "tcp", "service": "http", "state": "FIN",
+        # Integer seconds without nanosecond precision; EventTime with it.
+        t = sender.EventTime(1700000000, 123456789 + i) if nano else 1700000000 + i
+        ok = s.emit_with_time("conn", t, {{"seq": i + (500 if nano else 0), "dur": 0.5, "proto": "tcp", "service": "http", "state": "FIN",
                            "spkts": 10, "dpkts": 8, "sbytes": 4000, "dbytes": 9000, "sttl": 62, "rate": 36}})
         assert ok, s.last_error
     s.close()
@@ -68,9 +70,19 @@ for nano in (False, True):
     let mut seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
     seqs.sort();
     assert_eq!(seqs, (0..1000).collect::<Vec<_>>());
-    assert!(lines
-        .iter()
-        .all(|l| l["tag"] == "flows.conn" && l["timestamp"].is_number() && l["anomaly"]["verdict"].is_string()));
+    assert!(lines.iter().all(|l| l["tag"] == "flows.conn" && l["anomaly"]["verdict"].is_string()));
+    // Each time kept exactly: read from the text, as a float would lose the nanoseconds.
+    let text = std::fs::read_to_string(&out).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let seq = v["seq"].as_i64().unwrap();
+        let want = if seq < 500 {
+            format!("\"timestamp\":{},", 1_700_000_000 + seq)
+        } else {
+            format!("\"timestamp\":1700000000.{},", (123_456_789 + seq - 500).to_string().trim_end_matches('0'))
+        };
+        assert!(line.contains(&want), "{want} not in {line}");
+    }
     assert!(ft.terminate().success());
 }
 
@@ -141,6 +153,23 @@ fn chunk_acks_come_back_only_after_the_sink_has_the_records() {
     stream.write_all(&encode(&msg)).unwrap();
     assert_eq!(read_value(&mut stream), Value::Map(vec![("ack".into(), "c2".into())]));
     assert_eq!(read_jsonl(&out).len(), 120);
+    // Fluent Bit's v2 entries: [[EventTime, metadata], record].
+    let v2_time = Value::Ext(0, [0x65u8, 0x53, 0xf1, 0x00, 0x00, 0x00, 0x00, 0x2a].to_vec());
+    let meta = Value::Map(vec![("source".into(), "node-7".into())]);
+    let entries = Value::Array(
+        (120..130).map(|i| Value::Array(vec![Value::Array(vec![v2_time.clone(), meta.clone()]), record(i)])).collect(),
+    );
+    let msg = Value::Array(vec!["t.v2".into(), entries, Value::Map(vec![("chunk".into(), "c3".into())])]);
+    stream.write_all(&encode(&msg)).unwrap();
+    assert_eq!(read_value(&mut stream), Value::Map(vec![("ack".into(), "c3".into())]));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let v2: Vec<&str> = text.lines().filter(|l| l.contains("\"t.v2\"")).collect();
+    assert_eq!(v2.len(), 10);
+    assert!(
+        v2.iter().all(|l| l.contains("\"timestamp\":1700000000.000000042,")
+            && l.contains("\"fluent_metadata\":{\"source\":\"node-7\"}")),
+        "{v2:?}"
+    );
     // Garbage closes the connection and is counted; the source keeps serving others.
     let mut bad = TcpStream::connect(("127.0.0.1", port)).unwrap();
     bad.write_all(&[0xc1, 0xc1, 0xc1]).unwrap();
@@ -187,9 +216,15 @@ fn strict_forward_peer() -> (u16, Arc<Mutex<Vec<(String, Value)>>>) {
                 while !cursor.is_empty() {
                     let e = rmpv::decode::read_value(&mut cursor).unwrap();
                     let e = e.as_array().expect("entry is [time, record]");
-                    assert!(matches!(&e[0], Value::Ext(0, b) if b.len() == 8), "EventTime");
+                    let Value::Ext(0, time) = &e[0] else { panic!("the time is not an EventTime: {}", e[0]) };
+                    assert_eq!(time.len(), 8, "EventTime is 8 bytes");
                     assert!(e[1].is_map());
-                    got.lock().unwrap().push((tag.clone(), e[1].clone()));
+                    // The time goes along with the record, as `_time` (seconds, nanoseconds).
+                    let secs = u32::from_be_bytes(time[..4].try_into().unwrap());
+                    let nanos = u32::from_be_bytes(time[4..].try_into().unwrap());
+                    let mut record = e[1].as_map().unwrap().clone();
+                    record.push(("_time".into(), Value::Array(vec![secs.into(), nanos.into()])));
+                    got.lock().unwrap().push((tag.clone(), Value::Map(record)));
                     n += 1;
                 }
                 assert_eq!(opt("size").and_then(|s| s.as_u64()), Some(n), "size matches the entries");
@@ -207,7 +242,7 @@ fn the_sink_sends_packed_forward_and_waits_for_acks() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
     for i in 0..1500 {
-        text.push_str(&format!("{{\"seq\":{i},\"dur\":0.5,\"proto\":\"tcp\",\"service\":\"http\",\"state\":\"FIN\",\"spkts\":10,\"dpkts\":8,\"sbytes\":4000,\"dbytes\":9000,\"sttl\":62,\"rate\":36}}\n"));
+        text.push_str(&format!("{{\"seq\":{i},\"timestamp\":1700000000.{ns:09},\"dur\":0.5,\"proto\":\"tcp\",\"service\":\"http\",\"state\":\"FIN\",\"spkts\":10,\"dpkts\":8,\"sbytes\":4000,\"dbytes\":9000,\"sttl\":62,\"rate\":36}}\n", ns = i * 1000 + 7));
     }
     std::fs::write(dir.path().join("flows.jsonl"), text).unwrap();
     let api = free_port();
@@ -239,6 +274,16 @@ batch.max_events = 400
     let field = |k: &str| rec.as_map().unwrap().iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone());
     assert_eq!(field("seq").and_then(|v| v.as_i64()), Some(0));
     assert!(field("anomaly").is_some_and(|a| a.is_map()));
+    for (_, rec) in got.iter() {
+        let m = rec.as_map().unwrap();
+        // Keys in the record's order, not sorted.
+        let keys: Vec<&str> = m.iter().take(4).map(|(k, _)| k.as_str().unwrap()).collect();
+        assert_eq!(keys, ["seq", "timestamp", "dur", "proto"]);
+        // The entry's EventTime is the record's timestamp, to the nanosecond.
+        let seq = m[0].1.as_u64().unwrap();
+        let time = &m.last().unwrap().1;
+        assert_eq!(time, &Value::Array(vec![1_700_000_000u32.into(), ((seq * 1000 + 7) as u32).into()]));
+    }
     drop(got);
     assert!(ft.terminate().success());
 }

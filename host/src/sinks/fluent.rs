@@ -99,18 +99,27 @@ impl FluentSink {
         Ok(FluentSink { cfg: cfg.clone(), tls, conn: None })
     }
 
-    /// The PackedForward message for a batch, and its chunk id.
+    /// The PackedForward message for a batch, and its chunk id. Each entry is `[EventTime,
+    /// record]`: the record's msgpack is written straight from its JSON bytes (key order kept),
+    /// its time is its `timestamp` to the nanosecond, else now; a line that is not a JSON
+    /// object goes as `{"message": line}`.
     fn encode(&self, events: &[Event]) -> (Vec<u8>, String) {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let mut entries = Vec::with_capacity(events.iter().map(|e| e.data.len()).sum());
+        let now = forward::EventTime::now();
+        let mut entries = Vec::with_capacity(events.iter().map(|e| e.data.len() + 16).sum());
         for e in events {
-            rmp::encode::write_array_len(&mut entries, 2).expect("vec write");
-            let record: serde_json::Value = serde_json::from_slice(&e.data)
-                .unwrap_or_else(|_| serde_json::json!({"message": String::from_utf8_lossy(&e.data)}));
-            let time = record.get("timestamp").and_then(serde_json::Value::as_f64).unwrap_or(now);
-            forward::write_event_time(&mut entries, time);
-            forward::json_to_msgpack(&record, &mut entries);
+            entries.push(0x92);
+            let at = entries.len();
+            entries.extend_from_slice(&[0; 10]);
+            let time = match forward::msgpack::object(&e.data, &mut entries) {
+                Ok(t) => t.unwrap_or(now),
+                Err(_) => {
+                    entries.push(0x81);
+                    rmp::encode::write_str(&mut entries, "message").expect("vec write");
+                    rmp::encode::write_str(&mut entries, &String::from_utf8_lossy(&e.data)).expect("vec write");
+                    now
+                }
+            };
+            entries[at..at + 10].copy_from_slice(&time.to_msgpack());
         }
         let chunk = base64::engine::general_purpose::STANDARD.encode(rand::thread_rng().gen::<[u8; 16]>());
         let mut msg = Vec::with_capacity(entries.len() + 64);

@@ -14,6 +14,10 @@
 //! `PONG`, [`crate::fluent_forward::handshake`]); a client that does not prove it holds the key
 //! gets a refusing `PONG` and the connection is closed before anything it sent is read.
 //!
+//! Each record gets the message's `tag` and the entry's time as `timestamp` (Unix seconds, to
+//! the nanosecond: `1700000000.123456789`) unless it has them; the metadata of Fluent Bit's v2
+//! entries goes under `metadata_key` (default `fluent_metadata`).
+//!
 //! A message that carries a `chunk` id is acknowledged (`{"ack": chunk}`) only after every
 //! sink confirmed its records (Fluent Bit: `Require_ack_response true`; Fluentd:
 //! `require_ack_response`), so the sender resends what was not confirmed. See
@@ -52,6 +56,14 @@ pub struct FluentConfig {
     /// Accept TLS connections only, with this certificate (and optionally require client
     /// certificates signed by `client_ca_file`): Fluent Bit's `tls on`, Fluentd's `<transport tls>`.
     pub tls: Option<ServerTlsConfig>,
+    /// Where Fluent Bit's per-record metadata (its v2 entries, `[[time, metadata], record]`)
+    /// is kept in the record.
+    #[serde(default = "default_metadata_key")]
+    pub metadata_key: String,
+}
+
+fn default_metadata_key() -> String {
+    "fluent_metadata".into()
 }
 
 fn default_max_message() -> usize {
@@ -172,12 +184,12 @@ async fn handle(
 ) -> Result<(), String> {
     let mut data = Vec::new();
     let mut ends = Vec::with_capacity(message.entries.len());
-    for (time, record) in &message.entries {
-        match forward::record_to_json(record, &message.tag, *time, &mut data) {
+    for entry in &message.entries {
+        match forward::record_to_json(entry, &message.tag, &cfg.metadata_key, &mut data) {
             Ok(()) => ends.push(data.len()),
             Err(why) => {
                 // Not a map: kept, as a malformed record.
-                crate::decode::malformed(record.to_string().as_bytes(), &format!("forward: {why}"), &mut data);
+                crate::decode::malformed(entry.record.to_string().as_bytes(), &format!("forward: {why}"), &mut data);
                 ends.push(data.len());
                 ctx.metrics.error("decode", 1);
             }
