@@ -101,6 +101,11 @@ def test_daemonset_runs_everywhere_locked_down(manifests):
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     assert one(docs, "Role")["rules"] == []
     assert one(docs, "Service")["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    # Kubernetes kills at the grace period: it must outlast flowtag's graceful-shutdown limit.
+    limit = 60
+    if "--graceful-shutdown-limit" in c["args"]:
+        limit = int(c["args"][c["args"].index("--graceful-shutdown-limit") + 1].rstrip("s"))
+    assert spec["terminationGracePeriodSeconds"] > limit
 
 
 def config_paths(cfg: dict) -> list[tuple[str, str]]:

@@ -2,7 +2,9 @@
 //!
 //! A pipeline stops by draining (see [`crate::topology`]): [`Shutdown::trigger`] tells sources to
 //! stop reading; everything downstream finishes what it holds within
-//! [`Shutdown::drain_timeout`]. Components only watch these; the topology triggers them.
+//! [`Shutdown::drain_timeout`], after which ([`Shutdown::drained`]) a sink that still cannot
+//! deliver gives up and leaves its events unconfirmed. Components only watch these; the
+//! topology triggers them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,15 +19,23 @@ pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
     rx: watch::Receiver<bool>,
     drain: Duration,
+    triggered_at: Arc<std::sync::OnceLock<tokio::time::Instant>>,
 }
 
 impl Shutdown {
     pub fn new(drain: Duration) -> Shutdown {
         let (tx, rx) = watch::channel(false);
-        Shutdown { flag: Arc::new(AtomicBool::new(false)), tx: Arc::new(tx), rx, drain }
+        Shutdown {
+            flag: Arc::new(AtomicBool::new(false)),
+            tx: Arc::new(tx),
+            rx,
+            drain,
+            triggered_at: Default::default(),
+        }
     }
 
     pub fn trigger(&self) {
+        let _ = self.triggered_at.set(tokio::time::Instant::now());
         self.flag.store(true, Ordering::SeqCst);
         let _ = self.tx.send(true);
     }
@@ -46,6 +56,16 @@ impl Shutdown {
 
     pub fn drain_timeout(&self) -> Duration {
         self.drain
+    }
+
+    /// Resolves once the drain timeout has passed since stopping started: time to give up.
+    pub async fn drained(&self) {
+        self.stopped().await;
+        let since = self.triggered_at.get().copied().unwrap_or_else(tokio::time::Instant::now);
+        match since.checked_add(self.drain) {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     }
 }
 

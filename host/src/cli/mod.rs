@@ -42,9 +42,15 @@ pub enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
-        /// How long draining may take at shutdown or reload.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        drain_timeout: Duration,
+        /// How long a stop (SIGTERM) may take: sinks that still cannot deliver give up at three
+        /// quarters of it, leaving their events unconfirmed (a file source reads them again
+        /// after the restart), and at the limit flowtag exits whatever is left. Also how long
+        /// a reload (SIGHUP) may drain. Like Vector's `--graceful-shutdown-limit-secs`.
+        #[arg(long, alias = "drain-timeout", default_value = "60s", value_parser = humantime::parse_duration)]
+        graceful_shutdown_limit: Duration,
+        /// Wait for the sinks as long as they take at a stop.
+        #[arg(long, conflicts_with = "graceful_shutdown_limit")]
+        no_graceful_shutdown_limit: bool,
     },
     /// Check a config file: syntax, keys, wiring, files it names.
     Validate {
@@ -168,7 +174,9 @@ pub fn main() -> i32 {
                 data_dir,
             })
         }
-        Command::Run { config, drain_timeout } => run::run(config, drain_timeout),
+        Command::Run { config, graceful_shutdown_limit, no_graceful_shutdown_limit } => {
+            run::run(config, (!no_graceful_shutdown_limit).then_some(graceful_shutdown_limit))
+        }
         Command::Model { action } => {
             init_logging(LogFormat::Text, "warn");
             match action {

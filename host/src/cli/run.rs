@@ -1,6 +1,12 @@
 //! `flowtag run --config FILE`: the pipeline until SIGTERM, with the API beside it. SIGHUP
 //! drains the running pipeline and starts the new config (or the old one again if the new one
 //! fails).
+//!
+//! A stop is bounded by the graceful-shutdown limit (default 60 s): sinks give up at three
+//! quarters of it, and at the limit, or at a second SIGTERM or Ctrl-C, flowtag exits with
+//! code 1 whatever is still running. Nothing confirmed is lost either way: events not yet
+//! confirmed are read again after the restart (file sources) or resent by the sender (the
+//! `fluent` and `http` sources never acknowledged them).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +20,10 @@ use crate::shutdown::Shutdown;
 use crate::topology;
 use crate::transforms::anomaly::model::Controls;
 
-/// Run until SIGTERM; exit code.
-pub fn run(path: PathBuf, drain: Duration) -> i32 {
+/// Run until SIGTERM; exit code. `limit`: the graceful-shutdown limit (`None`: no limit).
+pub fn run(path: PathBuf, limit: Option<Duration>) -> i32 {
+    // Sinks give up at three quarters of the limit so the rest can finish in the last quarter.
+    let drain = limit.map(|l| l * 3 / 4).unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -28,7 +36,7 @@ pub fn run(path: PathBuf, drain: Duration) -> i32 {
         tracing::warn!(config = %path.display(), "{w}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let health = Health::default();
         let models = Controls::default();
         let api_stop = Shutdown::new(Duration::from_secs(1));
@@ -87,13 +95,32 @@ pub fn run(path: PathBuf, drain: Duration) -> i32 {
                 }
             }
         }
-        running.stop().await;
+        let limit_passed = async {
+            match limit {
+                Some(l) => tokio::time::sleep(l).await,
+                None => std::future::pending().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = running.stop() => None,
+            _ = limit_passed => Some("the graceful-shutdown limit passed"),
+            _ = term.recv() => Some("a second SIGTERM"),
+            _ = tokio::signal::ctrl_c() => Some("interrupted again"),
+        };
         metrics::global().up.set(0);
+        if let Some(why) = forced {
+            tracing::error!("{why}: exiting now; events not yet confirmed will be read again or resent after the restart");
+            return 1;
+        }
         api_stop.trigger();
         if let Some(api) = api {
             let _ = api.await;
         }
         tracing::info!("stopped");
         0
-    })
+    });
+    // Threads still blocked (a transform waiting on a full inbox at a forced exit) do not hold
+    // the process.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -251,19 +251,21 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
         }
     }
     // The inbox is closed: wait for what the far end has yet to confirm.
-    let deadline = tokio::time::Instant::now() + ctx.shutdown.drain_timeout();
     while !pending.is_empty() {
-        match tokio::time::timeout_at(deadline, pending.next()).await {
-            Ok(Some((events, result))) => {
+        let next = tokio::select! {
+            next = pending.next() => next,
+            _ = ctx.shutdown.drained() => {
+                tracing::error!(sink = %ctx.id, requests = pending.len(), "no confirmation before the drain timeout; those events stay unconfirmed");
+                return;
+            }
+        };
+        match next {
+            Some((events, result)) => {
                 if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
                     return;
                 }
             }
-            Ok(None) => break,
-            Err(_) => {
-                tracing::error!(sink = %ctx.id, requests = pending.len(), "no confirmation before the drain timeout; those events stay unconfirmed");
-                return;
-            }
+            None => break,
         }
     }
 }
@@ -278,9 +280,18 @@ async fn deliver<S: Service>(
 ) -> bool {
     let retries = metrics::global().sink_retries.with_label_values(&[&ctx.id]);
     let mut attempt = 0u32;
-    let started = Instant::now();
+    // Past the drain timeout at shutdown, the sink gives up: not confirmed, a file source reads
+    // these again after the restart.
+    let give_up = |ctx: &SinkContext, events: &[Event]| {
+        tracing::error!(sink = %ctx.id, events = events.len(), "giving up at shutdown; the events stay unconfirmed");
+        false
+    };
     loop {
-        match service.send(&events).await {
+        let sent = tokio::select! {
+            sent = service.send(&events) => sent,
+            _ = ctx.shutdown.drained() => return give_up(ctx, &events),
+        };
+        match sent {
             Ok(Sent::Delivered) => {
                 ctx.health.ready(&ctx.id);
                 confirmed(ctx, &events, Ok(()));
@@ -304,17 +315,15 @@ async fn deliver<S: Service>(
                 attempt += 1;
                 retries.inc();
                 ctx.metrics.error("request", 1);
-                if ctx.shutdown.is_stopping() && started.elapsed() > ctx.shutdown.drain_timeout() {
-                    // Not confirmed: a file source reads these again after the restart.
-                    tracing::error!(sink = %ctx.id, events = events.len(), "giving up at shutdown; the events stay unconfirmed");
-                    return false;
-                }
                 if attempt >= UNHEALTHY_AFTER {
                     ctx.health.pending(&ctx.id, format!("cannot deliver ({attempt} attempts): {why}"));
                 }
                 let wait = ctx.request.backoff(attempt);
                 tracing::warn!(sink = %ctx.id, attempt, error = %why, retry_in = ?wait, "request failed; retrying");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.drained() => return give_up(ctx, &events),
+                }
             }
         }
     }

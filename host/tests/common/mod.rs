@@ -81,12 +81,24 @@ impl Flowtag {
         ft
     }
 
+    /// Start it with these `flowtag run` arguments instead of the tests' usual ones, and wait
+    /// until it serves `/health`.
+    pub fn start_args(dir: &Path, config: &str, api: u16, args: &[&str]) -> Flowtag {
+        let mut ft = Flowtag::launch_args(dir, config, api, &[], args);
+        ft.wait_for("/health");
+        ft
+    }
+
     fn launch(dir: &Path, config: &str, api: u16, env: &[(&str, &str)]) -> Flowtag {
+        Flowtag::launch_args(dir, config, api, env, &["--graceful-shutdown-limit", "20s"])
+    }
+
+    fn launch_args(dir: &Path, config: &str, api: u16, env: &[(&str, &str)], args: &[&str]) -> Flowtag {
         let path = dir.join("flowtag.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join(format!("flowtag-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
         let mut cmd = Command::new(flowtag());
-        cmd.args(["run", "--config"]).arg(&path).args(["--drain-timeout", "20s"]);
+        cmd.args(["run", "--config"]).arg(&path).args(args);
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
@@ -128,6 +140,11 @@ impl Flowtag {
             assert!(start.elapsed() < Duration::from_secs(60), "flowtag did not stop after SIGTERM:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn signal(&self, sig: i32) {
