@@ -15,6 +15,11 @@
 //!
 //! Records are real UNSW-NB15 rows as a Fluent Bit parser would hand them over: JSON objects
 //! whose values are strings.
+//!
+//! Both modules are run: `flowtag_filter.wasm` (SIMD, with tract) and
+//! `flowtag_filter_fluentbit.wasm`, the one for Fluent Bit, whose WAMR is built without SIMD:
+//! that one is loaded by a wasmtime with SIMD switched off, so a single `v128` anywhere in it
+//! fails the test, as it would fail Fluent Bit's `WASM module load`.
 
 mod common;
 
@@ -32,17 +37,42 @@ use common::*;
 /// Fluent Bit's `wasm_heap_size` for this test (the README recommends the same).
 const HEAP: u64 = 8 << 20;
 
-fn wasm_path() -> PathBuf {
-    let p = repo().join("target/flowtag_filter.wasm");
+/// Which build of the module.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flavour {
+    /// `flowtag_filter.wasm`: SIMD, tract.
+    Simd,
+    /// `flowtag_filter_fluentbit.wasm`: neither.
+    FluentBit,
+}
+
+const FLAVOURS: [Flavour; 2] = [Flavour::Simd, Flavour::FluentBit];
+
+fn wasm_path(flavour: Flavour) -> PathBuf {
+    let name = match flavour {
+        Flavour::Simd => "flowtag_filter.wasm",
+        Flavour::FluentBit => "flowtag_filter_fluentbit.wasm",
+    };
+    let p = repo().join("target").join(name);
     assert!(p.exists(), "{} is missing: build it with `make wasm` (scripts/build-wasm.sh)", p.display());
     p
 }
 
-fn module() -> &'static (Engine, Module) {
-    static M: OnceLock<(Engine, Module)> = OnceLock::new();
-    M.get_or_init(|| {
-        let engine = Engine::default();
-        let module = Module::from_file(&engine, wasm_path()).expect("the filter module compiles");
+/// An engine like the runtime that loads `flavour`: Fluent Bit's WAMR has no SIMD.
+fn engine(flavour: Flavour) -> Engine {
+    let mut config = wasmtime::Config::new();
+    if flavour == Flavour::FluentBit {
+        config.wasm_simd(false).wasm_relaxed_simd(false);
+    }
+    Engine::new(&config).unwrap()
+}
+
+fn module(flavour: Flavour) -> &'static (Engine, Module) {
+    static M: [OnceLock<(Engine, Module)>; 2] = [OnceLock::new(), OnceLock::new()];
+    M[flavour as usize].get_or_init(|| {
+        let engine = engine(flavour);
+        let module = Module::from_file(&engine, wasm_path(flavour))
+            .unwrap_or_else(|e| panic!("{flavour:?}: the filter module does not load: {e:#}"));
         (engine, module)
     })
 }
@@ -57,8 +87,8 @@ struct FluentBit {
 impl FluentBit {
     /// Instantiate the module with `workdir` as Fluent Bit's working directory and the default
     /// `accessible_paths .`.
-    fn start(workdir: &Path) -> FluentBit {
-        let (engine, module) = module();
+    fn start(workdir: &Path, flavour: Flavour) -> FluentBit {
+        let (engine, module) = module(flavour);
         let wasi = WasiCtxBuilder::new()
             .preopened_dir(workdir, ".", FsPerms::ReadOnly)
             .expect("preopen")
@@ -138,19 +168,25 @@ fn copy_bundle(from: &Path, to: &Path) {
 
 #[test]
 fn fluent_bit_calls_filter_on_real_records_and_gets_the_native_tags() {
+    for flavour in FLAVOURS {
+        calls_on_real_records(flavour);
+    }
+}
+
+fn calls_on_real_records(flavour: Flavour) {
     let dir = tempfile::tempdir().unwrap();
     let model = repo().join("models/unsw-unsupervised");
     copy_bundle(&model, &dir.path().join("flowtag-bundle"));
     let bundle = Bundle::read_path(&model).unwrap();
     let mut native_filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
-    let mut fb = FluentBit::start(dir.path());
+    let mut fb = FluentBit::start(dir.path(), flavour);
     let (mut anomalous, mut normal) = (0, 0);
     for (i, record) in unsw_records(2_000).iter().enumerate() {
         let got = fb.call("flows.unsw", (1_700_000_000 + i as u32, 500), record).unwrap();
         let (mut want, mut ends) = (Vec::new(), Vec::new());
         native_filter.tag_batch(&[record], &mut want, &mut ends);
         let want: Value = serde_json::from_slice(&want).unwrap();
-        assert_eq!(got, want, "record {i}");
+        assert_eq!(got, want, "{flavour:?} record {i}");
         // Every field of the record is still there, as Fluent Bit sent it.
         let sent: Value = serde_json::from_slice(record).unwrap();
         for (k, v) in sent.as_object().unwrap() {
@@ -168,21 +204,92 @@ fn fluent_bit_calls_filter_on_real_records_and_gets_the_native_tags() {
 
 #[test]
 fn the_bundle_can_be_a_tar() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = Bundle::read_path(&repo().join("models/unsw-supervised")).unwrap();
-    std::fs::write(dir.path().join("flowtag-bundle.tar"), bundle.to_tar()).unwrap();
-    let mut fb = FluentBit::start(dir.path());
-    for (i, record) in unsw_records(200).iter().enumerate() {
-        let got = fb.call("flows", (0, 0), record).unwrap();
-        let want: Value = serde_json::from_slice(&native(&bundle, record)).unwrap();
-        assert_eq!(got, want, "record {i}");
+    for flavour in FLAVOURS {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = Bundle::read_path(&repo().join("models/unsw-supervised")).unwrap();
+        std::fs::write(dir.path().join("flowtag-bundle.tar"), bundle.to_tar()).unwrap();
+        let mut fb = FluentBit::start(dir.path(), flavour);
+        for (i, record) in unsw_records(200).iter().enumerate() {
+            let got = fb.call("flows", (0, 0), record).unwrap();
+            let want: Value = serde_json::from_slice(&native(&bundle, record)).unwrap();
+            assert_eq!(got, want, "{flavour:?} record {i}");
+        }
     }
+}
+
+#[test]
+fn the_fluent_bit_module_holds_no_simd_and_the_check_can_fail() {
+    let bytes = std::fs::read(wasm_path(Flavour::FluentBit)).unwrap();
+    let no_simd = engine(Flavour::FluentBit);
+    Module::validate(&no_simd, &bytes).expect("the Fluent Bit module validates without SIMD");
+    // The other module uses v128: the same check refuses it.
+    let simd = std::fs::read(wasm_path(Flavour::Simd)).unwrap();
+    let err = Module::validate(&no_simd, &simd).expect_err("the SIMD module passed a no-SIMD validation");
+    assert!(format!("{err:#}").contains("SIMD"), "{err:#}");
+}
+
+#[test]
+fn the_fluent_bit_module_runs_every_shipped_bundle_as_native_does() {
+    let cic = std::process::Command::new(flowtag())
+        .args(["gen", "--schema", "cicflowmeter", "--count", "300", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(cic.status.success());
+    let cic: Vec<Vec<u8>> = cic.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let unsw = unsw_records(300);
+    for name in ["unsw-supervised", "unsw-unsupervised", "unsw-portable", "cicids2017"] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = repo().join("models").join(name);
+        copy_bundle(&model, &dir.path().join("flowtag-bundle"));
+        let bundle = Bundle::read_path(&model).unwrap();
+        let mut fb = FluentBit::start(dir.path(), Flavour::FluentBit);
+        let records = if name.starts_with("cic") { &cic } else { &unsw };
+        for (i, record) in records.iter().enumerate() {
+            let got = fb.call("flows", (0, 0), record).unwrap();
+            let want: Value = serde_json::from_slice(&native(&bundle, record)).unwrap();
+            assert_eq!(got, want, "{name} record {i}");
+            assert!(got["anomaly"]["score"].is_number(), "{name} record {i} not scored: {got}");
+        }
+    }
+}
+
+#[test]
+fn a_bundle_only_tract_runs_is_refused_by_the_fluent_bit_module_with_the_reason() {
+    // The iforest fixture with its final `Add` written as `Sum` (the same sum): tract runs it,
+    // flowtag's own evaluators do not.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("flowtag-bundle");
+    copy_bundle(&fixture_bundle("iforest"), &target);
+    let mut model = std::fs::read(target.join("model.onnx")).unwrap();
+    let at: Vec<usize> = model.windows(5).enumerate().filter(|(_, w)| w == b"\x22\x03Add").map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "one Add node's op_type");
+    model[at[0] + 2..at[0] + 5].copy_from_slice(b"Sum");
+    std::fs::write(target.join("model.onnx"), &model).unwrap();
+    let manifest_path = target.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&model).iter().map(|b| format!("{b:02x}")).collect();
+    manifest["model_sha256"] = Value::from(sha);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let _ = std::fs::remove_file(target.join("manifest.sig"));
+    let record = br#"{"dur":0.5,"proto":"tcp","service":"http","state":"FIN","spkts":10,"dpkts":8,"sbytes":4000,"dbytes":9000,"sttl":62,"rate":36}"#;
+    // With tract (native, and the SIMD module): scored.
+    let bundle = Bundle::read_path(&target).unwrap();
+    let want: Value = serde_json::from_slice(&native(&bundle, record)).unwrap();
+    assert!(want["anomaly"]["score"].is_number(), "{want}");
+    let got = FluentBit::start(dir.path(), Flavour::Simd).call("flows", (0, 0), record).unwrap();
+    assert_eq!(got, want);
+    // Without: passed through, unscored, and the reason names the node and the build.
+    let got = FluentBit::start(dir.path(), Flavour::FluentBit).call("flows", (0, 0), record).unwrap();
+    assert_eq!(got["anomaly"]["verdict"], "unscored", "{got}");
+    let error = got["anomaly"]["error"].as_str().unwrap();
+    assert!(error.contains("without tract") && error.contains("Sum"), "{error}");
 }
 
 #[test]
 fn without_a_bundle_records_pass_through_tagged_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fb = FluentBit::start(dir.path());
+    let mut fb = FluentBit::start(dir.path(), Flavour::FluentBit);
     for record in unsw_records(3) {
         let got = fb.call("flows", (0, 0), &record).unwrap();
         let sent: Value = serde_json::from_slice(&record).unwrap();

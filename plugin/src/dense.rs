@@ -31,9 +31,7 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::data_resolver::FopenDataResolver;
-use tract_onnx::pb::{GraphProto, NodeProto};
-use tract_onnx::prelude::*;
+use crate::onnx::{GraphProto, NodeProto};
 
 use crate::forest::{onnx, Forest, Outputs};
 
@@ -130,11 +128,7 @@ impl DenseGraph {
     /// The graph as a dense program, or why not: the first thing in it this executor does not
     /// run exactly (the caller then uses tract). `width` is the input's column count.
     pub fn from_onnx(model_bytes: &[u8], width: usize) -> Result<DenseGraph, String> {
-        let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut &model_bytes[..])
-            .map_err(|e| format!("not a readable ONNX model: {e}"))?;
-        let graph = proto.graph.as_ref().ok_or("the ONNX model has no graph")?;
-        compile(graph, width)
+        compile(&crate::onnx::read(model_bytes)?, width)
     }
 
     /// Run `n` rows of `x`; the named outputs as `[n, w]` slices (`w` from [`Self::output`]).
@@ -402,16 +396,12 @@ fn quad(dc: &mut [f32], wc: &[f32], x2: core::arch::wasm32::v128) {
     }
 }
 
-fn compile(graph: &GraphProto, width: usize) -> Result<DenseGraph, String> {
-    let resolver = FopenDataResolver;
+/// The graph as a dense program, or why not (see [`DenseGraph::from_onnx`]).
+pub fn compile(graph: &GraphProto, width: usize) -> Result<DenseGraph, String> {
     let mut known: HashMap<String, Known> = HashMap::new();
     for t in &graph.initializer {
-        let as_f32 = || -> Option<(Vec<usize>, Vec<f32>)> {
-            let tensor = tract_onnx::tensor::load_tensor(&resolver, t, None).ok()?;
-            let data = tensor.cast_to::<f32>().ok()?.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
-            Some((tensor.shape().to_vec(), data))
-        };
-        let (shape, data) = as_f32().ok_or_else(|| format!("initializer {:?} does not read as f32 numbers", t.name))?;
+        let (shape, data) =
+            t.to_f32().map_err(|e| format!("initializer {:?} does not read as f32 numbers: {e}", t.name))?;
         known.insert(t.name.clone(), Known::Const { shape, data });
     }
     let inputs: Vec<_> = graph.input.iter().filter(|i| !known.contains_key(&i.name)).collect();
@@ -567,8 +557,8 @@ fn compile_node(
             let Known::Batch(x) = input(0)? else { return None };
             let Known::Const { shape, data } = input(1)? else { return None };
             let gemm = op == "Gemm";
-            let attr_i = |name: &str, default: i64| node.get_attr_opt::<i64>(name).ok().flatten().unwrap_or(default);
-            let attr_f = |name: &str, default: f32| node.get_attr_opt::<f32>(name).ok().flatten().unwrap_or(default);
+            let attr_i = |name: &str, default: i64| node.attr_i(name).ok().flatten().unwrap_or(default);
+            let attr_f = |name: &str, default: f32| node.attr_f(name).ok().flatten().unwrap_or(default);
             if gemm && attr_i("transA", 0) != 0 {
                 return None;
             }
@@ -611,8 +601,8 @@ fn compile_node(
         }
         "ReduceMean" => {
             let Known::Batch(x) = input(0)? else { return None };
-            let axes: Vec<i64> = match node.get_attr_opt_vec::<i64>("axes").ok().flatten() {
-                Some(a) => a,
+            let axes: Vec<i64> = match node.attr_ints("axes").ok().flatten() {
+                Some(a) => a.to_vec(),
                 None => match input(1) {
                     Some(Known::Const { data, .. }) => data.iter().map(|&v| v as i64).collect(),
                     _ => return None,

@@ -23,6 +23,7 @@ pub mod filter;
 pub mod forest;
 pub mod json;
 pub mod manifest;
+pub mod onnx;
 pub mod scorer;
 pub mod signature;
 pub mod tagger;

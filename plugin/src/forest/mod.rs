@@ -16,6 +16,7 @@ pub mod finalize;
 pub mod layout;
 pub mod onnx;
 pub mod spec;
+#[cfg(feature = "tract")]
 pub mod tract_op;
 
 use finalize::{Finalizer, LabelPick};

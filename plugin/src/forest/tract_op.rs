@@ -30,7 +30,10 @@ fn build_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn
 }
 
 fn build(node: &NodeProto, classifier: bool) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let spec = ensemble_spec(node, classifier).map_err(|e| format_err!("{e}"))?;
+    // tract's node and ours are the same protobuf message: re-read it with our reader.
+    let ours = <crate::onnx::NodeProto as prost::Message>::decode(&prost::Message::encode_to_vec(node)[..])
+        .map_err(|e| format_err!("{e}"))?;
+    let spec = ensemble_spec(&ours, classifier).map_err(|e| format_err!("{e}"))?;
     Ok((expand(TreeEnsemble { forest: Arc::new(Forest::new(&spec)) }), vec![]))
 }
 
