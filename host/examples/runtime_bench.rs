@@ -47,10 +47,20 @@ struct Args {
     records: u64,
     models: Vec<PathBuf>,
     plugin: PathBuf,
+    /// The Fluent Bit build of the module (no SIMD), measured on an engine without SIMD.
+    fluent_bit_plugin: PathBuf,
+    /// Only the per-record `filter` costs.
+    filter_only: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { records: 100_000, models: Vec::new(), plugin: repo().join("target/flowtag_filter.wasm") };
+    let mut a = Args {
+        records: 100_000,
+        models: Vec::new(),
+        plugin: repo().join("target/flowtag_filter.wasm"),
+        fluent_bit_plugin: repo().join("target/flowtag_filter_fluentbit.wasm"),
+        filter_only: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -58,6 +68,8 @@ fn args() -> Args {
             "--records" => a.records = v.parse().expect("--records N"),
             "--model" => a.models.push(PathBuf::from(v)),
             "--plugin" => a.plugin = PathBuf::from(v),
+            "--fluent-bit-plugin" => a.fluent_bit_plugin = PathBuf::from(v),
+            "--filter-only" => a.filter_only = v.parse().expect("--filter-only true|false"),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -205,12 +217,15 @@ fn start_time(model: &Path, wasm: Option<(&Path, &Path)>, one: &Path) -> Duratio
     started.elapsed()
 }
 
-/// µs per record through Fluent Bit's `filter` entry point, and natively one record at a time.
-fn fluent_bit_cost(plugin: &Path, model: &Path, records: &[&[u8]]) -> (f64, f64) {
+/// µs per record through Fluent Bit's `filter` entry point, and natively one record at a time;
+/// on an engine without SIMD when `simd` is false (as Fluent Bit's WAMR is built).
+fn fluent_bit_cost(plugin: &Path, simd: bool, model: &Path, records: &[&[u8]]) -> (f64, f64) {
     let work = tempfile::tempdir().unwrap();
     let bundle = Bundle::read_path(model).unwrap();
     std::fs::write(work.path().join("flowtag-bundle.tar"), bundle.to_tar()).unwrap();
-    let engine = Engine::default();
+    let mut config = wasmtime::Config::new();
+    config.wasm_simd(simd).wasm_relaxed_simd(simd);
+    let engine = Engine::new(&config).unwrap();
     let module = Module::from_file(&engine, plugin).unwrap();
     let wasi =
         WasiCtxBuilder::new().preopened_dir(work.path(), ".", wasmtime_wasi::FsPerms::ReadOnly).unwrap().build_p1();
@@ -275,6 +290,17 @@ fn main() {
         records.len(),
         a.plugin.display()
     );
+    if a.filter_only {
+        for model in &a.models {
+            let (fb, nat) = fluent_bit_cost(&a.plugin, true, model, &records);
+            let (fb_nosimd, _) = fluent_bit_cost(&a.fluent_bit_plugin, false, model, &records);
+            println!(
+                "{}: `filter`, one record per call, under wasmtime: SIMD module {fb:.1} µs, Fluent Bit module (no SIMD) {fb_nosimd:.1} µs per record; native one at a time {nat:.1} µs.",
+                model.display()
+            );
+        }
+        return;
+    }
     // Compiled once (Cranelift, 6-30 s on this machine), for every model.
     let undeadlined = Module::from_file(&Engine::default(), &a.plugin).unwrap();
     for model in &a.models {
@@ -314,9 +340,10 @@ fn main() {
             warm.as_secs_f64() * 1e3,
             native_start.as_secs_f64() * 1e3
         );
-        let (fb, nat) = fluent_bit_cost(&a.plugin, model, &records);
+        let (fb, nat) = fluent_bit_cost(&a.plugin, true, model, &records);
+        let (fb_nosimd, _) = fluent_bit_cost(&a.fluent_bit_plugin, false, model, &records);
         println!(
-            "Fluent Bit ABI (`filter`, one record per call, under wasmtime): {fb:.1} µs per record; the native filter one record at a time: {nat:.1} µs."
+            "Fluent Bit ABI (`filter`, one record per call, under wasmtime): {fb:.1} µs per record; the Fluent Bit module (no SIMD, no tract) on an engine without SIMD: {fb_nosimd:.1} µs; the native filter one record at a time: {nat:.1} µs."
         );
     }
 }
