@@ -22,6 +22,12 @@ pub trait ComponentConfig: serde::de::DeserializeOwned + Clone + std::fmt::Debug
         &[]
     }
 
+    /// Named outputs, which inputs name as `ID.NAME` (a `route`'s routes); empty for a
+    /// component with its one output `ID`.
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Checks that need more than the types (a URL that parses, a pair of keys that exclude
     /// each other); errors name the key, `ID` being the component's id.
     fn check(&self, _id: &str) -> Result<(), String> {
@@ -80,6 +86,12 @@ macro_rules! component_types {
             pub fn inputs(&self) -> &[String] {
                 match self {
                     $($name::$variant(c) => $crate::component::ComponentConfig::inputs(c)),+
+                }
+            }
+
+            pub fn outputs(&self) -> Vec<String> {
+                match self {
+                    $($name::$variant(c) => $crate::component::ComponentConfig::outputs(c)),+
                 }
             }
 

@@ -185,6 +185,33 @@ pub fn confirm_all<'a>(events: impl IntoIterator<Item = &'a Event>, sink: usize,
     }
 }
 
+/// Confirm `events`, which a transform dropped or sent elsewhere on purpose, for every sink
+/// they would have reached from one of its outputs (`reach`: topology sink index, paths): those
+/// sinks will never see them, and the batch must not wait for them.
+pub fn confirm_not_sent(events: &[Event], reach: &[(usize, usize)]) {
+    for &(sink, paths) in reach {
+        let mut run: Option<(&Arc<BatchAck>, usize)> = None;
+        for e in events {
+            let Some(ack) = &e.ack else { continue };
+            if ack.already_delivered(sink) {
+                continue;
+            }
+            match &mut run {
+                Some((a, n)) if Arc::ptr_eq(a, ack) => *n += paths,
+                _ => {
+                    if let Some((a, n)) = run.take() {
+                        a.confirm(sink, n, Delivery::Delivered);
+                    }
+                    run = Some((ack, paths));
+                }
+            }
+        }
+        if let Some((a, n)) = run {
+            a.confirm(sink, n, Delivery::Delivered);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +228,21 @@ mod tests {
         assert!(rx.try_recv().is_err());
         confirm_all(&events, 2, Delivery::Rejected);
         assert_eq!(rx.try_recv().unwrap(), Completion { batch: 7, sink: 2, done: true, rejected: true });
+    }
+
+    #[test]
+    fn events_a_transform_did_not_send_are_confirmed_for_the_sinks_they_would_have_reached() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Sink 0 reached once, sink 1 by two paths.
+        let ack = BatchAck::new(3, 2, &[(0, 1), (1, 2)], 2, &[], Notifier::Tokio(tx));
+        let events: Vec<Event> = (0..2).map(|_| Event::with_ack(Bytes::from_static(b"{}"), &ack)).collect();
+        confirm_all(&events, 0, Delivery::Delivered);
+        assert!(!rx.try_recv().unwrap().done);
+        // One path to sink 1 delivered them, the other dropped them.
+        confirm_all(&events, 1, Delivery::Delivered);
+        assert!(rx.try_recv().is_err());
+        confirm_not_sent(&events, &[(1, 1)]);
+        assert_eq!(rx.try_recv().unwrap(), Completion { batch: 3, sink: 1, done: true, rejected: false });
     }
 
     #[test]

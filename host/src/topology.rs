@@ -22,7 +22,7 @@ use crate::shutdown::{Shutdown, SourcesLeft};
 use crate::sinks::SinkStart;
 use crate::sources;
 use crate::transforms::anomaly::model::Controls;
-use crate::transforms::TransformStart;
+use crate::transforms::{Port, TransformStart};
 
 /// The running pipeline.
 pub struct Running {
@@ -91,15 +91,23 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
         taps.push(tap);
         alert_inboxes.push((id.clone(), cfg.clone(), inbox));
     }
-    let output_of = |id: &str| {
+    // An output as inputs name it: `ID`, or `ID.NAME` for a named one.
+    let output_of = |output: &str| {
         Output::new(
             consumers
                 .iter()
-                .filter(|c| config.inputs_of(c).iter().any(|i| i == id))
+                .filter(|c| config.inputs_of(c).iter().any(|i| i == output))
                 .map(|c| targets[c].clone())
                 .collect(),
-            taps.iter().filter(|t| config.inputs_of(&t.id).iter().any(|i| i == id)).cloned().collect(),
+            taps.iter().filter(|t| config.inputs_of(&t.id).iter().any(|i| i == output)).cloned().collect(),
         )
+    };
+    let reach_of = |output: &str| -> Vec<(usize, usize)> {
+        config
+            .reach(output)
+            .into_iter()
+            .map(|(sink, n)| (sink_ids.iter().position(|s| *s == sink).expect("known sink"), n))
+            .collect()
     };
 
     let mut running = Running { shutdown: shutdown.clone(), tasks: Vec::new(), threads: Vec::new(), sources_left };
@@ -114,18 +122,24 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
     }
     for (id, cfg) in &config.transforms {
         let inbox = inboxes.remove(id).expect("every transform has an inbox");
-        let start = TransformStart { id: id.clone(), inbox, out: output_of(id), shared: &shared };
+        let ports = config
+            .outputs_of(id)
+            .into_iter()
+            .map(|output| {
+                let name = output.split_once('.').map_or("", |(_, n)| n).to_string();
+                (name, Port { out: output_of(&output), reach: reach_of(&output) })
+            })
+            .collect();
+        let start = TransformStart { id: id.clone(), inbox, out: output_of(id), ports, shared: &shared };
         running.threads.push(cfg.clone().start(start)?);
     }
 
     for (id, cfg) in &config.sources {
-        let paths: Vec<(usize, usize)> = config
-            .paths_from(id)
-            .into_iter()
-            .map(|(sink, n)| (sink_ids.iter().position(|s| *s == sink).expect("known sink"), n))
-            .collect();
-        // Every other consumer is a tag filter, which validates records itself.
-        let check_json = config.sinks.values().any(|s| s.inputs().iter().any(|i| i == id));
+        let paths = reach_of(id);
+        // Records must be checked as JSON unless only tag filters, which validate records
+        // themselves, read them.
+        let check_json = config.sinks.values().any(|s| s.inputs().iter().any(|i| i == id))
+            || config.transforms.values().any(|t| t.type_name() != "anomaly" && t.inputs().iter().any(|i| i == id));
         let ctx = sources::SourceContext::new(id, cfg.type_name(), output_of(id), paths, check_json, &shared);
         match cfg.clone().start(ctx).await? {
             sources::Started::Task(t) => running.tasks.push(t),

@@ -20,7 +20,7 @@ pub fn run(path: &std::path::Path, no_environment: bool) -> i32 {
     }
     if !no_environment {
         for (id, t) in &c.transforms {
-            let TransformConfig::Anomaly(cfg) = t;
+            let TransformConfig::Anomaly(cfg) = t else { continue };
             if let Some(up) = &cfg.updates {
                 if let Err(e) = model::public_key(id, up) {
                     eprintln!("{}: {e}", path.display());

@@ -43,8 +43,21 @@ impl Config {
                 return Err(format!("{section}.{id}.inputs: empty; name the sources or transforms that feed it"));
             }
             for input in inputs {
-                match all.get(input.as_str()) {
-                    Some(Kind::Source | Kind::Transform) => {}
+                let (from, port) = match input.split_once('.') {
+                    Some((from, port)) => (from, Some(port)),
+                    None => (input.as_str(), None),
+                };
+                match all.get(from) {
+                    Some(Kind::Source | Kind::Transform) => {
+                        let outputs = self.outputs_of(from);
+                        if !outputs.contains(input) {
+                            let what = match port {
+                                Some(port) => format!("`{from}` has no output `{port}`"),
+                                None => format!("`{from}` has only named outputs"),
+                            };
+                            return Err(format!("{section}.{id}.inputs: {what}; name one of {}", outputs.join(", ")));
+                        }
+                    }
                     Some(Kind::Sink) => {
                         return Err(format!("{section}.{id}.inputs: `{input}` is a sink; sinks have no output"))
                     }
@@ -52,10 +65,10 @@ impl Config {
                         return Err(format!("{section}.{id}.inputs: `{input}` is an alert; alerts have no output"))
                     }
                     None => {
-                        let hint = closest(input, all.keys().copied())
+                        let hint = closest(from, all.keys().copied())
                             .map(|c| format!(" (did you mean `{c}`?)"))
                             .unwrap_or_default();
-                        return Err(format!("{section}.{id}.inputs: no source or transform is called `{input}`{hint}"));
+                        return Err(format!("{section}.{id}.inputs: no source or transform is called `{from}`{hint}"));
                     }
                 }
             }
@@ -93,8 +106,9 @@ impl Config {
             }
             stack.push(id);
             for input in c.inputs_of(id) {
-                if c.transforms.contains_key(input) {
-                    visit(c, input, stack, done)?;
+                let from = input.split_once('.').map_or(input.as_str(), |(from, _)| from);
+                if c.transforms.contains_key(from) {
+                    visit(c, from, stack, done)?;
                 }
             }
             stack.pop();
@@ -110,9 +124,26 @@ impl Config {
 
     /// For each source, the sinks it reaches and by how many paths.
     pub fn paths_from(&self, source: &str) -> BTreeMap<String, usize> {
+        self.reach(source)
+    }
+
+    /// The outputs of a source or transform as inputs name them: `ID`, or `ID.NAME` for each
+    /// named output.
+    pub fn outputs_of(&self, id: &str) -> Vec<String> {
+        let named = self.transforms.get(id).map(|t| t.outputs()).unwrap_or_default();
+        if named.is_empty() {
+            vec![id.to_string()]
+        } else {
+            named.iter().map(|n| format!("{id}.{n}")).collect()
+        }
+    }
+
+    /// The sinks an output (`ID` or `ID.NAME`) reaches, and by how many paths: an event leaving
+    /// there owes each of them that many confirmations.
+    pub fn reach(&self, output: &str) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for sink in self.sinks.keys() {
-            let n = self.count_paths(source, sink);
+            let n = self.paths_after(output, sink);
             if n > 0 {
                 counts.insert(sink.clone(), n);
             }
@@ -120,19 +151,18 @@ impl Config {
         counts
     }
 
-    fn count_paths(&self, from: &str, to: &str) -> usize {
-        self.inputs_of(to)
+    fn paths_after(&self, output: &str, sink: &str) -> usize {
+        let fed = |inputs: &[String]| inputs.iter().filter(|i| *i == output).count();
+        let direct = self.sinks.get(sink).map_or(0, |s| fed(s.inputs()));
+        let through: usize = self
+            .transforms
             .iter()
-            .map(|input| {
-                if input == from {
-                    1
-                } else if self.transforms.contains_key(input) {
-                    self.count_paths(from, input)
-                } else {
-                    0
-                }
+            .filter(|(_, t)| fed(t.inputs()) > 0)
+            .map(|(id, t)| {
+                fed(t.inputs()) * self.outputs_of(id).iter().map(|o| self.paths_after(o, sink)).sum::<usize>()
             })
-            .sum()
+            .sum();
+        direct + through
     }
 }
 

@@ -1,18 +1,35 @@
-//! Transforms: what happens between sources and sinks. flowtag has one, `anomaly`, the tag
-//! filter.
+//! Transforms: what happens between sources and sinks. `anomaly` is the tag filter; `route`,
+//! `filter`, `sample` and `throttle` choose what goes where, on [`condition`]s.
 //!
 //! A transform type is one file or folder: its config, implementing [`TransformType`], and the
 //! thread that runs it; the list below names it once.
+//!
+//! A transform that does not pass an event on (filtered out, sampled out, throttled, or sent
+//! down another route) confirms it on behalf of every sink it would have reached from that
+//! output ([`crate::event::confirm_not_sent`]), so a source's checkpoint never waits for it.
 
 pub mod anomaly;
+pub mod condition;
+pub mod filter;
+pub mod route;
+pub mod sample;
+pub mod throttle;
+
+use std::collections::BTreeMap;
 
 use crate::component::{ComponentConfig, Shared};
-use crate::fanout::{Inbox, Output};
+use crate::event::Events;
+use crate::fanout::{Closed, Inbox, Output};
+use crate::metrics::ComponentMetrics;
 
 crate::component_types! {
     /// `[transforms.ID]`
     pub enum TransformConfig: TransformType {
         Anomaly(anomaly::AnomalyConfig),
+        Route(route::RouteConfig),
+        Filter(filter::FilterConfig),
+        Sample(sample::SampleConfig),
+        Throttle(throttle::ThrottleConfig),
     }
     start(start: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> => start_transform;
 }
@@ -21,8 +38,56 @@ crate::component_types! {
 pub struct TransformStart<'a> {
     pub id: String,
     pub inbox: Inbox,
+    /// The output `ID` (empty for a transform with named outputs).
     pub out: Output,
+    /// Every output by name (`""` for `ID` itself), with the sinks it reaches.
+    pub ports: BTreeMap<String, Port>,
     pub shared: &'a Shared,
+}
+
+/// One output of a transform: where its events go, and the sinks they reach from there
+/// (topology index, paths), which an event not sent there is confirmed for.
+#[derive(Clone)]
+pub struct Port {
+    pub out: Output,
+    pub reach: Vec<(usize, usize)>,
+}
+
+impl Port {
+    /// Send `events` on, or when there are none, nothing. Those the transform did not send
+    /// here are [`Port::skip`]ped.
+    pub fn send(&self, events: Events) -> Result<(), Closed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.out.blocking_send(events)
+    }
+
+    /// Confirm `events` for the sinks this output reaches: they will not come this way.
+    pub fn skip(&self, events: &[crate::event::Event]) {
+        crate::event::confirm_not_sent(events, &self.reach);
+    }
+}
+
+/// Run `step` on each batch of `inbox` on the transform's own thread until the inbox closes or
+/// everything downstream is gone; counts what came in.
+pub fn spawn_loop(
+    id: &str,
+    mut inbox: Inbox,
+    metrics: ComponentMetrics,
+    mut step: impl FnMut(Events) -> Result<(), Closed> + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(format!("transform-{id}"))
+        .spawn(move || {
+            while let Some(events) = inbox.blocking_recv() {
+                metrics.received(events.len(), events.iter().map(|e| e.data.len()).sum());
+                if step(events).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
 /// A transform type: its config, and how it starts.
@@ -33,4 +98,9 @@ pub trait TransformType: ComponentConfig {
 
 fn start_transform<C: TransformType>(cfg: C, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
     cfg.start(s)
+}
+
+/// The output of a transform with one output: its port `""`.
+fn single(ports: &BTreeMap<String, Port>) -> Port {
+    ports.get("").cloned().expect("a transform without named outputs has the output \"\"")
 }

@@ -200,7 +200,7 @@ impl ComponentConfig for AnomalyConfig {
 
 impl super::TransformType for AnomalyConfig {
     fn start(self, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
-        let TransformStart { id, inbox, out, shared } = s;
+        let TransformStart { id, inbox, out, shared, .. } = s;
         shared.health.pending(&id, "loading the model");
         let data_dir = shared.data_dir.join("transforms").join(&id);
         let wasm_cache = shared.data_dir.join("wasm-cache");

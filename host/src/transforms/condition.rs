@@ -1,0 +1,537 @@
+//! Conditions on records, for `route`, `filter`, `sample` and `throttle`: one small typed
+//! language, parsed and checked when the config loads (errors point at the column), evaluated on
+//! a record's JSON bytes without building a tree or allocating.
+//!
+//! ```text
+//! anomaly.verdict == "anomalous"
+//! anomaly.score >= 0.99 && proto == "udp"
+//! proto in ["tcp", "udp"]
+//! exists(anomaly.error) || !(service == "dns")
+//! ."Destination Port" == 53            # a key that is not an identifier, quoted after a dot
+//! anomaly.flagged                      # a field alone: true when it is JSON `true`
+//! ```
+//!
+//! A field is a path of keys into nested objects. Comparisons are typed: `==` holds when the
+//! field exists, has the literal's type and its value (a number in a string, as a Fluent Bit
+//! parser hands numbers over, counts as a number); `!=` is its negation; `<`, `<=`, `>`, `>=`
+//! take a number literal and hold only for numbers; `in` takes a list of literals; `exists`
+//! holds for any value, `null` included. A missing field, a value of another type or a record
+//! that is not valid JSON makes a comparison false. `&&` binds tighter than `||`; `!` negates.
+
+use flowtag_plugin::json::{self as js, Kind, Span};
+
+/// A parsed condition.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    expr: Expr,
+    /// Every field path the condition reads.
+    fields: Vec<Vec<String>>,
+    /// The distinct first keys of those paths.
+    tops: Vec<String>,
+    /// For each field, its first key's index in `tops`.
+    top_of: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Expr {
+    Or(Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Compare { field: usize, op: Op, value: Literal },
+    In { field: usize, values: Vec<Literal> },
+    Exists(usize),
+    IsTrue(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Literal {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Null,
+}
+
+impl std::str::FromStr for Condition {
+    type Err = String;
+
+    /// Parse `text`; an error says what was expected at which column (1-based).
+    fn from_str(text: &str) -> Result<Condition, String> {
+        let mut p = Parser { text, at: 0, fields: Vec::new() };
+        p.skip_ws();
+        if p.at == text.len() {
+            return Err("empty condition".into());
+        }
+        let expr = p.or()?;
+        p.skip_ws();
+        if p.at != text.len() {
+            return Err(p.error("`&&`, `||` or the end of the condition"));
+        }
+        let mut tops: Vec<String> = Vec::new();
+        let mut top_of = Vec::new();
+        for f in &p.fields {
+            let i = tops.iter().position(|t| *t == f[0]).unwrap_or_else(|| {
+                tops.push(f[0].clone());
+                tops.len() - 1
+            });
+            top_of.push(i);
+        }
+        Ok(Condition { expr, fields: p.fields, tops, top_of })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|e| serde::de::Error::custom(format!("condition {text:?}: {e}")))
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    at: usize,
+    fields: Vec<Vec<String>>,
+}
+
+impl Parser<'_> {
+    fn rest(&self) -> &str {
+        &self.text[self.at..]
+    }
+
+    fn error(&self, expected: &str) -> String {
+        let found = match self.rest().chars().next() {
+            None => "the end".to_string(),
+            Some(_) => format!("`{}`", self.rest().chars().take(12).collect::<String>()),
+        };
+        format!("at column {}: expected {expected}, found {found}", self.text[..self.at].chars().count() + 1)
+    }
+
+    fn skip_ws(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.at = self.text.len() - trimmed.len();
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip_ws();
+        if self.rest().starts_with(token) {
+            self.at += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        let mut left = self.and()?;
+        while self.eat("||") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut left = self.unary()?;
+        while self.eat("&&") {
+            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, String> {
+        self.skip_ws();
+        if self.rest().starts_with('!') && !self.rest().starts_with("!=") {
+            self.at += 1;
+            return Ok(Expr::Not(Box::new(self.unary()?)));
+        }
+        if self.eat("(") {
+            let inner = self.or()?;
+            if !self.eat(")") {
+                return Err(self.error("`)`"));
+            }
+            return Ok(inner);
+        }
+        if self.rest().starts_with("exists") && self.text[self.at + 6..].trim_start().starts_with('(') {
+            self.at += 6;
+            self.eat("(");
+            let field = self.field()?;
+            if !self.eat(")") {
+                return Err(self.error("`)` after the field of exists(...)"));
+            }
+            return Ok(Expr::Exists(field));
+        }
+        let field = self.field()?;
+        self.skip_ws();
+        let op = [("==", Op::Eq), ("!=", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)]
+            .into_iter()
+            .find(|(t, _)| self.rest().starts_with(t));
+        if let Some((token, op)) = op {
+            self.at += token.len();
+            self.skip_ws();
+            let column = self.at;
+            let value = self.literal()?;
+            if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && !matches!(value, Literal::Num(_)) {
+                self.at = column;
+                return Err(self.error(&format!("a number after `{token}`")));
+            }
+            return Ok(Expr::Compare { field, op, value });
+        }
+        if self.rest().starts_with("in") && !self.rest()[2..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+            self.at += 2;
+            if !self.eat("[") {
+                return Err(self.error("`[` starting the list after `in`"));
+            }
+            let mut values = vec![self.literal_ws()?];
+            while self.eat(",") {
+                values.push(self.literal_ws()?);
+            }
+            if !self.eat("]") {
+                return Err(self.error("`,` or `]` in the list"));
+            }
+            return Ok(Expr::In { field, values });
+        }
+        Ok(Expr::IsTrue(field))
+    }
+
+    fn literal_ws(&mut self) -> Result<Literal, String> {
+        self.skip_ws();
+        self.literal()
+    }
+
+    fn literal(&mut self) -> Result<Literal, String> {
+        let rest = self.rest();
+        if rest.starts_with('"') {
+            let s = self.quoted()?;
+            return Ok(Literal::Str(s));
+        }
+        for (word, lit) in [("true", Literal::Bool(true)), ("false", Literal::Bool(false)), ("null", Literal::Null)] {
+            if rest.starts_with(word) && !rest[word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                self.at += word.len();
+                return Ok(lit);
+            }
+        }
+        let len = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c))).unwrap_or(rest.len());
+        match rest[..len].parse::<f64>() {
+            Ok(n) if len > 0 && n.is_finite() => {
+                self.at += len;
+                Ok(Literal::Num(n))
+            }
+            _ => Err(self.error("a string in double quotes, a number, true, false or null")),
+        }
+    }
+
+    /// A double-quoted string with JSON's escapes.
+    fn quoted(&mut self) -> Result<String, String> {
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        let mut i = self.at + 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    let raw = &self.text[start..=i];
+                    self.at = i + 1;
+                    return serde_json::from_str::<String>(raw).map_err(|e| {
+                        self.at = start;
+                        self.error(&format!("a valid string ({e})"))
+                    });
+                }
+                _ => i += 1,
+            }
+        }
+        Err(self.error("a closing `\"`"))
+    }
+
+    /// A field path: `a.b.c`, segments being identifiers or, after a dot, quoted strings
+    /// (`."Destination Port"`); registered, its index returned.
+    fn field(&mut self) -> Result<usize, String> {
+        self.skip_ws();
+        let mut path = Vec::new();
+        let mut leading_dot = self.rest().starts_with('.');
+        loop {
+            if leading_dot {
+                self.at += 1;
+            }
+            let rest = self.rest();
+            if leading_dot && rest.starts_with('"') {
+                path.push(self.quoted()?);
+            } else {
+                let len = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '@'))
+                    .unwrap_or(rest.len());
+                if len == 0 || rest.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+                    return Err(self.error("a field name (letters, digits, `_`, `-`; quote others: .\"a key\")"));
+                }
+                path.push(rest[..len].to_string());
+                self.at += len;
+            }
+            if self.rest().starts_with('.') {
+                leading_dot = true;
+            } else {
+                break;
+            }
+        }
+        self.fields.push(path);
+        Ok(self.fields.len() - 1)
+    }
+}
+
+/// A field's value as found in a record.
+#[derive(Clone, Copy)]
+struct Found<'r> {
+    span: Span,
+    base: &'r [u8],
+}
+
+impl Found<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.span.inner(self.base)
+    }
+
+    fn number(&self) -> Option<f64> {
+        match self.span.kind {
+            Kind::Number => std::str::from_utf8(self.bytes()).ok()?.parse().ok(),
+            Kind::String { escaped: false } => std::str::from_utf8(self.bytes()).ok()?.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn equals(&self, lit: &Literal) -> bool {
+        match (lit, self.span.kind) {
+            (Literal::Str(s), Kind::String { escaped: false }) => self.bytes() == s.as_bytes(),
+            (Literal::Str(s), Kind::String { escaped: true }) => {
+                let mut text = String::new();
+                js::unescape(self.bytes(), &mut text);
+                text == *s
+            }
+            (Literal::Num(n), _) => self.number() == Some(*n),
+            (Literal::Bool(true), Kind::True) | (Literal::Bool(false), Kind::False) | (Literal::Null, Kind::Null) => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What evaluating a condition reuses from record to record.
+#[derive(Default)]
+pub struct Scratch {
+    tops: Vec<Option<Span>>,
+}
+
+impl Condition {
+    /// Whether `record` (a JSON object's bytes) satisfies the condition.
+    pub fn eval(&self, record: &[u8], scratch: &mut Scratch) -> bool {
+        scratch.tops.clear();
+        scratch.tops.resize(self.tops.len(), None);
+        let tops = &self.tops;
+        let slots = &mut scratch.tops;
+        let scanned = js::scan_object(record, |m| {
+            let key = m.key.inner(record);
+            if let Some(i) = tops.iter().position(|t| key_is(key, m.key.kind, t)) {
+                slots[i].get_or_insert(m.value);
+            }
+        });
+        if scanned.is_err() {
+            slots.iter_mut().for_each(|s| *s = None);
+        }
+        self.expr_holds(&self.expr, record, &scratch.tops)
+    }
+
+    fn find<'r>(&self, field: usize, record: &'r [u8], tops: &[Option<Span>]) -> Option<Found<'r>> {
+        let mut span = tops[self.top_of[field]]?;
+        let mut base: &'r [u8] = record;
+        for key in &self.fields[field][1..] {
+            if span.kind != Kind::Object {
+                return None;
+            }
+            let inner = &base[span.start..span.end];
+            let mut next = None;
+            let _ = js::scan_object(inner, |m| {
+                if next.is_none() && key_is(m.key.inner(inner), m.key.kind, key) {
+                    next = Some(m.value);
+                }
+            });
+            span = next?;
+            base = inner;
+        }
+        Some(Found { span, base })
+    }
+
+    fn expr_holds(&self, e: &Expr, record: &[u8], tops: &[Option<Span>]) -> bool {
+        match e {
+            Expr::Or(a, b) => self.expr_holds(a, record, tops) || self.expr_holds(b, record, tops),
+            Expr::And(a, b) => self.expr_holds(a, record, tops) && self.expr_holds(b, record, tops),
+            Expr::Not(a) => !self.expr_holds(a, record, tops),
+            Expr::Exists(f) => self.find(*f, record, tops).is_some(),
+            Expr::IsTrue(f) => self.find(*f, record, tops).is_some_and(|v| v.span.kind == Kind::True),
+            Expr::In { field, values } => {
+                self.find(*field, record, tops).is_some_and(|v| values.iter().any(|l| v.equals(l)))
+            }
+            Expr::Compare { field, op, value } => {
+                let found = self.find(*field, record, tops);
+                match op {
+                    Op::Eq => found.is_some_and(|v| v.equals(value)),
+                    Op::Ne => !found.is_some_and(|v| v.equals(value)),
+                    _ => {
+                        let (Some(x), Literal::Num(y)) = (found.and_then(|v| v.number()), value) else { return false };
+                        match op {
+                            Op::Lt => x < *y,
+                            Op::Le => x <= *y,
+                            Op::Gt => x > *y,
+                            _ => x >= *y,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A field path (`srcip`, `anomaly.score`, `."Source IP"`) read from records: for keys that
+/// choose (`sample`, `throttle`).
+#[derive(Clone, Debug)]
+pub struct Field(Condition);
+
+impl std::str::FromStr for Field {
+    type Err = String;
+
+    fn from_str(path: &str) -> Result<Field, String> {
+        let cond: Condition = format!("exists({path})").parse().map_err(|e: String| {
+            // Columns in the error count from the path, not from the `exists(` around it.
+            match e.strip_prefix("at column ").and_then(|r| r.split_once(':')) {
+                Some((col, rest)) => {
+                    format!("at column {}:{rest}", col.parse::<usize>().unwrap_or(8).saturating_sub(7))
+                }
+                None => e,
+            }
+        })?;
+        Ok(Field(cond))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|e| serde::de::Error::custom(format!("field {text:?}: {e}")))
+    }
+}
+
+impl Field {
+    /// The field's value in `record` as its JSON text (strings without their quotes, still
+    /// escaped), if it has one.
+    pub fn raw<'r>(&self, record: &'r [u8], scratch: &mut Scratch) -> Option<&'r [u8]> {
+        let c = &self.0;
+        scratch.tops.clear();
+        scratch.tops.resize(1, None);
+        let top = &c.tops[0];
+        let slot = &mut scratch.tops[0];
+        let scanned = js::scan_object(record, |m| {
+            if slot.is_none() && key_is(m.key.inner(record), m.key.kind, top) {
+                *slot = Some(m.value);
+            }
+        });
+        if scanned.is_err() {
+            return None;
+        }
+        c.find(0, record, &scratch.tops).map(|f| f.span.inner(f.base))
+    }
+}
+
+/// Whether a key (its bytes between the quotes) is `want`.
+fn key_is(raw: &[u8], kind: Kind, want: &str) -> bool {
+    match kind {
+        Kind::String { escaped: true } => {
+            let mut text = String::new();
+            js::unescape(raw, &mut text);
+            text == want
+        }
+        _ => raw == want.as_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holds(cond: &str, record: &str) -> bool {
+        let c: Condition = cond.parse().unwrap_or_else(|e| panic!("{cond}: {e}"));
+        c.eval(record.as_bytes(), &mut Scratch::default())
+    }
+
+    const R: &str = r#"{"proto":"udp","dport":"53","n":7,"ok":true,"nothing":null,"Destination Port":443,
+        "anomaly":{"verdict":"anomalous","score":0.995,"reasons":[{"feature":"sbytes"}]},"esc":"a\"b"}"#;
+
+    #[test]
+    fn each_operator_on_each_type() {
+        assert!(holds(r#"proto == "udp""#, R));
+        assert!(!holds(r#"proto == "tcp""#, R));
+        assert!(holds(r#"proto != "tcp""#, R));
+        assert!(holds("n == 7 && n >= 7 && n <= 7 && n > 6.5 && n < 8", R));
+        assert!(!holds("n > 7 || n < 7", R));
+        assert!(holds("dport == 53 && dport > 50", R), "a number in a string is a number");
+        assert!(holds("ok", R) && holds("ok == true", R) && !holds("ok == false", R));
+        assert!(holds("nothing == null && exists(nothing)", R));
+        assert!(holds(r#"proto in ["tcp", "udp"]"#, R));
+        assert!(!holds(r#"proto in ["tcp", "icmp"]"#, R));
+        assert!(holds(r#"anomaly.verdict == "anomalous" && anomaly.score >= 0.99"#, R));
+        assert!(holds(r#"."Destination Port" == 443"#, R));
+        assert!(holds(r#"esc == "a\"b""#, R), "escaped strings compare unescaped");
+        assert!(holds(r#"!(proto == "tcp") && !exists(anomaly.error)"#, R));
+        assert!(holds(r#"proto == "tcp" || proto == "udp" && n == 7"#, R), "&& binds tighter");
+        assert!(!holds(r#"(proto == "tcp" || proto == "udp") && n == 8"#, R));
+    }
+
+    #[test]
+    fn missing_fields_wrong_types_and_broken_records_are_false() {
+        assert!(!holds(r#"missing == "x""#, R));
+        assert!(holds(r#"missing != "x""#, R));
+        assert!(!holds("missing > 0", R));
+        assert!(!holds("proto > 0", R), "a string that is not a number");
+        assert!(!holds(r#"n == "7""#, R), "a number is not a string");
+        assert!(!holds("anomaly.verdict.deeper == 1", R), "a path through a string");
+        assert!(!holds("proto", R), "a string is not true");
+        assert!(!holds(r#"proto == "udp""#, r#"{"proto":"udp""#), "not valid JSON");
+        assert!(!holds("exists(proto)", "not json"));
+    }
+
+    #[test]
+    fn fields_read_raw_values() {
+        let mut scratch = Scratch::default();
+        let f = |p: &str| p.parse::<Field>().unwrap();
+        assert_eq!(f("proto").raw(R.as_bytes(), &mut scratch), Some(&b"udp"[..]));
+        assert_eq!(f("anomaly.score").raw(R.as_bytes(), &mut scratch), Some(&b"0.995"[..]));
+        assert_eq!(f(r#"."Destination Port""#).raw(R.as_bytes(), &mut scratch), Some(&b"443"[..]));
+        assert_eq!(f("missing").raw(R.as_bytes(), &mut scratch), None);
+        assert!(
+            "a b".parse::<Field>().unwrap_err().starts_with("at column 3"),
+            "{}",
+            "a b".parse::<Field>().unwrap_err()
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_column() {
+        let err = |c: &str| c.parse::<Condition>().unwrap_err();
+        assert_eq!(err(""), "empty condition");
+        assert!(
+            err("score >= \"high\"").starts_with("at column 10: expected a number after `>=`"),
+            "{}",
+            err("score >= \"high\"")
+        );
+        assert!(err("proto == ").starts_with("at column 10: expected a string"), "{}", err("proto == "));
+        assert!(err("proto == \"udp\" &").starts_with("at column 16:"), "{}", err("proto == \"udp\" &"));
+        assert!(err("proto in [\"a\" \"b\"]").contains("`,` or `]`"), "{}", err("proto in [\"a\" \"b\"]"));
+        assert!(err("(a == 1").contains("`)`"));
+        assert!(err("== 1").starts_with("at column 1: expected a field name"));
+        assert!(err("a == \"unterminated").contains("closing"));
+    }
+}
