@@ -1,7 +1,10 @@
 """Host throughput: 1 M JSON flow records from a file, through the tag filter (an Isolation
-Forest of 100 trees), to a file; and the same pipeline without the transform.
+Forest of 100 trees), to a file; the same pipeline without the transform; and the tag filter
+followed by a `route` that sends anomalies to one file and the rest to another (what routing
+costs per record).
 
     .venv/bin/python bench/host_bench.py [--records 1000000] [--flowtag target/release/flowtag]
+                                         [--pipelines tag,plain,route]
 
 Prints events/s (wall clock), CPU seconds (user + system of the flowtag process), records per
 CPU-second, and peak RSS. Records come from `flowtag gen --schema unsw --format json`.
@@ -51,29 +54,49 @@ def metric(api: int, name: str, component: str) -> float:
     return total(scrape(f"127.0.0.1:{api}"), name, component_id=component)
 
 
-def run(flowtag: Path, work: Path, input_path: Path, n: int, tag: bool, api: int, label: str) -> dict:
-    out = work / ("tagged.jsonl" if tag else "plain.jsonl")
-    data = work / ("data-tag" if tag else "data-plain")
-    shutil.rmtree(data, ignore_errors=True)  # the checkpoint of the run before
-    transform = f"""
-[transforms.tag]
-type = "anomaly"
-inputs = ["flows"]
-model = "{ROOT / 'plugin/tests/fixtures/iforest'}"
-""" if tag else ""
-    cfg = f"""
+PIPELINES = {
+    "tag": "file -> anomaly (IF, 100 trees) -> file",
+    "plain": "file -> file",
+    "route": "file -> anomaly (IF, 100 trees) -> route -> two files",
+}
+
+
+def config(pipeline: str, work: Path, data: Path, input_path: Path, api: int) -> tuple[str, list[str]]:
+    """The config of a pipeline, and the sinks whose confirmed events make the total."""
+    head = f"""
 data_dir = "{data}"
 [api]
 address = "127.0.0.1:{api}"
 [sources.flows]
 type = "file"
 include = ["{input_path}"]
-[sinks.out]
-type = "file"
-inputs = ["{'tag' if tag else 'flows'}"]
-path = "{out}"
-{transform}"""
-    path = work / ("tag.toml" if tag else "plain.toml")
+"""
+    tag = f"""
+[transforms.tag]
+type = "anomaly"
+inputs = ["flows"]
+model = "{ROOT / 'plugin/tests/fixtures/iforest'}"
+"""
+    def sink(name: str, input_: str) -> str:
+        return f'\n[sinks.{name}]\ntype = "file"\ninputs = ["{input_}"]\npath = "{work / (name + ".jsonl")}"\n'
+    if pipeline == "plain":
+        return head + sink("out", "flows"), ["out"]
+    if pipeline == "tag":
+        return head + tag + sink("out", "tag"), ["out"]
+    route = """
+[transforms.pick]
+type = "route"
+inputs = ["tag"]
+route.anomalous = 'anomaly.verdict == "anomalous"'
+"""
+    return head + tag + route + sink("siem", "pick.anomalous") + sink("archive", "pick._unmatched"), ["siem", "archive"]
+
+
+def run(flowtag: Path, work: Path, input_path: Path, n: int, pipeline: str, api: int, label: str) -> dict:
+    data = work / f"data-{pipeline}"
+    shutil.rmtree(data, ignore_errors=True)  # the checkpoint of the run before
+    cfg, sinks = config(pipeline, work, data, input_path, api)
+    path = work / f"{pipeline}.toml"
     path.write_text(cfg)
     start = time.perf_counter()
     proc = subprocess.Popen([str(flowtag), "run", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,7 +104,7 @@ path = "{out}"
         deadline = time.time() + 600
         while time.time() < deadline:
             try:
-                if metric(api, "flowtag_component_sent_events_total", "out") >= n:
+                if sum(metric(api, "flowtag_component_sent_events_total", s) for s in sinks) >= n:
                     break
             except OSError:
                 pass
@@ -92,8 +115,9 @@ path = "{out}"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    out.unlink(missing_ok=True)
-    return {"pipeline": "file -> anomaly (IF, 100 trees) -> file" if tag else "file -> file", "run": label, "records": n, "wall_s": round(wall, 2),
+    for s in sinks:
+        (work / f"{s}.jsonl").unlink(missing_ok=True)
+    return {"pipeline": PIPELINES[pipeline], "run": label, "records": n, "wall_s": round(wall, 2),
             "events_per_s": round(n / wall), "cpu_s": round(cpu, 2), "records_per_cpu_s": round(n / cpu), "peak_rss_mib": round(rss, 1)}
 
 
@@ -101,6 +125,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--flowtag", default=str(ROOT / "target/release/flowtag"))
+    ap.add_argument("--pipelines", default="tag,plain,route", help="comma-separated: " + ", ".join(PIPELINES))
     a = ap.parse_args()
     flowtag = Path(a.flowtag)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,8 +133,9 @@ def main() -> int:
         input_path = work / "flows.jsonl"
         with open(input_path, "wb") as f:
             subprocess.run([str(flowtag), "gen", "--schema", "unsw", "--format", "json", "--count", str(a.records), "--seed", "3"], stdout=f, check=True)
-        results = [run(flowtag, work, input_path, a.records, tag, 19700 + 2 * i + k, label)
-                   for i, tag in enumerate((True, False)) for k, label in enumerate(("first", "steady"))]
+        pipelines = a.pipelines.split(",")
+        results = [run(flowtag, work, input_path, a.records, p, 19700 + 2 * i + k, label)
+                   for i, p in enumerate(pipelines) for k, label in enumerate(("first", "steady"))]
     print(json.dumps(results, indent=1))
     print("| pipeline | run | records | wall s | events/s | CPU s | records per CPU-second | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")

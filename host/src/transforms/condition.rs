@@ -16,7 +16,12 @@
 //! parser hands numbers over, counts as a number); `!=` is its negation; `<`, `<=`, `>`, `>=`
 //! take a number literal and hold only for numbers; `in` takes a list of literals; `exists`
 //! holds for any value, `null` included. A missing field, a value of another type or a record
-//! that is not valid JSON makes a comparison false. `&&` binds tighter than `||`; `!` negates.
+//! that is not a JSON object makes a comparison false. `&&` binds tighter than `||`; `!`
+//! negates.
+//!
+//! Records reaching a condition have been checked as JSON upstream (by the tag filter, or by
+//! their source), so evaluation skims them: it walks the top-level members up to the last key
+//! it needs, skipping values without validating them, and stops.
 
 use flowtag_plugin::json::{self as js, Kind, Span};
 
@@ -334,13 +339,27 @@ impl Condition {
         scratch.tops.resize(self.tops.len(), None);
         let tops = &self.tops;
         let slots = &mut scratch.tops;
-        let scanned = js::scan_object(record, |m| {
-            let key = m.key.inner(record);
-            if let Some(i) = tops.iter().position(|t| key_is(key, m.key.kind, t)) {
-                slots[i].get_or_insert(m.value);
+        let mut left = tops.len();
+        // The tag filter appends its tags as the last member: look there first.
+        for (slot, top) in slots.iter_mut().zip(tops) {
+            if let Some(span) = last_member(record, top) {
+                *slot = Some(span);
+                left -= 1;
             }
+        }
+        if left == 0 {
+            return self.expr_holds(&self.expr, record, &scratch.tops);
+        }
+        let skimmed = skim(record, |key, escaped, value| {
+            if let Some(i) = tops.iter().position(|t| key_is(key, escaped, t)) {
+                if slots[i].is_none() {
+                    slots[i] = Some(value);
+                    left -= 1;
+                }
+            }
+            left > 0
         });
-        if scanned.is_err() {
+        if skimmed.is_none() {
             slots.iter_mut().for_each(|s| *s = None);
         }
         self.expr_holds(&self.expr, record, &scratch.tops)
@@ -355,11 +374,12 @@ impl Condition {
             }
             let inner = &base[span.start..span.end];
             let mut next = None;
-            let _ = js::scan_object(inner, |m| {
-                if next.is_none() && key_is(m.key.inner(inner), m.key.kind, key) {
-                    next = Some(m.value);
+            skim(inner, |k, escaped, value| {
+                if key_is(k, escaped, key) {
+                    next = Some(value);
                 }
-            });
+                next.is_none()
+            })?;
             span = next?;
             base = inner;
         }
@@ -434,28 +454,161 @@ impl Field {
         scratch.tops.resize(1, None);
         let top = &c.tops[0];
         let slot = &mut scratch.tops[0];
-        let scanned = js::scan_object(record, |m| {
-            if slot.is_none() && key_is(m.key.inner(record), m.key.kind, top) {
-                *slot = Some(m.value);
+        skim(record, |key, escaped, value| {
+            if key_is(key, escaped, top) {
+                *slot = Some(value);
             }
-        });
-        if scanned.is_err() {
-            return None;
-        }
+            slot.is_none()
+        })?;
         c.find(0, record, &scratch.tops).map(|f| f.span.inner(f.base))
     }
 }
 
-/// Whether a key (its bytes between the quotes) is `want`.
-fn key_is(raw: &[u8], kind: Kind, want: &str) -> bool {
-    match kind {
-        Kind::String { escaped: true } => {
-            let mut text = String::new();
-            js::unescape(raw, &mut text);
-            text == want
-        }
-        _ => raw == want.as_bytes(),
+/// Whether a key (its bytes between the quotes, `escaped` if it has a backslash) is `want`.
+fn key_is(raw: &[u8], escaped: bool, want: &str) -> bool {
+    if escaped {
+        let mut text = String::new();
+        js::unescape(raw, &mut text);
+        text == want
+    } else {
+        raw == want.as_bytes()
     }
+}
+
+/// The value of `key` when it is the last top-level member of the object `s` (as the tag
+/// filter's `anomaly` is), found from the end. In valid JSON the bytes `"key":` with a real
+/// (unescaped) first quote are a member's key at some depth; its value ending right before the
+/// object's final `}` makes it the last member at the top.
+fn last_member(s: &[u8], key: &str) -> Option<Span> {
+    if key.contains(['"', '\\']) {
+        return None;
+    }
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if s[end] != b'}' {
+        return None;
+    }
+    let mut from = end;
+    loop {
+        let at = memchr::memmem::rfind(&s[..from], key.as_bytes())?;
+        from = at;
+        if at == 0 || s[at - 1] != b'"' || s.get(at + key.len()) != Some(&b'"') {
+            continue;
+        }
+        let quote = at - 1;
+        let backslashes = s[..quote].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return None;
+        }
+        let colon = ws(s, at + key.len() + 1);
+        if s.get(colon) != Some(&b':') {
+            // A string value equal to the key, say: look further back.
+            continue;
+        }
+        let value = value_span(s, ws(s, colon + 1))?;
+        return (ws(s, value.end) == end).then_some(value);
+    }
+}
+
+/// Walk the top-level members of the JSON object `s` without validating it (records reaching a
+/// condition were checked upstream: by the tag filter, or as JSON by their source), calling
+/// `member(key, key_escaped, value)` until it returns false. `None` if `s` does not even look
+/// like an object. Never reads out of bounds, whatever `s` holds.
+fn skim(s: &[u8], mut member: impl FnMut(&[u8], bool, Span) -> bool) -> Option<()> {
+    let mut i = ws(s, 0);
+    if s.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(s, i + 1);
+    if s.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        if s.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key_end, key_escaped) = string_end(s, i)?;
+        let key = &s[i + 1..key_end - 1];
+        i = ws(s, key_end);
+        if s.get(i) != Some(&b':') {
+            return None;
+        }
+        let v = ws(s, i + 1);
+        let value = value_span(s, v)?;
+        if !member(key, key_escaped, value) {
+            return Some(());
+        }
+        i = ws(s, value.end);
+        match s.get(i) {
+            Some(b',') => i = ws(s, i + 1),
+            Some(b'}') => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+fn ws(s: &[u8], mut i: usize) -> usize {
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end (one past the closing quote) of the string opening at `s[at]`, and whether it has
+/// escapes.
+fn string_end(s: &[u8], at: usize) -> Option<(usize, bool)> {
+    let mut i = at + 1;
+    let mut escaped = false;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+        if s[i] == b'"' {
+            return Some((i + 1, escaped));
+        }
+        escaped = true;
+        i += 2;
+    }
+}
+
+/// The value starting at `s[v]`.
+fn value_span(s: &[u8], v: usize) -> Option<Span> {
+    let kind = match *s.get(v)? {
+        b'"' => {
+            let (end, escaped) = string_end(s, v)?;
+            return Some(Span { kind: Kind::String { escaped }, start: v, end });
+        }
+        open @ (b'{' | b'[') => {
+            // In valid JSON the other kind of bracket is balanced inside: count only this kind.
+            let close = if open == b'{' { b'}' } else { b']' };
+            let mut depth = 0usize;
+            let mut i = v;
+            loop {
+                i += memchr::memchr3(b'"', open, close, s.get(i..)?)?;
+                match s[i] {
+                    b'"' => {
+                        i = string_end(s, i)?.0;
+                        continue;
+                    }
+                    b if b == open => depth += 1,
+                    _ => {
+                        depth -= 1;
+                        if depth == 0 {
+                            let kind = if open == b'{' { Kind::Object } else { Kind::Array };
+                            return Some(Span { kind, start: v, end: i + 1 });
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }
+        b't' => Kind::True,
+        b'f' => Kind::False,
+        b'n' => Kind::Null,
+        _ => Kind::Number,
+    };
+    let len = s[v..]
+        .iter()
+        .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(s.len() - v);
+    (len > 0).then_some(Span { kind, start: v, end: v + len })
 }
 
 #[cfg(test)]
@@ -499,8 +652,38 @@ mod tests {
         assert!(!holds(r#"n == "7""#, R), "a number is not a string");
         assert!(!holds("anomaly.verdict.deeper == 1", R), "a path through a string");
         assert!(!holds("proto", R), "a string is not true");
-        assert!(!holds(r#"proto == "udp""#, r#"{"proto":"udp""#), "not valid JSON");
         assert!(!holds("exists(proto)", "not json"));
+        assert!(!holds(r#"later == 1"#, r#"{"proto":"udp","#), "a record cut short");
+        assert!(!holds("exists(x)", r#"{"a":"unterminated"#));
+        assert!(!holds("exists(x)", r#"{"a":{"b":[1,2}"#));
+    }
+
+    #[test]
+    fn the_last_member_is_found_from_the_end_only_when_it_is_at_the_top() {
+        fn span<'a>(s: &'a str, k: &str) -> Option<&'a str> {
+            last_member(s.as_bytes(), k).map(|v| &s[v.start..v.end])
+        }
+        assert_eq!(span(r#"{"a":1,"anomaly":{"verdict":"normal"}}"#, "anomaly"), Some(r#"{"verdict":"normal"}"#));
+        assert_eq!(span(r#"{"a":1,"anomaly" : 5 } "#, "anomaly"), Some("5"));
+        assert_eq!(span(r#"{"x":{"anomaly":1}}"#, "anomaly"), None, "nested");
+        assert_eq!(span(r#"{"anomaly":1,"b":2}"#, "anomaly"), None, "not last");
+        assert_eq!(span(r#"{"t":"anomaly","b":2}"#, "anomaly"), None, "a value");
+        assert_eq!(span(r#"{"anomaly":1,"t":"anomaly"}"#, "anomaly"), None);
+        assert_eq!(span(r#"{"x\"anomaly":1}"#, "anomaly"), None, "inside an escaped key");
+        // Whatever the answer from the end, the condition's result is the skim's.
+        assert!(holds("anomaly == 1", r#"{"anomaly":1,"b":2}"#));
+        assert!(holds("b == 2", r#"{"anomaly":1,"b":2}"#));
+    }
+
+    #[test]
+    fn skimming_never_reads_out_of_bounds() {
+        let c: Condition = r#"a.b == "x" || exists(z)"#.parse().unwrap();
+        let mut scratch = Scratch::default();
+        let record = br#"{"a":{"b":"x\"y","c":[1,{"d":"}"}]},"e":true, "z" : null }"#;
+        for end in 0..=record.len() {
+            c.eval(&record[..end], &mut scratch);
+        }
+        assert!(c.eval(record, &mut scratch));
     }
 
     #[test]
