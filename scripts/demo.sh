@@ -53,7 +53,7 @@ say "writing $COUNT flows at $RATE/s to $DIR/flows/flows.csv (flowtag gen --sche
 "$FLOWTAG" gen --schema unsw --count "$COUNT" --rate "$RATE" --seed 7 >"$DIR/flows/flows.csv" &
 GEN=$!
 
-python3 scripts/demo_report.py --api "127.0.0.1:$PORT" --count "$COUNT" --out "$DIR/out/tagged.jsonl" --log "$DIR/flowtag.log"
+python3 scripts/demo_report.py --api "127.0.0.1:$PORT" --count "$COUNT" --out "$DIR/out/tagged.jsonl" --siem "$DIR/out/siem.jsonl" --log "$DIR/flowtag.log"
 status=$?
 kill -TERM "$HOST" && wait "$HOST" || true
 HOST=

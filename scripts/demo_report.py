@@ -103,10 +103,27 @@ def main() -> None:
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--siem", help="the SIEM sink's file, to compare with the archive")
     a = ap.parse_args()
     rows = progress(a.api, a.count, a.log)
     summary(a.out)
+    if a.siem:
+        siem_stream(a.out, a.siem)
     show_metrics(rows)
+
+
+def siem_stream(archive: str, siem: str) -> None:
+    """How much smaller the SIEM's stream is than the archive's."""
+    def size(path: str) -> tuple[int, int]:
+        with open(path, "rb") as f:
+            data = f.read()
+        return data.count(b"\n"), len(data)
+    (a_n, a_b), (s_n, s_b) = size(archive), size(siem)
+    sampled = 0
+    with open(siem, encoding="utf-8") as f:
+        sampled = sum(1 for line in f if '"sample_rate":' in line)
+    print(f"\nTo the SIEM: {s_n:,} of {a_n:,} records ({s_n / max(a_n, 1):.1%}), {s_b / 1e6:.1f} MB of {a_b / 1e6:.1f} MB"
+          f" ({s_b / max(a_b, 1):.1%}): every anomaly and {sampled:,} sampled normal flows (1 in 100, `sample_rate` = 100).")
 
 
 if __name__ == "__main__":

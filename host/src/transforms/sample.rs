@@ -14,7 +14,8 @@
 //! ```
 //!
 //! The default key is every field of [`FLOW_KEY`] the record has (the 5-tuple as UNSW-NB15/Argus,
-//! CICFlowMeter and Zeek name it); a record with none of them is keyed by all its bytes.
+//! CICFlowMeter and Zeek name it) when it has a source address among them; a record without
+//! one (UNSW-NB15's partitioned files carry no addresses) is keyed by all its bytes.
 
 use serde::Deserialize;
 
@@ -77,25 +78,38 @@ impl crate::component::ComponentConfig for SampleConfig {
     }
 }
 
+/// The fields of [`FLOW_KEY`] that name a flow's source address (or the whole flow).
+const ADDRESSES: &[&str] = &["srcip", r#"."Flow ID""#, r#"."Source IP""#, r#"."id.orig_h""#, "saddr"];
+
 /// How records are keyed: a configured field, or the flow key.
 pub struct Keyer {
     fields: Vec<Field>,
+    /// With the default key: the indexes in `fields` of the address fields, one of which must
+    /// be there for the flow key to be used.
+    addresses: Vec<usize>,
     scratch: Scratch,
 }
 
 impl Keyer {
     pub fn new(key_field: Option<&Field>) -> Keyer {
-        let fields = match key_field {
-            Some(f) => vec![f.clone()],
-            None => FLOW_KEY.iter().map(|p| p.parse().expect("the flow key's paths parse")).collect(),
+        let (fields, addresses) = match key_field {
+            Some(f) => (vec![f.clone()], Vec::new()),
+            None => (
+                FLOW_KEY.iter().map(|p| p.parse().expect("the flow key's paths parse")).collect(),
+                ADDRESSES.iter().map(|a| FLOW_KEY.iter().position(|k| k == a).expect("an address is in the key")).collect(),
+            ),
         };
-        Keyer { fields, scratch: Scratch::default() }
+        Keyer { fields, addresses, scratch: Scratch::default() }
     }
 
     /// A stable 64-bit hash of the record's key (FNV-1a: the same on every node and version).
     pub fn hash(&mut self, record: &[u8]) -> u64 {
         let mut h = Fnv::default();
         let mut any = false;
+        if !self.addresses.is_empty() && !self.addresses.iter().any(|&i| self.fields[i].raw(record, &mut self.scratch).is_some()) {
+            h.write(record);
+            return h.0;
+        }
         for (i, f) in self.fields.iter().enumerate() {
             if let Some(v) = f.raw(record, &mut self.scratch) {
                 h.write(&(i as u32).to_le_bytes());
@@ -207,6 +221,8 @@ mod tests {
             h.write(b"a");
             h.0
         });
+        // Without an address, the flow key would be the protocol alone: the whole record keys.
+        assert_ne!(k.hash(br#"{"proto":"tcp","dur":1}"#), k.hash(br#"{"proto":"tcp","dur":2}"#));
         let cic = k.hash(br#"{"Flow ID":"10.0.0.1-10.0.0.2-1234-80-6","Flow Duration":5}"#);
         assert_ne!(cic, k.hash(br#"{"Flow ID":"10.0.0.1-10.0.0.2-1234-81-6","Flow Duration":5}"#));
     }
