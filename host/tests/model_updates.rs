@@ -210,6 +210,14 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     assert!(serving(&ft, "2") && !serving(&ft, "3"));
     assert!(ft.log().contains("sha256"), "the refusal names the reason:\n{}", ft.log());
 
+    // The valid, signed-as-before v1 pushed again (a stale or replayed push): a downgrade, refused.
+    for f in ["model.onnx", "manifest.json"] {
+        std::fs::copy(v1.join(f), push.join(f)).unwrap();
+    }
+    wait_until(Duration::from_secs(10), "v1 to be refused", || reloads(&ft, "refused") >= 2.0);
+    assert!(serving(&ft, "2") && !serving(&ft, "1"));
+    assert!(ft.log().contains("older than the live unsw-portable@2"), "{}", ft.log());
+
     // Restart without the source: the kept v2 serves, not the configured v1.
     assert!(ft.terminate().success());
     std::fs::remove_dir_all(&push).unwrap();

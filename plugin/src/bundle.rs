@@ -60,6 +60,16 @@ impl Bundle {
                 SIGNATURE => &mut signature,
                 _ => continue,
             };
+            // The size in the header is the sender's word: never reserve more than the tar holds.
+            if entry.size() > bytes.len() as u64 {
+                return Err(BundleError::Tar {
+                    problem: format!(
+                        "{name}: its header claims {} bytes, the whole tar is {}",
+                        entry.size(),
+                        bytes.len()
+                    ),
+                });
+            }
             let mut data = Vec::with_capacity(entry.size() as usize);
             entry.read_to_end(&mut data).map_err(|e| BundleError::Tar { problem: format!("{name}: {e}") })?;
             *target = Some(data);

@@ -100,6 +100,19 @@ fn missing_files_and_broken_tars_are_named() {
 }
 
 #[test]
+fn a_tar_header_claiming_a_huge_size_is_refused_before_anything_is_reserved() {
+    let bundle = Bundle::read_path(&fixture("classifier")).unwrap();
+    let mut tar = bundle.to_tar();
+    // The first header's size field (octal, 12 bytes at 124) says 8 GiB; checksum fixed.
+    tar[124..136].copy_from_slice(b"77777777777\0");
+    tar[148..156].copy_from_slice(b"        ");
+    let sum: u32 = tar[..512].iter().map(|&b| u32::from(b)).sum();
+    tar[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let err = Bundle::from_tar(&tar).unwrap_err().to_string();
+    assert!(err.contains("claims 8589934591 bytes"), "{err}");
+}
+
+#[test]
 fn tar_bundles_round_trip() {
     let bundle = Bundle::read_path(&fixture("classifier")).unwrap();
     let tar = bundle.to_tar();

@@ -43,11 +43,15 @@ pub fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned()
 }
 
-/// Send a request and read the whole answer; `Err` when there was none within `timeout`, with
-/// the cause (refused connection, certificate, reset...). Errors name the URL.
+/// The largest answer [`send`] reads: what sinks, alerts and APIs answer is small.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Send a request and read the whole answer (at most [`MAX_ANSWER_BYTES`]); `Err` when there
+/// was none within `timeout`, with the cause (refused connection, certificate, reset...).
+/// Errors name the URL.
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Result<Answer, Error> {
     let uri = req.uri().to_string();
-    send_as(client, req, timeout, &uri).await
+    send_limited(client, req, timeout, &uri, MAX_ANSWER_BYTES).await
 }
 
 /// [`send`], with errors naming the request as `shown` (a URL with a secret in it, redacted).
@@ -57,13 +61,30 @@ pub async fn send_as(
     timeout: Duration,
     shown: &str,
 ) -> Result<Answer, Error> {
+    send_limited(client, req, timeout, shown, MAX_ANSWER_BYTES).await
+}
+
+/// [`send_as`], reading at most `max_bytes` of the answer: a longer one is an error, refused as
+/// it arrives rather than held.
+pub async fn send_limited(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+    shown: &str,
+    max_bytes: usize,
+) -> Result<Answer, Error> {
     let uri = shown;
     let fut = async {
         let resp = client.request(req).await.map_err(|e| Error::new(uri.to_string(), &e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body =
-            resp.into_body().collect().await.map_err(|e| Error::new(format!("{uri}: reading the answer"), &e))?;
+        let body = http_body_util::Limited::new(resp.into_body(), max_bytes).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::message(uri.to_string(), format!("the answer is larger than {max_bytes} bytes"))
+            } else {
+                Error::message(format!("{uri}: reading the answer"), super::explain(&*e))
+            }
+        })?;
         Ok(Answer { status, headers, body: body.to_bytes() })
     };
     tokio::time::timeout(timeout, fut)

@@ -88,6 +88,9 @@ pub async fn accept<H, F>(
                 }
             },
         };
+        // Finished connections leave nothing behind (a probe every few seconds must not grow
+        // memory until shutdown).
+        while conns.try_join_next().is_some() {}
         let (handler, refused, tls) = (handler.clone(), refused.clone(), tls.clone());
         conns.spawn(async move {
             let stream: Box<dyn Stream> = match tls {

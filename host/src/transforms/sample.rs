@@ -96,7 +96,10 @@ impl Keyer {
             Some(f) => (vec![f.clone()], Vec::new()),
             None => (
                 FLOW_KEY.iter().map(|p| p.parse().expect("the flow key's paths parse")).collect(),
-                ADDRESSES.iter().map(|a| FLOW_KEY.iter().position(|k| k == a).expect("an address is in the key")).collect(),
+                ADDRESSES
+                    .iter()
+                    .map(|a| FLOW_KEY.iter().position(|k| k == a).expect("an address is in the key"))
+                    .collect(),
             ),
         };
         Keyer { fields, addresses, scratch: Scratch::default() }
@@ -106,7 +109,9 @@ impl Keyer {
     pub fn hash(&mut self, record: &[u8]) -> u64 {
         let mut h = Fnv::default();
         let mut any = false;
-        if !self.addresses.is_empty() && !self.addresses.iter().any(|&i| self.fields[i].raw(record, &mut self.scratch).is_some()) {
+        if !self.addresses.is_empty()
+            && !self.addresses.iter().any(|&i| self.fields[i].raw(record, &mut self.scratch).is_some())
+        {
             h.write(record);
             return h.0;
         }

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+/// The largest file an update downloads (a bundle, or one of its files from MLflow): refused as
+/// it arrives beyond this, before it is held, let alone checked.
+pub const MAX_DOWNLOAD_BYTES: usize = 512 << 20;
 use http_body_util::Full;
 use hyper::Request;
 use serde::Deserialize;
@@ -261,7 +265,10 @@ impl Fetcher {
 
     async fn get(&self, req: Request<Full<Bytes>>) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
         let http = self.client.as_ref().expect("an HTTP source has a client");
-        let answer = client::send(http, req, self.cfg.timeout.0).await.map_err(|e| e.to_string())?;
+        let shown = req.uri().to_string();
+        let answer = client::send_limited(http, req, self.cfg.timeout.0, &shown, MAX_DOWNLOAD_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok((answer.status, answer.headers, answer.body))
     }
 
@@ -330,7 +337,13 @@ impl Fetcher {
 /// A bundle directory (or `.tar`) on disk, read whole. A bundle being written shows up as a
 /// candidate that fails its checks; the updater waits for it to settle (see `Updater`).
 fn read_dir_candidate(path: &Path) -> Result<Candidate, String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let read = |p: &Path| {
+        let len = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?.len();
+        if len > MAX_DOWNLOAD_BYTES as u64 {
+            return Err(format!("{}: {len} bytes, more than an update takes ({MAX_DOWNLOAD_BYTES})", p.display()));
+        }
+        std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
     let origin = path.display().to_string();
     if path.is_dir() {
         let opt = |name: &str| {

@@ -192,9 +192,11 @@ fn check(bundle: &Bundle, key: Option<&PublicKey>) -> Result<(), String> {
 }
 
 /// What is live, for metrics and logs.
+#[derive(Clone)]
 struct Live {
     name: String,
     version: String,
+    created: String,
     sha256: String,
     identity: String,
 }
@@ -202,7 +204,29 @@ struct Live {
 impl Live {
     fn of(b: &Bundle) -> Live {
         let m = &b.manifest;
-        Live { name: m.name.clone(), version: m.version.clone(), sha256: m.model_sha256.clone(), identity: identity(b) }
+        Live {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            created: m.created.clone(),
+            sha256: m.model_sha256.clone(),
+            identity: identity(b),
+        }
+    }
+
+    /// Whether `b` is an older build of the same model: a lower version (compared as numbers,
+    /// part by part, when both are dotted numbers, else as text), or the same version created
+    /// earlier. Another model's bundle is never older.
+    fn newer_than(&self, b: &Bundle) -> bool {
+        let m = &b.manifest;
+        if m.name != self.name {
+            return false;
+        }
+        let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().ok()).collect::<Option<Vec<u64>>>();
+        let by_version = match (parts(&self.version), parts(&m.version)) {
+            (Some(live), Some(offered)) => live.cmp(&offered),
+            _ => self.version.cmp(&m.version),
+        };
+        by_version.then_with(|| self.created.cmp(&m.created)) == std::cmp::Ordering::Greater
     }
 
     fn id(&self) -> String {
@@ -332,8 +356,8 @@ impl Updater {
         };
         let fingerprint = candidate.fingerprint.clone();
         let origin = candidate.origin.clone();
-        let (key, loader, pin, live) =
-            (self.key.clone(), self.loader.clone(), self.cfg.pin.clone(), self.live.identity.clone());
+        let (key, loader, pin) = (self.key.clone(), self.loader.clone(), self.cfg.pin.clone());
+        let live = self.live.clone();
         let rolled_back = self.store.rolled_back();
         let component = self.id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -345,14 +369,23 @@ impl Updater {
                 metrics::global().model_offered_version.with_label_values(&[&component]).set(v);
             }
             let ident = identity(&bundle);
-            if ident == live {
+            if ident == live.identity {
                 return Outcome::Same;
             }
             if rolled_back.contains(&ident) {
                 return Outcome::RolledBackFrom;
             }
-            if let Some(p) = pin.filter(|p| *p != bundle.manifest.version) {
+            if let Some(p) = pin.as_ref().filter(|p| **p != bundle.manifest.version) {
                 return Outcome::NotPinned(format!("{} (pinned to version {p})", bundle.id()));
+            }
+            // An older bundle (a replayed or stale push) would downgrade every node: only a pin
+            // or a rollback goes back.
+            if pin.is_none() && live.newer_than(&bundle) {
+                return Outcome::Refused(format!(
+                    "{} is older than the live {} (a downgrade; pin its version or roll back to take it)",
+                    bundle.id(),
+                    live.id()
+                ));
             }
             match check(&bundle, key.as_ref()).and_then(|_| loader.load(&bundle)) {
                 Ok(runtime) => Outcome::Accepted(bundle, runtime),
@@ -415,5 +448,40 @@ impl Updater {
         let to = previous.id();
         self.go_live(previous, runtime, "rollback");
         Ok(format!("{from} -> {to}"))
+    }
+}
+
+#[cfg(test)]
+mod downgrade_tests {
+    use super::*;
+
+    fn live(name: &str, version: &str, created: &str) -> Live {
+        Live {
+            name: name.into(),
+            version: version.into(),
+            created: created.into(),
+            sha256: String::new(),
+            identity: String::new(),
+        }
+    }
+
+    fn bundle(name: &str, version: &str, created: &str) -> Bundle {
+        let mut b =
+            Bundle::read_path(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/unsw-portable"))
+                .unwrap();
+        b.manifest.name = name.into();
+        b.manifest.version = version.into();
+        b.manifest.created = created.into();
+        b
+    }
+
+    #[test]
+    fn older_builds_of_the_same_model_are_older() {
+        let l = live("flows", "10", "2026-12-01T00:00:00Z");
+        assert!(l.newer_than(&bundle("flows", "9", "2026-12-02T00:00:00Z")), "9 < 10 as numbers");
+        assert!(!l.newer_than(&bundle("flows", "11", "2026-11-01T00:00:00Z")));
+        assert!(l.newer_than(&bundle("flows", "10", "2026-11-30T00:00:00Z")), "same version, built earlier");
+        assert!(!l.newer_than(&bundle("other", "1", "2020-01-01T00:00:00Z")), "another model is not a downgrade");
+        assert!(live("flows", "1.10.0", "").newer_than(&bundle("flows", "1.9.3", "")));
     }
 }
