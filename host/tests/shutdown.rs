@@ -17,6 +17,18 @@ fn config(dir: &std::path::Path, api: u16, input: &std::path::Path, port: u16) -
     )
 }
 
+/// Its exit status, which must come within `limit`.
+fn exit_within(ft: &mut Flowtag, limit: Duration) -> std::process::ExitStatus {
+    let stopping = Instant::now();
+    loop {
+        if let Some(status) = ft.exited() {
+            return status;
+        }
+        assert!(stopping.elapsed() < limit, "still running {limit:?} after the signal:\n{}", ft.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sigterm_with_a_hanging_sink_exits_within_the_limit_and_a_restart_delivers_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,15 +54,8 @@ fn sigterm_with_a_hanging_sink_exits_within_the_limit_and_a_restart_delivers_eve
     );
     wait_until(Duration::from_secs(20), "a request to the silent peer", || !held.lock().unwrap().is_empty());
     ft.signal(15);
-    let stopping = Instant::now();
-    let status = loop {
-        if let Some(status) = ft.exited() {
-            break status;
-        }
-        // The limit plus a margin for process start-up noise on a loaded machine.
-        assert!(stopping.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM:\n{}", ft.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // The limit plus a margin for a loaded machine.
+    let status = exit_within(&mut ft, Duration::from_secs(10));
     let log = ft.log();
     assert!(log.contains("giving up at shutdown"), "{log}");
     // The sink gave up at three quarters of the limit and the rest finished: a clean exit.
@@ -95,14 +100,7 @@ fn a_second_sigterm_exits_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(ft.exited().is_none(), "the first SIGTERM drains");
     ft.signal(15);
-    let stopping = Instant::now();
-    let status = loop {
-        if let Some(status) = ft.exited() {
-            break status;
-        }
-        assert!(stopping.elapsed() < Duration::from_secs(10), "still running after a second SIGTERM:\n{}", ft.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut ft, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
     assert!(ft.log().contains("a second SIGTERM"), "{}", ft.log());
 }

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::SourceContext;
@@ -84,31 +83,19 @@ impl super::SourceType for FluentConfig {
     }
 }
 
-pub async fn spawn(id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
-    let listener = TcpListener::bind(cfg.address)
-        .await
-        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
-    tracing::info!(address = %cfg.address, "fluent forward source listening");
-    ctx.health.ready(&ctx.id);
-    let ctx = Arc::new(ctx);
-    let counted = ctx.clone();
+pub async fn spawn(_id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (address, tls) = (cfg.address, cfg.tls.clone());
     let batches = Arc::new(AtomicU64::new(0));
-    Ok(tokio::spawn(crate::net::server::accept(
-        listener,
-        tls,
-        ctx.shutdown.clone(),
-        move |_| counted.metrics.error("tls", 1),
-        move |stream, peer| {
-            let (ctx, cfg, batches) = (ctx.clone(), cfg.clone(), batches.clone());
-            async move {
-                if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {
-                    ctx.metrics.error("protocol", 1);
-                    tracing::warn!(%peer, error = %e, "forward connection closed");
-                }
+    super::listen(ctx, address, tls.as_ref(), "fluent forward source", move |stream, peer, ctx| {
+        let (cfg, batches) = (cfg.clone(), batches.clone());
+        async move {
+            if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {
+                ctx.metrics.error("protocol", 1);
+                tracing::warn!(%peer, error = %e, "forward connection closed");
             }
-        },
-    )))
+        }
+    })
+    .await
 }
 
 async fn connection(

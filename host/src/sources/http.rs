@@ -30,7 +30,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::{decode_lines, SourceContext};
@@ -142,13 +141,9 @@ impl super::SourceType for HttpConfig {
     }
 }
 
-pub async fn spawn(id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
-    let listener = TcpListener::bind(cfg.address)
-        .await
-        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
-    tracing::info!(address = %cfg.address, path = %cfg.path, "http source listening");
-    ctx.health.ready(&ctx.id);
+pub async fn spawn(_id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (listener, tls) =
+        super::bind(&ctx, cfg.address, cfg.tls.as_ref(), &format!("http source ({})", cfg.path)).await?;
     let shutdown = ctx.shutdown.clone();
     let state = Arc::new((cfg, ctx, std::sync::atomic::AtomicU64::new(0)));
     Ok(tokio::spawn(http_server::serve(listener, tls, shutdown, move |req| {

@@ -110,6 +110,49 @@ pub enum Started {
 
 /// Decode newline-delimited `data` into events (for sources that receive bytes in pieces:
 /// stdin, tcp, http). Counts malformed lines on `metrics`.
+/// The listening socket of a network source on `address`, ready to accept (TLS when `tls` is
+/// set), the source marked ready; errors name the key under `sources.ID`.
+pub async fn bind(
+    ctx: &SourceContext,
+    address: std::net::SocketAddr,
+    tls: Option<&crate::net::tls::ServerTlsConfig>,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, Option<crate::net::server::TlsAcceptor>), String> {
+    let id = &ctx.id;
+    let tls = tls.map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("sources.{id}.address: cannot listen on {address}: {e}"))?;
+    tracing::info!(%address, tls = tls.is_some(), "{what} listening");
+    ctx.health.ready(id);
+    Ok((listener, tls))
+}
+
+/// Serve each connection to a stream source (`tcp`, `fluent`) with `handler` until shutdown;
+/// a failed TLS handshake is counted as an error of type `tls`.
+pub async fn listen<H, F>(
+    ctx: SourceContext,
+    address: std::net::SocketAddr,
+    tls: Option<&crate::net::tls::ServerTlsConfig>,
+    what: &str,
+    handler: H,
+) -> Result<tokio::task::JoinHandle<()>, String>
+where
+    H: Fn(Box<dyn crate::net::tls::Stream>, std::net::SocketAddr, Arc<SourceContext>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (listener, tls) = bind(&ctx, address, tls, what).await?;
+    let ctx = Arc::new(ctx);
+    let counted = ctx.clone();
+    Ok(tokio::spawn(crate::net::server::accept(
+        listener,
+        tls,
+        ctx.shutdown.clone(),
+        move |_| counted.metrics.error("tls", 1),
+        move |stream, peer| handler(stream, peer, ctx.clone()),
+    )))
+}
+
 pub fn decode_lines(decoder: &mut Decoder, data: &[u8], metrics: &ComponentMetrics) -> Events {
     let mut out = Vec::with_capacity(data.len() + 64);
     let mut ends = Vec::new();

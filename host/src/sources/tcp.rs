@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
 
 use super::{decode_lines, SourceContext};
 use crate::decode::{Decoder, Decoding};
@@ -51,25 +50,13 @@ impl super::SourceType for TcpConfig {
     }
 }
 
-pub async fn spawn(id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
-    let tls = cfg.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| format!("sources.{id}.{e}"))?;
-    let listener = TcpListener::bind(cfg.address)
-        .await
-        .map_err(|e| format!("sources.{id}.address: cannot listen on {}: {e}", cfg.address))?;
-    tracing::info!(address = %cfg.address, "tcp source listening");
-    ctx.health.ready(&ctx.id);
-    let ctx = std::sync::Arc::new(ctx);
-    let counted = ctx.clone();
-    Ok(tokio::spawn(crate::net::server::accept(
-        listener,
-        tls,
-        ctx.shutdown.clone(),
-        move |_| counted.metrics.error("tls", 1),
-        move |stream, peer| {
-            let (ctx, cfg) = (ctx.clone(), cfg.clone());
-            async move { connection(stream, peer, cfg, &ctx).await }
-        },
-    )))
+pub async fn spawn(_id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (address, tls) = (cfg.address, cfg.tls.clone());
+    super::listen(ctx, address, tls.as_ref(), "tcp source", move |stream, peer, ctx| {
+        let cfg = cfg.clone();
+        async move { connection(stream, peer, cfg, &ctx).await }
+    })
+    .await
 }
 
 async fn connection(

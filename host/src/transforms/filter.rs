@@ -38,14 +38,7 @@ impl super::TransformType for FilterConfig {
         spawn_loop(&s.id, s.inbox, metrics, move |events| {
             let (keep, drop): (Vec<_>, Vec<_>) =
                 events.into_iter().partition(|e| self.condition.eval(&e.data, &mut scratch));
-            if !drop.is_empty() {
-                port.skip(&drop);
-                counted.discarded("filtered", drop.len());
-            }
-            let n = keep.len();
-            port.send(keep)?;
-            counted.sent(n);
-            Ok(())
+            port.pass(keep, drop, &counted, "filtered")
         })
     }
 }

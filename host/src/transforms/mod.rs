@@ -67,6 +67,19 @@ impl Port {
     pub fn skip(&self, events: &[crate::event::Event]) {
         crate::event::confirm_not_sent(events, &self.reach);
     }
+
+    /// The end of a batch for a transform that keeps some records and drops the others
+    /// (`reason` in the discarded count): the dropped are confirmed and counted, the kept sent.
+    pub fn pass(&self, keep: Events, drop: Events, metrics: &ComponentMetrics, reason: &str) -> Result<(), Closed> {
+        if !drop.is_empty() {
+            self.skip(&drop);
+            metrics.discarded(reason, drop.len());
+        }
+        let n = keep.len();
+        self.send(keep)?;
+        metrics.sent(n);
+        Ok(())
+    }
 }
 
 /// Run `step` on each batch of `inbox` on the transform's own thread until the inbox closes or

@@ -188,14 +188,7 @@ impl super::TransformType for SampleConfig {
                     drop.push(e);
                 }
             }
-            if !drop.is_empty() {
-                port.skip(&drop);
-                counted.discarded("sampled", drop.len());
-            }
-            let n = keep.len();
-            port.send(keep)?;
-            counted.sent(n);
-            Ok(())
+            port.pass(keep, drop, &counted, "sampled")
         })
     }
 }

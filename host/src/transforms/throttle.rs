@@ -119,14 +119,7 @@ impl super::TransformType for ThrottleConfig {
                     drop.push(e);
                 }
             }
-            if !drop.is_empty() {
-                port.skip(&drop);
-                counted.discarded("throttled", drop.len());
-            }
-            let n = keep.len();
-            port.send(keep)?;
-            counted.sent(n);
-            Ok(())
+            port.pass(keep, drop, &counted, "throttled")
         })
     }
 }
