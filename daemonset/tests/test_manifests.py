@@ -101,6 +101,7 @@ def test_daemonset_runs_everywhere_locked_down(manifests):
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     assert one(docs, "Role")["rules"] == []
     assert one(docs, "Service")["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    assert "--watch-config" in c["args"], "a ConfigMap update reloads the node's config"
     # Kubernetes kills at the grace period: it must outlast flowtag's graceful-shutdown limit.
     limit = 60
     if "--graceful-shutdown-limit" in c["args"]:

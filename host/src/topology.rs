@@ -33,6 +33,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// A pipeline with nothing in it: what stands in while a reload swaps two.
+    pub fn idle() -> Running {
+        Running {
+            shutdown: Shutdown::new(Duration::ZERO),
+            sources_left: Arc::new(SourcesLeft::new(0)),
+            tasks: Vec::new(),
+            threads: Vec::new(),
+        }
+    }
+
     /// Resolves when every source has finished on its own (stdin closed).
     pub async fn sources_finished(&self) {
         self.sources_left.all_finished().await

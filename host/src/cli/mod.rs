@@ -51,6 +51,9 @@ pub enum Command {
         /// Wait for the sinks as long as they take at a stop.
         #[arg(long, conflicts_with = "graceful_shutdown_limit")]
         no_graceful_shutdown_limit: bool,
+        /// Reload when the config file changes (as a ConfigMap update swaps it), as SIGHUP does.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check a config file: syntax, keys, wiring, files it names.
     Validate {
@@ -174,8 +177,8 @@ pub fn main() -> i32 {
                 data_dir,
             })
         }
-        Command::Run { config, graceful_shutdown_limit, no_graceful_shutdown_limit } => {
-            run::run(config, (!no_graceful_shutdown_limit).then_some(graceful_shutdown_limit))
+        Command::Run { config, graceful_shutdown_limit, no_graceful_shutdown_limit, watch_config } => {
+            run::run(config, (!no_graceful_shutdown_limit).then_some(graceful_shutdown_limit), watch_config)
         }
         Command::Model { action } => {
             init_logging(LogFormat::Text, "warn");

@@ -20,8 +20,71 @@ use crate::shutdown::Shutdown;
 use crate::topology;
 use crate::transforms::anomaly::model::Controls;
 
-/// Run until SIGTERM; exit code. `limit`: the graceful-shutdown limit (`None`: no limit).
-pub fn run(path: PathBuf, limit: Option<Duration>) -> i32 {
+/// How often `--watch-config` looks at the config file.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The next tick of the config watch, or never without one.
+async fn tick(watch: &mut Option<tokio::time::Interval>) {
+    match watch {
+        Some(w) => {
+            w.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Drain the running pipeline and start the config at `path` (`why` names the trigger); a
+/// config that does not load leaves the running one, one that fails to start brings the
+/// previous one back. `Err` when even that fails.
+async fn reload(
+    path: &std::path::Path,
+    running: &mut topology::Running,
+    current: &mut Config,
+    health: &Health,
+    models: &Controls,
+    drain: Duration,
+    why: &str,
+) -> Result<(), ()> {
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("{why}: reload refused, the running config stays: {e}");
+            return Ok(());
+        }
+    };
+    if new.api.address != current.api.address || new.data_dir != current.data_dir {
+        tracing::warn!("api.address and data_dir changes take effect at the next restart");
+    }
+    tracing::info!("{why}: draining the running pipeline, then starting the new config");
+    let old = std::mem::replace(running, topology::Running::idle());
+    old.stop().await;
+    health.reset();
+    models.reset();
+    match topology::start(&new, health.clone(), models.clone(), drain).await {
+        Ok(r) => {
+            *running = r;
+            *current = new;
+            tracing::info!("config reloaded");
+        }
+        Err(e) => {
+            tracing::error!("the new config failed to start ({e}); starting the previous one again");
+            health.reset();
+            models.reset();
+            match topology::start(current, health.clone(), models.clone(), drain).await {
+                Ok(r) => *running = r,
+                Err(e) => {
+                    tracing::error!("the previous config failed too: {e}");
+                    return Err(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run until SIGTERM; exit code. `limit`: the graceful-shutdown limit (`None`: no limit);
+/// `watch`: reload when the config file changes.
+pub fn run(path: PathBuf, limit: Option<Duration>, watch: bool) -> i32 {
     // Sinks give up at three quarters of the limit so the rest can finish in the last quarter.
     let drain = limit.map(|l| l * 3 / 4).unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     let cfg = match Config::load(&path) {
@@ -62,34 +125,27 @@ pub fn run(path: PathBuf, limit: Option<Duration>) -> i32 {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
         let mut current = cfg;
+        // --watch-config: the file's bytes as last loaded, compared every WATCH_INTERVAL (a
+        // ConfigMap update swaps a symlink; polling sees it whatever the filesystem).
+        let mut seen = std::fs::read(&path).ok();
+        let mut watch = watch.then(|| tokio::time::interval(WATCH_INTERVAL));
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
                 _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: draining"); break; }
                 _ = running.sources_finished() => { tracing::info!("every source has finished: draining"); break; }
                 _ = hup.recv() => {
-                    match Config::load(&path) {
-                        Err(e) => tracing::error!("reload refused, the running config stays: {e}"),
-                        Ok(new) => {
-                            if new.api.address != current.api.address || new.data_dir != current.data_dir {
-                                tracing::warn!("api.address and data_dir changes take effect at the next restart");
-                            }
-                            tracing::info!("SIGHUP: draining the running pipeline, then starting the new config");
-                            running.stop().await;
-                            health.reset();
-                            models.reset();
-                            match topology::start(&new, health.clone(), models.clone(), drain).await {
-                                Ok(r) => { running = r; current = new; tracing::info!("config reloaded"); }
-                                Err(e) => {
-                                    tracing::error!("the new config failed to start ({e}); starting the previous one again");
-                                    health.reset();
-                                    models.reset();
-                                    match topology::start(&current, health.clone(), models.clone(), drain).await {
-                                        Ok(r) => running = r,
-                                        Err(e) => { tracing::error!("the previous config failed too: {e}"); return 1; }
-                                    }
-                                }
-                            }
+                    if reload(&path, &mut running, &mut current, &health, &models, drain, "SIGHUP").await.is_err() {
+                        return 1;
+                    }
+                    seen = std::fs::read(&path).ok();
+                }
+                _ = tick(&mut watch) => {
+                    let now = std::fs::read(&path).ok();
+                    if now.is_some() && now != seen {
+                        seen = now;
+                        if reload(&path, &mut running, &mut current, &health, &models, drain, "the config file changed").await.is_err() {
+                            return 1;
                         }
                     }
                 }
