@@ -65,6 +65,23 @@ fn routes_send_each_record_where_its_condition_says_and_the_checkpoint_moves_pas
     wait_until(Duration::from_secs(30), "3000 routed", || {
         ["tcp", "big_udp", "rest"].iter().map(|s| confirmed(&ft, s)).sum::<f64>() >= 3000.0
     });
+    // `flowtag top` shows each component with its counts.
+    let top = std::process::Command::new(flowtag())
+        .args(["top", "--once", "--interval", "200ms", "--api", &format!("127.0.0.1:{api}")])
+        .output()
+        .unwrap();
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let table = String::from_utf8_lossy(&top.stdout).to_string();
+    let row = |id: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("{id} in {table}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(row("pick")[1..4], ["transform", "route", "3000"], "{table}");
+    assert_eq!(row("archive")[1..3], ["sink", "file"], "{table}");
+    assert_eq!(row("flows")[5], "3000", "{table}");
     assert!(ft.terminate().success());
     let (tcp, big, rest) = (seqs(dir.path(), "tcp"), seqs(dir.path(), "big_udp"), seqs(dir.path(), "rest"));
     let want_tcp: Vec<i64> = (0..3000).filter(|i| i % 3 == 0).collect();

@@ -6,12 +6,14 @@
 //! flowtag score --model BUNDLE [FILE]      tag a file's records, JSON lines to stdout
 //! flowtag model inspect|verify BUNDLE      look at or check a model bundle
 //! flowtag gen --schema unsw --count N      synthetic flows for demos and load tests
+//! flowtag top --api 127.0.0.1:9598         events in/out per component of a running flowtag
 //! ```
 
 pub mod generate;
 pub mod model;
 pub mod run;
 pub mod score;
+pub mod top;
 pub mod validate;
 
 use std::io::IsTerminal;
@@ -88,6 +90,18 @@ pub enum Command {
         data_dir: PathBuf,
         /// Input file (default: standard input).
         file: Option<PathBuf>,
+    },
+    /// Events in and out, errors, discards and buffers per component of a running flowtag,
+    /// refreshed (like `vector top`), from its API's /metrics.
+    Top {
+        /// The API's address (`[api] address` of the running flowtag).
+        #[arg(long, default_value = "127.0.0.1:9598")]
+        api: String,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Print one table after one interval and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// Look at a model bundle, or run every check a node runs before it serves one.
     Model {
@@ -180,6 +194,7 @@ pub fn main() -> i32 {
         Command::Run { config, graceful_shutdown_limit, no_graceful_shutdown_limit, watch_config } => {
             run::run(config, (!no_graceful_shutdown_limit).then_some(graceful_shutdown_limit), watch_config)
         }
+        Command::Top { api, interval, once } => top::top(&api, interval, once),
         Command::Model { action } => {
             init_logging(LogFormat::Text, "warn");
             match action {
