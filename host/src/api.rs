@@ -3,9 +3,14 @@
 //! else 503 with what it waits for), `POST /model/rollback[?transform=ID]` (the tag transforms
 //! with `[transforms.<id>.updates]` go back to their previous bundle).
 //!
-//! `POST` endpoints change state: with `api.token` (or `token_file`) set they require
-//! `Authorization: Bearer <token>` (401 otherwise), and a config that listens beyond loopback
-//! without a token is refused at start. The `GET` endpoints stay open for probes and scrapes.
+//! `GET /tap?output=ID[.NAME][&limit=N][&seconds=S][&every=K]` answers up to `limit` (100,
+//! at most 10,000) of the events leaving that output within `seconds` (5, at most 60), one
+//! JSON line each, keeping 1 in `every` ([`crate::tap`]).
+//!
+//! `POST` endpoints change state and `/tap` shows records: with `api.token` (or `token_file`)
+//! set they require `Authorization: Bearer <token>` (401 otherwise), and a config that listens
+//! beyond loopback without a token is refused at start. `/metrics`, `/health` and `/ready` stay
+//! open for probes and scrapes.
 
 use hyper::Method;
 use tokio::net::TcpListener;
@@ -36,10 +41,11 @@ pub async fn start(
         let models = models.clone();
         let token = token.clone();
         async move {
-            if req.method() == Method::POST && !token.allows(req.headers().get("authorization")) {
+            let guarded = req.method() == Method::POST || req.uri().path() == "/tap";
+            if guarded && !token.allows(req.headers().get("authorization")) {
                 let mut r = http_server::json(
                     401,
-                    serde_json::json!({"error": "POST needs Authorization: Bearer <api.token>"}),
+                    serde_json::json!({"error": "POST and /tap need Authorization: Bearer <api.token>"}),
                 );
                 r.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));
                 return r;
@@ -81,17 +87,62 @@ pub async fn start(
                         }
                     }
                 }
+                (&Method::GET, "/tap") => tap(req.uri().query().unwrap_or("")).await,
                 (_, "/model/rollback") => http_server::json(405, serde_json::json!({"error": "use POST"})),
                 (_, "/metrics" | "/health" | "/ready") => {
                     http_server::json(405, serde_json::json!({"error": "use GET"}))
                 }
                 _ => http_server::json(
                     404,
-                    serde_json::json!({"error": "not found: try /metrics, /health, /ready or POST /model/rollback"}),
+                    serde_json::json!({"error": "not found: try /metrics, /health, /ready, /tap?output=ID or POST /model/rollback"}),
                 ),
             }
         }
     })))
+}
+
+/// `GET /tap`: events leaving an output, as JSON lines.
+async fn tap(query: &str) -> hyper::Response<http_server::Body> {
+    let param = |key: &str| query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+    let number = |key: &str, default: u64, max: u64| -> Result<u64, String> {
+        match param(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(format!("{key}: a number from 1 to {max}, got {v:?}")),
+            },
+        }
+    };
+    let args =
+        (|| Ok::<_, String>((number("limit", 100, 10_000)?, number("seconds", 5, 60)?, number("every", 1, 1 << 30)?)))(
+        );
+    let ((limit, seconds, every), Some(output)) = (
+        match args {
+            Ok(a) => a,
+            Err(e) => return http_server::json(400, serde_json::json!({"error": e})),
+        },
+        param("output"),
+    ) else {
+        return http_server::json(400, serde_json::json!({"error": "output: name one, e.g. /tap?output=tag"}));
+    };
+    let mut tap = match crate::tap::global().open(output, every, limit as usize) {
+        Ok(t) => t,
+        Err(e) => return http_server::json(404, serde_json::json!({"error": e})),
+    };
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut n = 0;
+    while n < limit {
+        match tokio::time::timeout_at(deadline, tap.rx.recv()).await {
+            Ok(Some(data)) => {
+                body.extend_from_slice(&data);
+                body.push(b'\n');
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    response(200, "application/x-ndjson", body)
 }
 
 /// The API token, if one is configured: inline, or a file read at every `POST` (they are

@@ -81,11 +81,18 @@ pub struct Closed;
 pub struct Output {
     targets: Vec<Target>,
     taps: Vec<Tap>,
+    /// The output's name as inputs name it (`ID`, `ID.NAME`), for live taps ([`crate::tap`]).
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl Output {
     pub fn new(targets: Vec<Target>, taps: Vec<Tap>) -> Output {
-        Output { targets, taps }
+        Output { targets, taps, name: None }
+    }
+
+    /// [`Output::new`] for the output `name`, which `GET /tap` can watch.
+    pub fn named(name: &str, targets: Vec<Target>, taps: Vec<Tap>) -> Output {
+        Output { targets, taps, name: Some(name.into()) }
     }
 
     /// Send to every target, waiting while one is full.
@@ -126,8 +133,12 @@ impl Output {
         fan.finish()
     }
 
-    /// Copy `events` to the alerts, without their acknowledgements and without waiting.
+    /// Copy `events` to the alerts, without their acknowledgements and without waiting, and
+    /// to any live tap of this output.
     fn tap(&self, events: &Events) {
+        if let Some(name) = &self.name {
+            crate::tap::global().offer(name, events);
+        }
         for tap in &self.taps {
             let copy: Events = events.iter().map(|e| Event::new(e.data.clone())).collect();
             let n = copy.len() as i64;

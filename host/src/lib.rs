@@ -8,7 +8,7 @@
 //! cli ─► topology ─► sources, transforms, sinks, alerts, api    (components)
 //!                      │ each knows only what is below it:
 //!                      ▼
-//!        component, fanout, shutdown, event, decode, net, fluent_forward, metrics, health, config
+//!        component, fanout, tap, shutdown, event, decode, net, fluent_forward, metrics, health, config
 //!                      ▼
 //!        flowtag_plugin (the tag filter: no I/O, no async)
 //! ```
@@ -33,5 +33,6 @@ pub mod net;
 pub mod shutdown;
 pub mod sinks;
 pub mod sources;
+pub mod tap;
 pub mod topology;
 pub mod transforms;

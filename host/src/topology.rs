@@ -103,7 +103,8 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
     }
     // An output as inputs name it: `ID`, or `ID.NAME` for a named one.
     let output_of = |output: &str| {
-        Output::new(
+        Output::named(
+            output,
             consumers
                 .iter()
                 .filter(|c| config.inputs_of(c).iter().any(|i| i == output))
@@ -120,6 +121,8 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
             .collect()
     };
 
+    crate::tap::global()
+        .set_outputs(config.sources.keys().chain(config.transforms.keys()).flat_map(|id| config.outputs_of(id)));
     let mut running = Running { shutdown: shutdown.clone(), tasks: Vec::new(), threads: Vec::new(), sources_left };
     for (index, (id, cfg)) in config.sinks.iter().enumerate() {
         let inbox = inboxes.remove(id).expect("every sink has an inbox");

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -216,4 +217,58 @@ fn bad_conditions_and_outputs_are_refused_naming_the_key_and_column() {
     assert!(err.contains("`pick` has only named outputs"), "{err}");
     let err = validate("[transforms.some]\ntype = \"sample\"\ninputs = [\"flows\"]\nrate = 0\n", "some");
     assert!(err.contains("transforms.some.rate"), "{err}");
+}
+
+#[test]
+fn tap_shows_the_events_leaving_an_output_and_takes_the_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flows.jsonl");
+    write_flows(&input, 30);
+    let api = free_port();
+    let cfg = format!(
+        "{head}[transforms.pick]\ntype = \"route\"\ninputs = [\"flows\"]\nroute.tcp = 'proto == \"tcp\"'\n{tcp}{rest}",
+        head = file_source_head(&dir.path().join("data"), api, &input),
+        tcp = file_sink("tcp", "pick.tcp", dir.path()),
+        rest = file_sink("rest", "pick._unmatched", dir.path()),
+    )
+    .replacen(
+        &format!("address = \"127.0.0.1:{api}\"\n"),
+        &format!("address = \"127.0.0.1:{api}\"\ntoken = \"t0k\"\n"),
+        1,
+    );
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    let tap = |token: Option<&str>, output: &str| {
+        let mut cmd = std::process::Command::new(flowtag());
+        cmd.args(["tap", output, "--limit", "20", "--api", &format!("127.0.0.1:{api}")]);
+        cmd.env_remove("FLOWTAG_API_TOKEN");
+        if let Some(t) = token {
+            cmd.env("FLOWTAG_API_TOKEN", t);
+        }
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    // Without the token: refused.
+    let out = tap(None, "pick.tcp").wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    // An output the pipeline does not have: named.
+    let out = tap(Some("t0k"), "pick.udp").wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pick._unmatched, pick.tcp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With it: the tcp flows written while the tap is open.
+    let child = tap(Some("t0k"), "pick.tcp");
+    std::thread::sleep(Duration::from_millis(500));
+    let text: String = (1000..1090)
+        .map(|i| format!("{{\"seq\":{i},\"srcip\":\"10.0.0.1\",\"proto\":\"{}\"}}\n", PROTOS[i % 3]))
+        .collect();
+    std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().all(|l| l["proto"] == "tcp" && l["seq"].as_i64().unwrap() >= 1000), "{lines:?}");
+    assert!(ft.terminate().success());
 }

@@ -7,6 +7,7 @@
 //! flowtag model inspect|verify BUNDLE      look at or check a model bundle
 //! flowtag gen --schema unsw --count N      synthetic flows for demos and load tests
 //! flowtag top --api 127.0.0.1:9598         events in/out per component of a running flowtag
+//! flowtag tap OUTPUT --api 127.0.0.1:9598  the events leaving a component, as they pass
 //! ```
 
 pub mod generate;
@@ -103,6 +104,22 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The events leaving a component's output (`ID` or `ID.NAME`) of a running flowtag, as
+    /// they pass, one JSON line each (like `vector tap`), until interrupted or `--limit`.
+    Tap {
+        output: String,
+        #[arg(long, default_value = "127.0.0.1:9598")]
+        api: String,
+        /// Stop after this many events (default: keep going).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keep 1 event in N.
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+        /// A file holding the API token (else FLOWTAG_API_TOKEN, if set).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Look at a model bundle, or run every check a node runs before it serves one.
     Model {
         #[command(subcommand)]
@@ -195,6 +212,7 @@ pub fn main() -> i32 {
             run::run(config, (!no_graceful_shutdown_limit).then_some(graceful_shutdown_limit), watch_config)
         }
         Command::Top { api, interval, once } => top::top(&api, interval, once),
+        Command::Tap { output, api, limit, every, token_file } => tap(&output, &api, limit, every, token_file),
         Command::Model { action } => {
             init_logging(LogFormat::Text, "warn");
             match action {
@@ -209,4 +227,51 @@ pub fn main() -> i32 {
         }
     };
     code
+}
+
+/// `flowtag tap`: rounds of `GET /tap` (up to 1,000 events or 5 s each), printed as they come.
+fn tap(output: &str, api: &str, limit: Option<u64>, every: u64, token_file: Option<PathBuf>) -> i32 {
+    let token = match (token_file, std::env::var("FLOWTAG_API_TOKEN").ok()) {
+        (Some(f), _) => match std::fs::read_to_string(&f) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("flowtag tap: --token-file {}: {e}", f.display());
+                return 2;
+            }
+        },
+        (None, env) => env.filter(|t| !t.is_empty()),
+    };
+    let mut left = limit.unwrap_or(u64::MAX);
+    let output_q: String = output
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    while left > 0 {
+        let n = left.min(1000);
+        let path = format!("/tap?output={output_q}&limit={n}&seconds=5&every={}", every.max(1));
+        match top::get(api, &path, token.as_deref(), Duration::from_secs(15)) {
+            Ok(body) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for line in body.lines() {
+                    if writeln!(out, "{line}").is_err() {
+                        return 0; // stdout closed (| head)
+                    }
+                    left -= 1;
+                }
+                let _ = out.flush();
+            }
+            Err(e) => {
+                eprintln!("flowtag tap: {e}");
+                return 1;
+            }
+        }
+    }
+    0
 }

@@ -81,16 +81,24 @@ pub fn table(now: &BTreeMap<String, Row>, before: &BTreeMap<String, Row>, dt: Du
     out
 }
 
-/// `GET /metrics` from `api` (`host:port`), at most 16 MiB.
+/// `GET /metrics` from `api` (`host:port`).
 fn fetch(api: &str) -> Result<String, String> {
+    get(api, "/metrics", None, Duration::from_secs(10))
+}
+
+/// `GET path` from the API at `api` (`host:port`), with the API token if given; the body of a
+/// 200 answer (at most 64 MiB), else an error with the status line and the answer.
+pub fn get(api: &str, path: &str, token: Option<&str>, timeout: Duration) -> Result<String, String> {
     let mut s = std::net::TcpStream::connect(api).map_err(|e| format!("{api}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {api}\r\n\r\n").map_err(|e| format!("{api}: {e}"))?;
-    let mut text = String::new();
-    s.take(16 << 20).read_to_string(&mut text).map_err(|e| format!("{api}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).ok();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {api}\r\n{auth}\r\n").map_err(|e| format!("{api}: {e}"))?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).map_err(|e| format!("{api}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{api}: not an HTTP answer"))?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("{api}: {}", head.lines().next().unwrap_or("")));
+        return Err(format!("{api}{path}: {}: {}", head.lines().next().unwrap_or(""), body.trim()));
     }
     Ok(body.to_string())
 }
