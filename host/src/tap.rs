@@ -41,6 +41,7 @@ struct Subscriber {
 }
 
 /// An open tap; closes when dropped.
+#[derive(Debug)]
 pub struct Tap {
     id: u64,
     pub rx: mpsc::Receiver<Bytes>,
