@@ -464,6 +464,26 @@ impl Field {
     }
 }
 
+/// The values of the top-level `keys` of `record` in one skim, as their JSON text (strings
+/// without their quotes), into `out` (one slot per key, as long as `keys`; `None` where
+/// missing).
+pub fn top_values<'r>(record: &'r [u8], keys: &[&str], out: &mut [Option<&'r [u8]>]) {
+    out.iter_mut().for_each(|v| *v = None);
+    let mut left = keys.len();
+    let found = skim(record, |key, escaped, value| {
+        if let Some(i) = keys.iter().position(|k| key_is(key, escaped, k)) {
+            if out[i].is_none() {
+                out[i] = Some(value.inner(record));
+                left -= 1;
+            }
+        }
+        left > 0
+    });
+    if found.is_none() {
+        out.iter_mut().for_each(|v| *v = None);
+    }
+}
+
 /// Whether a key (its bytes between the quotes, `escaped` if it has a backslash) is `want`.
 fn key_is(raw: &[u8], escaped: bool, want: &str) -> bool {
     if escaped {

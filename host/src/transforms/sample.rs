@@ -24,23 +24,23 @@ use super::{single, spawn_loop, TransformStart};
 use crate::event::Event;
 use crate::metrics::ComponentMetrics;
 
-/// The fields of the default key, by the names flow tools give them.
-pub const FLOW_KEY: &[&str] = &[
+/// The fields of the default key (top-level keys), by the names flow tools give them.
+pub const FLOW_KEY: [&str; 18] = [
     "srcip",
     "sport",
     "dstip",
     "dsport",
     "proto",
-    r#"."Flow ID""#,
-    r#"."Source IP""#,
-    r#"."Source Port""#,
-    r#"."Destination IP""#,
-    r#"."Destination Port""#,
+    "Flow ID",
+    "Source IP",
+    "Source Port",
+    "Destination IP",
+    "Destination Port",
     "Protocol",
-    r#"."id.orig_h""#,
-    r#"."id.orig_p""#,
-    r#"."id.resp_h""#,
-    r#"."id.resp_p""#,
+    "id.orig_h",
+    "id.orig_p",
+    "id.resp_h",
+    "id.resp_p",
     "saddr",
     "daddr",
     "dport",
@@ -79,51 +79,50 @@ impl crate::component::ComponentConfig for SampleConfig {
 }
 
 /// The fields of [`FLOW_KEY`] that name a flow's source address (or the whole flow).
-const ADDRESSES: &[&str] = &["srcip", r#"."Flow ID""#, r#"."Source IP""#, r#"."id.orig_h""#, "saddr"];
+const ADDRESSES: &[&str] = &["srcip", "Flow ID", "Source IP", "id.orig_h", "saddr"];
 
-/// How records are keyed: a configured field, or the flow key.
+/// How records are keyed: a configured field, or the flow key (read in one skim).
 pub struct Keyer {
-    fields: Vec<Field>,
-    /// With the default key: the indexes in `fields` of the address fields, one of which must
-    /// be there for the flow key to be used.
-    addresses: Vec<usize>,
+    field: Option<Field>,
     scratch: Scratch,
+    /// Which fields of the flow key are addresses, one of which must be there for the flow key
+    /// to be used.
+    addresses: [bool; FLOW_KEY.len()],
 }
 
 impl Keyer {
     pub fn new(key_field: Option<&Field>) -> Keyer {
-        let (fields, addresses) = match key_field {
-            Some(f) => (vec![f.clone()], Vec::new()),
-            None => (
-                FLOW_KEY.iter().map(|p| p.parse().expect("the flow key's paths parse")).collect(),
-                ADDRESSES
-                    .iter()
-                    .map(|a| FLOW_KEY.iter().position(|k| k == a).expect("an address is in the key"))
-                    .collect(),
-            ),
-        };
-        Keyer { fields, addresses, scratch: Scratch::default() }
+        let addresses = FLOW_KEY.map(|k| ADDRESSES.contains(&k));
+        Keyer { field: key_field.cloned(), scratch: Scratch::default(), addresses }
     }
 
-    /// A stable 64-bit hash of the record's key (FNV-1a: the same on every node and version).
+    /// A stable 64-bit hash of the record's key (FNV-1a: the same on every node and version):
+    /// each field's index and value; the whole record when it has no key (or, with the flow
+    /// key, no address).
     pub fn hash(&mut self, record: &[u8]) -> u64 {
         let mut h = Fnv::default();
-        let mut any = false;
-        if !self.addresses.is_empty()
-            && !self.addresses.iter().any(|&i| self.fields[i].raw(record, &mut self.scratch).is_some())
-        {
+        let mut flow = [None; FLOW_KEY.len()];
+        let values: &[Option<&[u8]>] = match &self.field {
+            Some(f) => &[f.raw(record, &mut self.scratch)],
+            None => {
+                super::condition::top_values(record, &FLOW_KEY, &mut flow);
+                let addressed = flow.iter().zip(&self.addresses).any(|(v, &address)| address && v.is_some());
+                if addressed {
+                    &flow
+                } else {
+                    &[]
+                }
+            }
+        };
+        if values.iter().all(Option::is_none) {
             h.write(record);
             return h.0;
         }
-        for (i, f) in self.fields.iter().enumerate() {
-            if let Some(v) = f.raw(record, &mut self.scratch) {
+        for (i, v) in values.iter().enumerate() {
+            if let Some(v) = v {
                 h.write(&(i as u32).to_le_bytes());
                 h.write(v);
-                any = true;
             }
-        }
-        if !any {
-            h.write(record);
         }
         h.0
     }

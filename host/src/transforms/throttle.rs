@@ -112,8 +112,8 @@ impl super::TransformType for ThrottleConfig {
             let (mut keep, mut drop) = (Vec::with_capacity(events.len()), Vec::new());
             for e in events {
                 let excluded = self.exclude.as_ref().is_some_and(|c| c.eval(&e.data, &mut scratch));
-                let key = keyer.as_mut().map_or(0, |k| k.hash(&e.data));
-                if excluded || budget.admit(key, now) {
+                // An excluded record is neither keyed nor counted.
+                if excluded || budget.admit(keyer.as_mut().map_or(0, |k| k.hash(&e.data)), now) {
                     keep.push(e);
                 } else {
                     drop.push(e);
