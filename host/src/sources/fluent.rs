@@ -78,12 +78,11 @@ impl crate::component::ComponentConfig for FluentConfig {
 
 impl super::SourceType for FluentConfig {
     async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
-        let id = ctx.id.clone();
-        spawn(&id, self, ctx).await.map(super::Started::Task)
+        spawn(self, ctx).await.map(super::Started::Task)
     }
 }
 
-pub async fn spawn(_id: &str, cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+pub async fn spawn(cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let (address, tls) = (cfg.address, cfg.tls.clone());
     let batches = Arc::new(AtomicU64::new(0));
     super::listen(ctx, address, tls.as_ref(), "fluent forward source", move |stream, peer, ctx| {

@@ -136,12 +136,11 @@ impl crate::component::ComponentConfig for HttpConfig {
 
 impl super::SourceType for HttpConfig {
     async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
-        let id = ctx.id.clone();
-        spawn(&id, self, ctx).await.map(super::Started::Task)
+        spawn(self, ctx).await.map(super::Started::Task)
     }
 }
 
-pub async fn spawn(_id: &str, cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+pub async fn spawn(cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let (listener, tls) =
         super::bind(&ctx, cfg.address, cfg.tls.as_ref(), &format!("http source ({})", cfg.path)).await?;
     let shutdown = ctx.shutdown.clone();

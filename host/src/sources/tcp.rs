@@ -45,12 +45,11 @@ impl crate::component::ComponentConfig for TcpConfig {
 
 impl super::SourceType for TcpConfig {
     async fn start(self, ctx: SourceContext) -> Result<super::Started, String> {
-        let id = ctx.id.clone();
-        spawn(&id, self, ctx).await.map(super::Started::Task)
+        spawn(self, ctx).await.map(super::Started::Task)
     }
 }
 
-pub async fn spawn(_id: &str, cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
+pub async fn spawn(cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let (address, tls) = (cfg.address, cfg.tls.clone());
     super::listen(ctx, address, tls.as_ref(), "tcp source", move |stream, peer, ctx| {
         let cfg = cfg.clone();

@@ -32,7 +32,7 @@ impl crate::component::ComponentConfig for FilterConfig {
 impl super::TransformType for FilterConfig {
     fn start(self, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
         let port = single(&s.ports);
-        let metrics = ComponentMetrics::new(&s.id, "transform", Self::TYPE_NAME);
+        let metrics = ComponentMetrics::new(&s.id, "transform", "filter");
         let counted = metrics.clone();
         let mut scratch = Scratch::default();
         spawn_loop(&s.id, s.inbox, metrics, move |events| {
@@ -41,8 +41,4 @@ impl super::TransformType for FilterConfig {
             port.pass(keep, drop, &counted, "filtered")
         })
     }
-}
-
-impl FilterConfig {
-    const TYPE_NAME: &'static str = <Self as crate::component::ComponentConfig>::TYPE;
 }

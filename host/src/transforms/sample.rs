@@ -180,7 +180,7 @@ impl super::TransformType for SampleConfig {
             for e in events {
                 if self.exclude.as_ref().is_some_and(|c| c.eval(&e.data, &mut scratch)) {
                     keep.push(e);
-                } else if keyer.hash(&e.data) % self.rate == 0 {
+                } else if keyer.hash(&e.data).is_multiple_of(self.rate) {
                     let data = with_member(&e.data, &self.rate_field, &rate_text).map(bytes::Bytes::from);
                     keep.push(Event { data: data.unwrap_or(e.data), ack: e.ack });
                 } else {
