@@ -27,7 +27,10 @@ def progress(api: str, count: int, log: str) -> list:
             time.sleep(0.2)
             continue
         read = total(rows, "flowtag_component_received_events_total", component_id="flows")
-        tagged = total(rows, "flowtag_component_sent_events_total", component_id="tagged")
+        # Every flow ends in the archive or, if it could not be read or scored, a dead letter.
+        tagged = total(rows, "flowtag_component_sent_events_total", component_id="tagged") + total(
+            rows, "flowtag_component_sent_events_total", component_id="dead_letters"
+        )
         anomalous = total(rows, "flowtag_anomalies_total")
         now = time.monotonic()
         rate = (tagged - last[1]) / max(now - last[0], 1e-9)
@@ -81,6 +84,7 @@ def summary(out: str, key: str = "anomaly") -> None:
 def show_metrics(rows) -> None:
     print("\nMetrics (GET /metrics, excerpt):")
     keep = (
+        "flowtag_component_dead_letter_events_total",
         "flowtag_component_received_events_total",
         "flowtag_component_sent_events_total",
         "flowtag_anomalies_total",
@@ -89,7 +93,9 @@ def show_metrics(rows) -> None:
     )
     for name, labels, value in rows:
         if name in keep:
-            shown = ",".join(f'{k}="{v}"' for k, v in labels.items() if k in ("component_id", "model", "name", "version", "error_type"))
+            shown = ",".join(
+                f'{k}="{v}"' for k, v in labels.items() if k in ("component_id", "model", "name", "version", "error_type", "cause")
+            )
             print(f"  {name}{{{shown}}} {value:g}")
     hist = [(labels, v) for n, labels, v in rows if n == "flowtag_inference_seconds_sum"]
     cnt = [(labels, v) for n, labels, v in rows if n == "flowtag_inference_seconds_count"]

@@ -118,6 +118,7 @@ def config_paths(cfg: dict) -> list[tuple[str, str]]:
         out += [(f"transforms.{tid}.{k}", t[k]) for k in ("model", "plugin") if k in t]
         up = t.get("updates", {})
         out += [(f"transforms.{tid}.updates.{k}", up[k]) for k in ("path", "public_key") if k in up]
+    out += [(f"sinks.{kid}.path", k["path"]) for kid, k in cfg.get("sinks", {}).items() if "path" in k]
     return out
 
 
@@ -146,6 +147,8 @@ def test_configmap_config_validates_with_the_pods_environment(manifests, flowtag
             continue
         under = [m for mp, m in mounts.items() if p == mp or p.startswith(mp.rstrip("/") + "/")]
         assert under, f"{overlay}: {key} = {p} is on no volume the pod mounts"
+        if key.startswith("sinks."):
+            assert not under[0].get("readOnly"), f"{overlay}: {key} = {p} is on a read-only volume"
     data = [m for mp, m in mounts.items() if cfg["data_dir"].startswith(mp)]
     assert not data[0].get("readOnly"), "data_dir must be writable"
     api_port = int(cfg["api"]["address"].rsplit(":", 1)[1])

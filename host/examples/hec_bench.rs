@@ -131,7 +131,9 @@ async fn run(records: &[Bytes], delay: Option<Duration>, seconds: f64) -> (f64, 
     let (target, inbox) = fanout::inbox("bench", 8);
     let shutdown = Shutdown::new(Duration::from_secs(30));
     let health = flowtag_host::health::Health::default();
-    let sink = cfg.start(SinkStart { id: "bench".into(), index: 0, inbox, shutdown, health }).unwrap();
+    let sink = cfg
+        .start(SinkStart { id: "bench".into(), index: 0, n_sinks: 1, inbox, dead_letters: None, shutdown, health })
+        .unwrap();
     let out = Output::new(vec![target], vec![]);
     let confirmed = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -28,6 +28,11 @@ pub trait ComponentConfig: serde::de::DeserializeOwned + Clone + std::fmt::Debug
         Vec::new()
     }
 
+    /// Whether it has the output `ID.dead_letter`: what it could not handle (records a source
+    /// could not decode, records a tag filter could not score, events a sink's far end refused
+    /// for good), which go there instead of on when something reads it.
+    const DEAD_LETTER: bool = false;
+
     /// Checks that need more than the types (a URL that parses, a pair of keys that exclude
     /// each other); errors name the key, `ID` being the component's id.
     fn check(&self, _id: &str) -> Result<(), String> {
@@ -92,6 +97,13 @@ macro_rules! component_types {
             pub fn outputs(&self) -> Vec<String> {
                 match self {
                     $($name::$variant(c) => $crate::component::ComponentConfig::outputs(c)),+
+                }
+            }
+
+            /// See [`ComponentConfig::DEAD_LETTER`].
+            pub fn dead_letter(&self) -> bool {
+                match self {
+                    $($name::$variant(_) => <$($config)::+ as $crate::component::ComponentConfig>::DEAD_LETTER),+
                 }
             }
 

@@ -12,6 +12,12 @@
 //! its checkpoint past it. An event never confirmed (the process was killed, a sink never came
 //! back) keeps its batch open, so the checkpoint stays before it and it is read again.
 //!
+//! A component that sends an event down one of its outputs and not the others (a route, a
+//! source's or tag filter's dead letters) confirms it for the sinks only the others reach
+//! ([`confirm_not_sent`]). A sink's dead letters start afresh: the refused events get a new
+//! acknowledgement, and the sink confirms the originals when that one is done, so a dead letter
+//! lost to a crash means its event is read again.
+//!
 //! A source may mark a batch as already delivered to some sinks (after a restart, the part of a
 //! file a sink confirmed before the crash): those sinks skip the batch's events and owe nothing
 //! for them, which is what bounds duplicates to what was in flight at each sink.
@@ -165,6 +171,37 @@ impl BatchAck {
     }
 }
 
+/// `record` as a dead letter of `component`: the record with a last member
+/// `"dead_letter": {"component": ..., "cause": ..., "reason": ...}`. A record that is not a JSON
+/// object (it should always be one) goes in whole as the string `message`.
+pub fn dead_letter(record: &[u8], component: &str, cause: &str, reason: &str) -> Vec<u8> {
+    use flowtag_plugin::json::write_string;
+    let trimmed = record.trim_ascii();
+    let mut out = Vec::with_capacity(record.len() + reason.len() + component.len() + 64);
+    match (trimmed.first(), trimmed.last()) {
+        (Some(b'{'), Some(b'}')) => {
+            let body = &trimmed[..trimmed.len() - 1];
+            out.extend_from_slice(body);
+            if !body[1..].trim_ascii().is_empty() {
+                out.push(b',');
+            }
+        }
+        _ => {
+            out.extend_from_slice(b"{\"message\":");
+            write_string(&mut out, &String::from_utf8_lossy(record));
+            out.push(b',');
+        }
+    }
+    out.extend_from_slice(b"\"dead_letter\":{\"component\":");
+    write_string(&mut out, component);
+    out.extend_from_slice(b",\"cause\":");
+    write_string(&mut out, cause);
+    out.extend_from_slice(b",\"reason\":");
+    write_string(&mut out, reason);
+    out.extend_from_slice(b"}}");
+    out
+}
+
 /// Confirm `events` for `sink`, grouping consecutive events of the same batch.
 pub fn confirm_all<'a>(events: impl IntoIterator<Item = &'a Event>, sink: usize, delivery: Delivery) {
     let mut run: Option<(&Arc<BatchAck>, usize)> = None;
@@ -243,6 +280,20 @@ mod tests {
         assert!(rx.try_recv().is_err());
         confirm_not_sent(&events, &[(1, 1)]);
         assert_eq!(rx.try_recv().unwrap(), Completion { batch: 3, sink: 1, done: true, rejected: false });
+    }
+
+    #[test]
+    fn a_dead_letter_is_the_record_with_why_as_its_last_member() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter(br#" {"a":1} "#, "siem", "refused", "HTTP 400: \"bad\"")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "dead_letter": {"component": "siem", "cause": "refused", "reason": "HTTP 400: \"bad\""}})
+        );
+        let v: serde_json::Value = serde_json::from_slice(&dead_letter(b"{}", "x", "decode", "why")).unwrap();
+        assert_eq!(v["dead_letter"]["reason"], "why");
+        let v: serde_json::Value = serde_json::from_slice(&dead_letter(b"not json", "x", "decode", "why")).unwrap();
+        assert_eq!(v["message"], "not json");
     }
 
     #[test]

@@ -12,7 +12,10 @@
 use tokio::sync::mpsc;
 
 use crate::event::{Event, Events};
-use crate::metrics;
+use crate::metrics::{self, ComponentMetrics};
+
+/// The output of what a component could not handle: `ID.dead_letter`.
+pub const DEAD_LETTER: &str = "dead_letter";
 
 /// Batches an inbox holds before its senders wait.
 pub const INBOX_BATCHES: usize = 8;
@@ -95,6 +98,11 @@ impl Output {
         Output { targets, taps, name: Some(name.into()) }
     }
 
+    /// Whether anything reads this output (a component or an alert).
+    pub fn is_connected(&self) -> bool {
+        !self.targets.is_empty() || !self.taps.is_empty()
+    }
+
     /// Send to every target, waiting while one is full.
     pub async fn send(&self, events: Events) -> Result<(), Closed> {
         let mut fan = FanOut::start(self, events);
@@ -151,6 +159,88 @@ impl Output {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+    }
+}
+
+/// One output of a component: where its events go, and the sinks they reach from there
+/// (topology index, paths), which an event not sent there is confirmed for.
+#[derive(Clone)]
+pub struct Port {
+    pub out: Output,
+    pub reach: Vec<(usize, usize)>,
+}
+
+impl Port {
+    /// Send `events` on, or when there are none, nothing. Those a component did not send
+    /// here are [`Port::skip`]ped.
+    pub fn send(&self, events: Events) -> Result<(), Closed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.out.blocking_send(events)
+    }
+
+    /// Confirm `events` for the sinks this output reaches: they will not come this way.
+    pub fn skip(&self, events: &[crate::event::Event]) {
+        crate::event::confirm_not_sent(events, &self.reach);
+    }
+
+    /// The end of a batch for a transform that keeps some records and drops the others
+    /// (`reason` in the discarded count): the dropped are confirmed and counted, the kept sent.
+    pub fn pass(&self, keep: Events, drop: Events, metrics: &ComponentMetrics, reason: &str) -> Result<(), Closed> {
+        if !drop.is_empty() {
+            self.skip(&drop);
+            metrics.discarded(reason, drop.len());
+        }
+        let n = keep.len();
+        self.send(keep)?;
+        metrics.sent(n);
+        Ok(())
+    }
+}
+
+/// Where a source or transform sends what it could not handle, when something reads its
+/// `ID.dead_letter`: [`DeadLetters::split`] takes those events out of a batch, marks each with
+/// why (see [`crate::event::dead_letter`]) and confirms each side for the sinks only the other
+/// side reaches, as a route does.
+#[derive(Clone)]
+pub struct DeadLetters {
+    /// `ID.dead_letter`, and the sinks it reaches.
+    pub port: Port,
+    /// The sinks the component's other outputs reach.
+    others: Vec<(usize, usize)>,
+    metrics: ComponentMetrics,
+}
+
+impl DeadLetters {
+    pub fn new(port: Port, others: Vec<(usize, usize)>, metrics: ComponentMetrics) -> DeadLetters {
+        DeadLetters { port, others, metrics }
+    }
+
+    /// Split `events` into those that go on and the dead letters: the events at the indices of
+    /// `bad` (ascending, each with why), rewritten as dead letters of `cause` (the kind of
+    /// failure: `decode`, `unscored`, `refused`).
+    pub fn split(&self, events: Events, bad: &[(usize, String)], cause: &str) -> (Events, Events) {
+        if bad.is_empty() {
+            return (events, Vec::new());
+        }
+        let mut keep = Vec::with_capacity(events.len() - bad.len().min(events.len()));
+        let mut dead = Vec::with_capacity(bad.len());
+        let mut next = bad.iter().peekable();
+        for (i, e) in events.into_iter().enumerate() {
+            match next.peek() {
+                Some((at, why)) if *at == i => {
+                    next.next();
+                    let data = crate::event::dead_letter(&e.data, &self.metrics.id, cause, why);
+                    dead.push(Event { data: data.into(), ack: e.ack });
+                }
+                _ => keep.push(e),
+            }
+        }
+        self.port.skip(&keep);
+        crate::event::confirm_not_sent(&dead, &self.others);
+        self.metrics.dead_letters(cause, dead.len());
+        (keep, dead)
     }
 }
 

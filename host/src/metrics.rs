@@ -15,6 +15,7 @@ pub struct Metrics {
     pub sent: IntCounterVec,
     pub errors: IntCounterVec,
     pub discarded: IntCounterVec,
+    pub dead_letters: IntCounterVec,
     pub anomalies: IntCounterVec,
     pub top_reasons: IntCounterVec,
     pub scored: IntCounterVec,
@@ -120,6 +121,12 @@ impl Metrics {
                 "Events dropped on purpose, by reason.",
                 &with(&COMPONENT, "reason"),
             ),
+            dead_letters: counter(
+                &r,
+                "flowtag_component_dead_letter_events_total",
+                "Events sent to the component's dead_letter output, by cause (decode, unscored, refused).",
+                &with(&COMPONENT, "cause"),
+            ),
             anomalies: counter(&r, "flowtag_anomalies_total", "Records tagged anomalous.", &["component_id", "model"]),
             top_reasons: counter(
                 &r,
@@ -218,6 +225,13 @@ impl ComponentMetrics {
 
     pub fn error(&self, error_type: &str, n: usize) {
         global().errors.with_label_values(&[&self.id, self.kind, self.ty, error_type]).inc_by(n as u64);
+    }
+
+    /// `n` events sent to `ID.dead_letter`, for `cause`.
+    pub fn dead_letters(&self, cause: &str, n: usize) {
+        if n > 0 {
+            global().dead_letters.with_label_values(&[&self.id, self.kind, self.ty, cause]).inc_by(n as u64);
+        }
     }
 
     pub fn discarded(&self, reason: &str, n: usize) {

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use crate::component::Shared;
 use crate::config::Config;
-use crate::fanout::{self, Inbox, Output, Tap, Target, INBOX_BATCHES};
+use crate::fanout::{self, DeadLetters, Inbox, Output, Tap, Target, DEAD_LETTER, INBOX_BATCHES};
 use crate::health::Health;
-use crate::metrics;
+use crate::metrics::{self, ComponentMetrics};
 use crate::shutdown::{Shutdown, SourcesLeft};
 use crate::sinks::SinkStart;
 use crate::sources;
@@ -113,21 +113,47 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
             taps.iter().filter(|t| config.inputs_of(&t.id).iter().any(|i| i == output)).cloned().collect(),
         )
     };
-    let reach_of = |output: &str| -> Vec<(usize, usize)> {
-        config
-            .reach(output)
-            .into_iter()
-            .map(|(sink, n)| (sink_ids.iter().position(|s| *s == sink).expect("known sink"), n))
-            .collect()
+    // Sinks by topology index, with their path counts.
+    let indexed = |counts: BTreeMap<String, usize>| -> Vec<(usize, usize)> {
+        counts.into_iter().map(|(sink, n)| (sink_ids.iter().position(|s| *s == sink).expect("known sink"), n)).collect()
+    };
+    let reach_of = |output: &str| indexed(config.reach(output));
+    // `ID.dead_letter` when something reads it, with the sinks the component's other outputs
+    // reach.
+    let dead_letters_of = |id: &str, metrics: ComponentMetrics| -> Option<DeadLetters> {
+        let output = format!("{id}.{DEAD_LETTER}");
+        let outputs = config.outputs_of(id);
+        if !outputs.contains(&output) {
+            return None;
+        }
+        let out = output_of(&output);
+        if !out.is_connected() {
+            return None;
+        }
+        let others = outputs.iter().filter(|o| **o != output).flat_map(|o| reach_of(o)).collect();
+        Some(DeadLetters::new(Port { out, reach: reach_of(&output) }, others, metrics))
     };
 
-    crate::tap::global()
-        .set_outputs(config.sources.keys().chain(config.transforms.keys()).flat_map(|id| config.outputs_of(id)));
+    crate::tap::global().set_outputs(
+        config
+            .sources
+            .keys()
+            .chain(config.transforms.keys())
+            .chain(config.sinks.keys())
+            .flat_map(|id| config.outputs_of(id)),
+    );
     let mut running = Running { shutdown: shutdown.clone(), tasks: Vec::new(), threads: Vec::new(), sources_left };
     for (index, (id, cfg)) in config.sinks.iter().enumerate() {
         let inbox = inboxes.remove(id).expect("every sink has an inbox");
-        let start =
-            SinkStart { id: id.clone(), index, inbox, shutdown: shutdown.clone(), health: shared.health.clone() };
+        let start = SinkStart {
+            id: id.clone(),
+            index,
+            n_sinks: sink_ids.len(),
+            inbox,
+            dead_letters: dead_letters_of(id, ComponentMetrics::new(id, "sink", cfg.type_name())),
+            shutdown: shutdown.clone(),
+            health: shared.health.clone(),
+        };
         running.tasks.push(cfg.clone().start(start)?);
     }
     for (id, cfg, inbox) in alert_inboxes {
@@ -143,17 +169,26 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
                 (name, Port { out: output_of(&output), reach: reach_of(&output) })
             })
             .collect();
-        let start = TransformStart { id: id.clone(), inbox, out: output_of(id), ports, shared: &shared };
+        let start = TransformStart {
+            id: id.clone(),
+            inbox,
+            out: output_of(id),
+            dead_letters: dead_letters_of(id, ComponentMetrics::new(id, "transform", cfg.type_name())),
+            ports,
+            shared: &shared,
+        };
         running.threads.push(cfg.clone().start(start)?);
     }
 
     for (id, cfg) in &config.sources {
-        let paths = reach_of(id);
+        let paths = indexed(config.paths_from(id));
         // Records must be checked as JSON unless only tag filters, which validate records
         // themselves, read them.
         let check_json = config.sinks.values().any(|s| s.inputs().iter().any(|i| i == id))
             || config.transforms.values().any(|t| t.type_name() != "anomaly" && t.inputs().iter().any(|i| i == id));
-        let ctx = sources::SourceContext::new(id, cfg.type_name(), output_of(id), paths, check_json, &shared);
+        let dead_letters = dead_letters_of(id, ComponentMetrics::new(id, "source", cfg.type_name()));
+        let ctx =
+            sources::SourceContext::new(id, cfg.type_name(), output_of(id), dead_letters, paths, check_json, &shared);
         match cfg.clone().start(ctx).await? {
             sources::Started::Task(t) => running.tasks.push(t),
             sources::Started::Thread(t) => running.threads.push(t),

@@ -106,7 +106,8 @@ fn start(rt: &tokio::runtime::Runtime, dir: &Path, data_dir: &Path) -> Running {
         models: Controls::default(),
     };
     let (target, inbox) = fanout::inbox("model-test", 4);
-    let ctx = SourceContext::new("flows", "file", Output::new(vec![target], vec![]), vec![(0, 1)], false, &shared);
+    let ctx =
+        SourceContext::new("flows", "file", Output::new(vec![target], vec![]), None, vec![(0, 1)], false, &shared);
     let started = rt.block_on(cfg.start(ctx)).unwrap();
     let Started::Thread(thread) = started else { panic!("the file source runs on a thread") };
     Running { shutdown, thread, inbox }

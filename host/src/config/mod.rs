@@ -204,6 +204,7 @@ impl Config {
         if let Ok(table) = toml::from_str::<toml::Table>(&text) {
             config.warnings = insecure_tls(&table, "");
         }
+        config.warnings.extend(config.dead_ends());
         Ok(config)
     }
 

@@ -12,7 +12,9 @@
 //!   typed from `#types`, unset fields left out as Zeek's JSON writer does) or JSON lines.
 //!
 //! A line that cannot be decoded is not lost: it becomes `{"message": <line>, "decode_error":
-//! <why>}` and goes on, so the tag filter marks it unscored and the sinks still deliver it.
+//! <why>}` and goes on, so the tag filter marks it unscored and the sinks still deliver it; or,
+//! when something reads the source's `ID.dead_letter`, it goes there instead (see
+//! [`crate::sources::SourceContext::outlets`]).
 
 mod csv;
 mod zeek;

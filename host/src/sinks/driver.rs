@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use rand::Rng;
 use serde::Deserialize;
 
 use crate::config::duration::Dur;
-use crate::event::{confirm_all, Delivery, Event};
-use crate::fanout::Inbox;
+use crate::event::{confirm_all, BatchAck, Delivery, Event, Notifier};
+use crate::fanout::{DeadLetters, Inbox};
 use crate::health::Health;
 use crate::metrics::{self, ComponentMetrics};
 use crate::shutdown::Shutdown;
@@ -154,6 +154,11 @@ pub trait Service: Send + 'static {
 pub struct SinkContext {
     pub id: String,
     pub index: usize,
+    /// How many sinks the pipeline has (the dead letters' acknowledgements count them).
+    pub n_sinks: usize,
+    /// `ID.dead_letter`, when something reads it: refused events go there, and count as done
+    /// here only once every sink there has confirmed them.
+    pub dead_letters: Option<DeadLetters>,
     pub inbox: Inbox,
     pub metrics: ComponentMetrics,
     pub shutdown: Shutdown,
@@ -166,8 +171,18 @@ pub struct SinkContext {
 /// Failed attempts in a row after which a sink reports itself not ready.
 const UNHEALTHY_AFTER: u32 = 3;
 
-/// A request accepted by the far end and awaiting its confirmation, with its events.
-type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Result<(), SendError>)> + Send>>;
+/// A request awaiting its outcome, with its events: accepted by the far end and awaiting its
+/// confirmation, or refused and awaiting its dead letters' delivery.
+type Awaiting = Pin<Box<dyn Future<Output = (Vec<Event>, Outcome)> + Send>>;
+
+/// What became of a request that was waiting.
+enum Outcome {
+    /// The far end's later confirmation (or refusal, or a timeout to retry).
+    Answer(Result<(), SendError>),
+    /// Refused, and sent to `ID.dead_letter`: `done` when every sink there confirmed the dead
+    /// letters; not done when they were dropped unconfirmed (a sink there gave up at shutdown).
+    DeadLettered { why: String, done: bool },
+}
 
 /// The loop every sink runs: gather a request, send it until it is accepted or refused,
 /// confirm (now, or when the far end confirms later, with up to `max_pending` requests
@@ -191,14 +206,14 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
     let mut pending: FuturesUnordered<Awaiting> = FuturesUnordered::new();
     while !(closed && carry.is_empty()) {
         // Confirmations that arrived meanwhile; and room for one more request.
-        while let Some(Some((events, result))) = pending.next().now_or_never() {
-            if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+        while let Some(Some((events, outcome))) = pending.next().now_or_never() {
+            if !settle(&mut service, &mut ctx, events, outcome, &mut pending).await {
                 return;
             }
         }
         while pending.len() >= service.max_pending().max(1) {
-            let Some((events, result)) = pending.next().await else { break };
-            if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+            let Some((events, outcome)) = pending.next().await else { break };
+            if !settle(&mut service, &mut ctx, events, outcome, &mut pending).await {
                 return;
             }
         }
@@ -207,8 +222,8 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
         if batch.is_empty() {
             let received = tokio::select! {
                 events = ctx.inbox.recv() => events,
-                Some((events, result)) = pending.next(), if !pending.is_empty() => {
-                    if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+                Some((events, outcome)) = pending.next(), if !pending.is_empty() => {
+                    if !settle(&mut service, &mut ctx, events, outcome, &mut pending).await {
                         return;
                     }
                     continue;
@@ -260,8 +275,8 @@ pub async fn drive<S: Service>(mut service: S, mut ctx: SinkContext) {
             }
         };
         match next {
-            Some((events, result)) => {
-                if !settle(&mut service, &mut ctx, events, result, &mut pending).await {
+            Some((events, outcome)) => {
+                if !settle(&mut service, &mut ctx, events, outcome, &mut pending).await {
                     return;
                 }
             }
@@ -303,14 +318,11 @@ async fn deliver<S: Service>(
                     let result = rx
                         .await
                         .unwrap_or_else(|_| Err(SendError::Retry("the acknowledgement tracker stopped".into())));
-                    (events, result)
+                    (events, Outcome::Answer(result))
                 }));
                 return true;
             }
-            Err(SendError::Reject(why)) => {
-                confirmed(ctx, &events, Err(why));
-                return true;
-            }
+            Err(SendError::Reject(why)) => return refused(ctx, events, why, pending).await,
             Err(SendError::Retry(why)) => {
                 attempt += 1;
                 retries.inc();
@@ -334,19 +346,64 @@ async fn settle<S: Service>(
     service: &mut S,
     ctx: &mut SinkContext,
     events: Vec<Event>,
-    result: Result<(), SendError>,
+    outcome: Outcome,
     pending: &mut FuturesUnordered<Awaiting>,
 ) -> bool {
-    match result {
-        Ok(()) => confirmed(ctx, &events, Ok(())),
-        Err(SendError::Reject(why)) => confirmed(ctx, &events, Err(why)),
-        Err(SendError::Retry(why)) => {
+    match outcome {
+        Outcome::Answer(Ok(())) => confirmed(ctx, &events, Ok(())),
+        Outcome::Answer(Err(SendError::Reject(why))) => return refused(ctx, events, why, pending).await,
+        Outcome::DeadLettered { done: true, .. } => confirm_all(&events, ctx.index, Delivery::Rejected),
+        Outcome::DeadLettered { why, done: false } => {
+            tracing::error!(sink = %ctx.id, events = events.len(), reason = %why, "refused events were not confirmed at the dead letter output; they stay unconfirmed");
+        }
+        Outcome::Answer(Err(SendError::Retry(why))) => {
             metrics::global().sink_retries.with_label_values(&[&ctx.id]).inc();
             ctx.metrics.error("request", 1);
             tracing::warn!(sink = %ctx.id, events = events.len(), error = %why, "sending the events again");
             return deliver(service, ctx, events, pending).await;
         }
     }
+    true
+}
+
+/// The far end refused `events` for good: with `ID.dead_letter` read, send them there and wait
+/// (in `pending`) for its sinks to confirm them before they count as done here, so a crash
+/// before that reads them again; otherwise drop them, counted. `false` when the pipeline is
+/// closed.
+async fn refused(
+    ctx: &mut SinkContext,
+    events: Vec<Event>,
+    why: String,
+    pending: &mut FuturesUnordered<Awaiting>,
+) -> bool {
+    let Some(dead_letters) = &ctx.dead_letters else {
+        confirmed(ctx, &events, Err(why));
+        return true;
+    };
+    tracing::error!(sink = %ctx.id, events = events.len(), reason = %why, "events refused by the far end; sent to its dead_letter output");
+    ctx.metrics.error("rejected", 1);
+    ctx.metrics.dead_letters("refused", events.len());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ack = BatchAck::new(0, events.len(), &dead_letters.port.reach, ctx.n_sinks, &[], Notifier::Tokio(tx));
+    let letters: Vec<Event> = events
+        .iter()
+        .map(|e| Event::with_ack(crate::event::dead_letter(&e.data, &ctx.id, "refused", &why).into(), &ack))
+        .collect();
+    drop(ack);
+    if dead_letters.port.out.send(letters).await.is_err() {
+        tracing::error!(sink = %ctx.id, "the dead_letter output is closed; the refused events stay unconfirmed");
+        return false;
+    }
+    pending.push(Box::pin(async move {
+        let done = loop {
+            match rx.recv().await {
+                Some(c) if c.done => break true,
+                Some(_) => {}
+                None => break false,
+            }
+        };
+        (events, Outcome::DeadLettered { why, done })
+    }));
     true
 }
 
@@ -395,6 +452,8 @@ mod tests {
         SinkContext {
             id: id.into(),
             index: 0,
+            n_sinks: 2,
+            dead_letters: None,
             inbox,
             metrics: ComponentMetrics::new(id, "sink", "test"),
             shutdown: Shutdown::new(Duration::from_secs(1)),
@@ -458,6 +517,52 @@ mod tests {
         drop(out);
         sink.await.unwrap();
         assert_eq!(requests.lock().unwrap().len(), 1);
+    }
+
+    /// Refused events with `ID.dead_letter` read: they go there marked with why, and their
+    /// source batch finishes only when the sink there (index 1) confirmed them.
+    #[tokio::test]
+    async fn refused_events_count_as_done_only_once_their_dead_letters_are_confirmed() {
+        let (target, inbox) = fanout::inbox("driver-test-dead", 4);
+        let out = fanout::Output::new(vec![target], vec![]);
+        let (dl_target, mut dl_inbox) = fanout::inbox("driver-test-dead-letters", 4);
+        let port = fanout::Port { out: fanout::Output::new(vec![dl_target], vec![]), reach: vec![(1, 1)] };
+        let mut ctx = context("driver-test-dead", inbox, 100);
+        let metrics = ctx.metrics.clone();
+        ctx.dead_letters = Some(DeadLetters::new(port, vec![], metrics));
+        let service = Scripted {
+            answers: VecDeque::from([
+                Err(SendError::Reject("HTTP 400: bad event".into())),
+                Err(SendError::Reject("HTTP 400: bad event".into())),
+            ]),
+            requests: Arc::new(Mutex::new(Vec::new())),
+        };
+        let sink = tokio::spawn(drive(service, ctx));
+        let (events, mut done) = acked(3, 2);
+        out.send(events).await.unwrap();
+        let letters = tokio::time::timeout(Duration::from_secs(5), dl_inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(letters.len(), 2);
+        let v: serde_json::Value = serde_json::from_slice(&letters[1].data).unwrap();
+        assert_eq!(v["i"], 1);
+        assert_eq!(
+            v["dead_letter"],
+            serde_json::json!({"component": "driver-test-dead", "cause": "refused", "reason": "HTTP 400: bad event"})
+        );
+        // Not done while the dead letters wait.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(done.try_recv().is_err(), "the batch finished before its dead letters were confirmed");
+        confirm_all(&letters, 1, Delivery::Delivered);
+        let c = tokio::time::timeout(Duration::from_secs(5), done.recv()).await.unwrap().unwrap();
+        assert!(c.done && c.rejected, "{c:?}");
+        // Dead letters dropped unconfirmed (the sink there gave up): the events stay open.
+        let (events, mut done) = acked(4, 1);
+        out.send(events).await.unwrap();
+        let letters = tokio::time::timeout(Duration::from_secs(5), dl_inbox.recv()).await.unwrap().unwrap();
+        drop(letters);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(done.try_recv().is_err(), "events whose dead letters were lost must stay unconfirmed");
+        drop(out);
+        sink.await.unwrap();
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ pub struct HttpSinkConfig {
 
 impl ComponentConfig for HttpSinkConfig {
     const TYPE: &'static str = "http";
+    const DEAD_LETTER: bool = true;
     fn inputs(&self) -> &[String] {
         &self.inputs
     }

@@ -12,9 +12,11 @@
 //! `batch.timeout`), sends one request at a time, and on a failure that may pass (a connection
 //! refused, a 5xx, a timeout) retries with exponential backoff and jitter, without end: while
 //! it waits, its inbox fills and the pipeline holds, in bounded memory, until the far end is
-//! back. A request the far end refuses for good (a 4xx other than 408/429) is dropped on
-//! purpose: counted in `flowtag_component_discarded_events_total{reason="rejected"}` and
-//! logged with the far end's answer. After a restart, a sink skips events it had confirmed
+//! back. A request the far end refuses for good (a 4xx other than 408/429) goes to the sink's
+//! `ID.dead_letter` output when something reads it (`http`, `splunk_hec`), each event marked
+//! with the answer, and counts as done only once that output's sinks confirmed it; otherwise it
+//! is dropped on purpose: counted in `flowtag_component_discarded_events_total{reason="rejected"}`
+//! and logged with the far end's answer. After a restart, a sink skips events it had confirmed
 //! before (see [`crate::event`]).
 //!
 //! A sink type is one file: its config (implementing [`SinkType`]) and its [`Service`]; the list
@@ -30,7 +32,7 @@ pub mod splunk_hec;
 use std::time::Duration;
 
 use crate::component::ComponentConfig;
-use crate::fanout::Inbox;
+use crate::fanout::{DeadLetters, Inbox};
 use crate::health::Health;
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
@@ -68,7 +70,11 @@ pub struct SinkStart {
     pub id: String,
     /// Its position among the sinks (events record confirmations by it).
     pub index: usize,
+    /// How many sinks the pipeline has.
+    pub n_sinks: usize,
     pub inbox: Inbox,
+    /// `ID.dead_letter`, for a sink type that has one, when something reads it.
+    pub dead_letters: Option<DeadLetters>,
     pub shutdown: Shutdown,
     /// Where the sink says whether it delivers (`/ready`).
     pub health: Health,
@@ -80,6 +86,8 @@ fn start_sink<C: SinkType>(cfg: C, s: SinkStart) -> Result<tokio::task::JoinHand
         metrics: ComponentMetrics::new(&s.id, "sink", C::TYPE),
         id: s.id,
         index: s.index,
+        n_sinks: s.n_sinks,
+        dead_letters: s.dead_letters,
         inbox: s.inbox,
         shutdown: s.shutdown,
         health: s.health,

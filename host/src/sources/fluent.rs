@@ -74,6 +74,7 @@ fn default_ack_timeout() -> Dur {
 
 impl crate::component::ComponentConfig for FluentConfig {
     const TYPE: &'static str = "fluent";
+    const DEAD_LETTER: bool = true;
 }
 
 impl super::SourceType for FluentConfig {
@@ -170,12 +171,15 @@ async fn handle(
 ) -> Result<(), String> {
     let mut data = Vec::new();
     let mut ends = Vec::with_capacity(message.entries.len());
+    let mut bad = Vec::new();
     for entry in &message.entries {
         match forward::record_to_json(entry, &message.tag, &cfg.metadata_key, &mut data) {
             Ok(()) => ends.push(data.len()),
             Err(why) => {
                 // Not a map: kept, as a malformed record.
-                crate::decode::malformed(entry.record.to_string().as_bytes(), &format!("forward: {why}"), &mut data);
+                let why = format!("forward: {why}");
+                crate::decode::malformed(entry.record.to_string().as_bytes(), &why, &mut data);
+                bad.push((ends.len(), why));
                 ends.push(data.len());
                 ctx.metrics.error("decode", 1);
             }
@@ -208,7 +212,7 @@ async fn handle(
         wait = Some(rx);
     }
     if n > 0 {
-        ctx.out.send(events).await.map_err(|_| "the pipeline is stopping".to_string())?;
+        ctx.send(events, &bad).await.map_err(|_| "the pipeline is stopping".to_string())?;
         ctx.metrics.sent(n);
     }
     if let Some(chunk) = message.chunk {

@@ -125,6 +125,7 @@ fn default_ack_timeout() -> Dur {
 
 impl crate::component::ComponentConfig for HttpConfig {
     const TYPE: &'static str = "http";
+    const DEAD_LETTER: bool = true;
 
     fn check(&self, id: &str) -> Result<(), String> {
         if let Some(auth) = &self.auth {
@@ -195,7 +196,7 @@ async fn handle(
         body
     };
     let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
-    let mut events = decode_lines(&mut decoder, &body, &ctx.metrics);
+    let (mut events, bad) = decode_lines(&mut decoder, &body, &ctx.metrics);
     let n = events.len();
     if n == 0 {
         return http_server::json(200, serde_json::json!({"accepted": 0}));
@@ -209,7 +210,7 @@ async fn handle(
         events = events.into_iter().map(|e| Event::with_ack(e.data, &ack)).collect();
         done = Some(rx);
     }
-    if ctx.out.send(events).await.is_err() {
+    if ctx.send(events, &bad).await.is_err() {
         return http_server::json(503, serde_json::json!({"error": "flowtag is stopping; send again"}));
     }
     ctx.metrics.sent(n);

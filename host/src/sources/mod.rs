@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::component::{ComponentConfig, Shared};
 use crate::decode::{Decoder, Line};
 use crate::event::{Event, Events};
-use crate::fanout::Output;
+use crate::fanout::{DeadLetters, Output};
 use crate::health::Health;
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::{Shutdown, SourcesLeft};
@@ -57,8 +57,12 @@ fn start_source<C: SourceType>(cfg: C, ctx: SourceContext) -> Pending {
 
 /// What a running source is given.
 pub struct SourceContext {
+    /// The output `ID`.
     pub out: Output,
-    /// Sinks this source reaches: (topology index, number of paths).
+    /// `ID.dead_letter`, when something reads it: records that could not be decoded go there
+    /// instead of on (see [`SourceContext::outlets`]).
+    pub dead_letters: Option<DeadLetters>,
+    /// Sinks this source reaches, over all its outputs: (topology index, number of paths).
     pub paths: Vec<(usize, usize)>,
     pub n_sinks: usize,
     pub sink_ids: Vec<String>,
@@ -83,12 +87,14 @@ impl SourceContext {
         id: &str,
         type_name: &'static str,
         out: Output,
+        dead_letters: Option<DeadLetters>,
         paths: Vec<(usize, usize)>,
         check_json: bool,
         w: &Shared,
     ) -> SourceContext {
         SourceContext {
             out,
+            dead_letters,
             paths,
             n_sinks: w.sink_ids.len(),
             sink_ids: w.sink_ids.clone(),
@@ -103,13 +109,39 @@ impl SourceContext {
     }
 }
 
+impl SourceContext {
+    /// Where a batch's events go: the records at `bad` (ascending, each with why it could not
+    /// be decoded) to `ID.dead_letter` when something reads it, the rest (or, when nothing
+    /// reads it, all) to `ID`. Only outputs with events are listed.
+    pub fn outlets(&self, events: Events, bad: &[(usize, String)]) -> Vec<(&Output, Events)> {
+        let (keep, dead) = match &self.dead_letters {
+            Some(d) => d.split(events, bad, "decode"),
+            None => (events, Vec::new()),
+        };
+        let mut outlets = Vec::with_capacity(2);
+        if !keep.is_empty() {
+            outlets.push((&self.out, keep));
+        }
+        if let Some(d) = self.dead_letters.as_ref().filter(|_| !dead.is_empty()) {
+            outlets.push((&d.port.out, dead));
+        }
+        outlets
+    }
+
+    /// [`SourceContext::outlets`], sent; `Err` when the pipeline is closed.
+    pub async fn send(&self, events: Events, bad: &[(usize, String)]) -> Result<(), crate::fanout::Closed> {
+        for (out, events) in self.outlets(events, bad) {
+            out.send(events).await?;
+        }
+        Ok(())
+    }
+}
+
 pub enum Started {
     Task(tokio::task::JoinHandle<()>),
     Thread(std::thread::JoinHandle<()>),
 }
 
-/// Decode newline-delimited `data` into events (for sources that receive bytes in pieces:
-/// stdin, tcp, http). Counts malformed lines on `metrics`.
 /// The listening socket of a network source on `address`, ready to accept (TLS when `tls` is
 /// set), the source marked ready; errors name the key under `sources.ID`.
 pub async fn bind(
@@ -153,30 +185,35 @@ where
     )))
 }
 
-pub fn decode_lines(decoder: &mut Decoder, data: &[u8], metrics: &ComponentMetrics) -> Events {
+/// Decode newline-delimited `data` into events (for sources that receive bytes in pieces:
+/// stdin, tcp, http), with the indices of those that could not be decoded and why (see
+/// [`SourceContext::outlets`]). Counts malformed lines on `metrics`.
+pub fn decode_lines(decoder: &mut Decoder, data: &[u8], metrics: &ComponentMetrics) -> (Events, Vec<(usize, String)>) {
     let mut out = Vec::with_capacity(data.len() + 64);
     let mut ends = Vec::new();
-    let mut malformed = 0;
+    let mut bad = Vec::new();
     for line in flowtag_plugin::lines(data) {
         match decoder.decode(line, &mut out) {
             Line::Record => ends.push(out.len()),
             Line::Skipped => {}
-            Line::Malformed(_) => {
-                malformed += 1;
+            Line::Malformed(why) => {
+                bad.push((ends.len(), why));
                 ends.push(out.len());
             }
         }
     }
-    if malformed > 0 {
-        metrics.error("decode", malformed);
+    if !bad.is_empty() {
+        metrics.error("decode", bad.len());
     }
     let data = bytes::Bytes::from(out);
     let mut start = 0;
-    ends.into_iter()
+    let events = ends
+        .into_iter()
         .map(|end| {
             let e = Event::new(data.slice(start..end));
             start = end;
             e
         })
-        .collect()
+        .collect();
+    (events, bad)
 }

@@ -19,6 +19,7 @@ pub struct StdinConfig {
 
 impl crate::component::ComponentConfig for StdinConfig {
     const TYPE: &'static str = "stdin";
+    const DEAD_LETTER: bool = true;
 }
 
 impl super::SourceType for StdinConfig {
@@ -51,13 +52,13 @@ pub fn spawn(cfg: StdinConfig, ctx: SourceContext) -> std::thread::JoinHandle<()
                 if chunk.last() != Some(&b'\n') && input.read_until(b'\n', &mut chunk).is_err() {
                     break;
                 }
-                let events = decode_lines(&mut decoder, &chunk, &ctx.metrics);
+                let (events, bad) = decode_lines(&mut decoder, &chunk, &ctx.metrics);
                 if events.is_empty() {
                     continue;
                 }
                 ctx.metrics.received(events.len(), chunk.len());
                 let n = events.len();
-                if ctx.out.blocking_send(events).is_err() {
+                if ctx.outlets(events, &bad).into_iter().any(|(out, events)| out.blocking_send(events).is_err()) {
                     break;
                 }
                 ctx.metrics.sent(n);

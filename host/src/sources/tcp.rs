@@ -41,6 +41,7 @@ fn default_max_line_bytes() -> usize {
 
 impl crate::component::ComponentConfig for TcpConfig {
     const TYPE: &'static str = "tcp";
+    const DEAD_LETTER: bool = true;
 }
 
 impl super::SourceType for TcpConfig {
@@ -104,13 +105,13 @@ async fn connection(
 }
 
 async fn send(decoder: &mut Decoder, data: &[u8], ctx: &SourceContext) {
-    let events = decode_lines(decoder, data, &ctx.metrics);
+    let (events, bad) = decode_lines(decoder, data, &ctx.metrics);
     if events.is_empty() {
         return;
     }
     let n = events.len();
     ctx.metrics.received(n, data.len());
-    if ctx.out.send(events).await.is_ok() {
+    if ctx.send(events, &bad).await.is_ok() {
         ctx.metrics.sent(n);
     }
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::component::{ComponentConfig, Shared};
 use crate::event::Events;
+pub use crate::fanout::Port;
 use crate::fanout::{Closed, Inbox, Output};
 use crate::metrics::ComponentMetrics;
 
@@ -40,46 +41,11 @@ pub struct TransformStart<'a> {
     pub inbox: Inbox,
     /// The output `ID` (empty for a transform with named outputs).
     pub out: Output,
+    /// `ID.dead_letter`, for a transform that has one, when something reads it.
+    pub dead_letters: Option<crate::fanout::DeadLetters>,
     /// Every output by name (`""` for `ID` itself), with the sinks it reaches.
     pub ports: BTreeMap<String, Port>,
     pub shared: &'a Shared,
-}
-
-/// One output of a transform: where its events go, and the sinks they reach from there
-/// (topology index, paths), which an event not sent there is confirmed for.
-#[derive(Clone)]
-pub struct Port {
-    pub out: Output,
-    pub reach: Vec<(usize, usize)>,
-}
-
-impl Port {
-    /// Send `events` on, or when there are none, nothing. Those the transform did not send
-    /// here are [`Port::skip`]ped.
-    pub fn send(&self, events: Events) -> Result<(), Closed> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        self.out.blocking_send(events)
-    }
-
-    /// Confirm `events` for the sinks this output reaches: they will not come this way.
-    pub fn skip(&self, events: &[crate::event::Event]) {
-        crate::event::confirm_not_sent(events, &self.reach);
-    }
-
-    /// The end of a batch for a transform that keeps some records and drops the others
-    /// (`reason` in the discarded count): the dropped are confirmed and counted, the kept sent.
-    pub fn pass(&self, keep: Events, drop: Events, metrics: &ComponentMetrics, reason: &str) -> Result<(), Closed> {
-        if !drop.is_empty() {
-            self.skip(&drop);
-            metrics.discarded(reason, drop.len());
-        }
-        let n = keep.len();
-        self.send(keep)?;
-        metrics.sent(n);
-        Ok(())
-    }
 }
 
 /// Run `step` on each batch of `inbox` on the transform's own thread until the inbox closes or

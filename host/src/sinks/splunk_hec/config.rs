@@ -101,6 +101,7 @@ fn default_max_pending() -> usize {
 
 impl ComponentConfig for HecConfig {
     const TYPE: &'static str = "splunk_hec";
+    const DEAD_LETTER: bool = true;
 
     fn inputs(&self) -> &[String] {
         &self.inputs

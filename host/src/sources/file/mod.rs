@@ -44,7 +44,8 @@ use super::SourceContext;
 use crate::config::duration::Dur;
 use crate::config::yes;
 use crate::decode::{Decoder, Decoding, Line};
-use crate::event::{BatchAck, Completion, Event, Notifier};
+use crate::event::{BatchAck, Completion, Event, Events, Notifier};
+use crate::fanout::Output;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +143,7 @@ const READ_BYTES: usize = 64 * 1024;
 
 impl crate::component::ComponentConfig for FileConfig {
     const TYPE: &'static str = "file";
+    const DEAD_LETTER: bool = true;
     fn check(&self, id: &str) -> Result<(), String> {
         if self.include.is_empty() {
             return Err(format!(
@@ -368,7 +370,8 @@ impl Tailer {
         let mut ends: Vec<usize> = Vec::with_capacity(batch_events);
         let start = f.offset;
         let buf = &mut self.buf;
-        let mut malformed = 0;
+        // Records that could not be decoded: their index in `ends`, and why.
+        let mut bad: Vec<(usize, String)> = Vec::new();
         let mut cut_lines = 0;
         'read: while ends.len() < batch_events {
             let n = match f.file.read(buf) {
@@ -400,8 +403,8 @@ impl Tailer {
                     match f.decoder.decode(line, &mut out) {
                         Line::Record => ends.push(out.len()),
                         Line::Skipped => {}
-                        Line::Malformed(_) => {
-                            malformed += 1;
+                        Line::Malformed(why) => {
+                            bad.push((ends.len(), why));
                             ends.push(out.len());
                         }
                     }
@@ -426,13 +429,10 @@ impl Tailer {
                 if f.partial.len() > max_line {
                     // Too long: its start goes on as a malformed record, the rest is skipped.
                     let head = &f.partial[..max_line];
-                    crate::decode::malformed(
-                        head,
-                        &format!("line longer than max_line_bytes ({max_line}); the rest was discarded"),
-                        &mut out,
-                    );
+                    let why = format!("line longer than max_line_bytes ({max_line}); the rest was discarded");
+                    crate::decode::malformed(head, &why, &mut out);
+                    bad.push((ends.len(), why));
                     ends.push(out.len());
-                    malformed += 1;
                     cut_lines += 1;
                     f.offset += f.partial.len() as u64;
                     f.partial.clear();
@@ -443,8 +443,8 @@ impl Tailer {
         if cut_lines > 0 {
             self.ctx.metrics.discarded("line_too_long", cut_lines);
         }
-        if malformed > 0 {
-            self.ctx.metrics.error("decode", malformed);
+        if !bad.is_empty() {
+            self.ctx.metrics.error("decode", bad.len());
         }
         let end = f.offset;
         if ends.is_empty() {
@@ -473,9 +473,12 @@ impl Tailer {
         self.ctx.metrics.received(n, data.len());
         // While the pipeline is full, keep recording confirmations so checkpoints follow the
         // sinks (this bounds what a crash makes us read twice).
-        let out = self.ctx.out.clone();
-        if out.blocking_send_with(events, || self.drain_completions(Duration::from_millis(20))).is_err() {
-            return Err(());
+        let outlets: Vec<(Output, Events)> =
+            self.ctx.outlets(events, &bad).into_iter().map(|(out, events)| (out.clone(), events)).collect();
+        for (out, events) in outlets {
+            if out.blocking_send_with(events, || self.drain_completions(Duration::from_millis(20))).is_err() {
+                return Err(());
+            }
         }
         self.ctx.metrics.sent(n);
         if !self.cfg.acknowledgements {

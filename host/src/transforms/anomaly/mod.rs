@@ -18,7 +18,9 @@
 //! Records are gathered into batches (up to `max_events`, or whatever arrived within
 //! `timeout`), tagged in one pass of the model, and sent on in order with their
 //! acknowledgements. A record the model cannot score goes on with `verdict: "unscored"` and an
-//! `error`, and is counted (`flowtag_component_errors_total{error_type="unscored"}`). Tagging
+//! `error`, and is counted (`flowtag_component_errors_total{error_type="unscored"}`); when
+//! something reads `ID.dead_letter`, such records go there instead, the `error` as their
+//! reason. Tagging
 //! runs on its own thread; a full downstream blocks it, which blocks the sources.
 
 pub mod model;
@@ -165,6 +167,7 @@ impl AnomalyConfig {
 
 impl ComponentConfig for AnomalyConfig {
     const TYPE: &'static str = "anomaly";
+    const DEAD_LETTER: bool = true;
 
     fn inputs(&self) -> &[String] {
         &self.inputs
@@ -200,13 +203,13 @@ impl ComponentConfig for AnomalyConfig {
 
 impl super::TransformType for AnomalyConfig {
     fn start(self, s: TransformStart<'_>) -> Result<std::thread::JoinHandle<()>, String> {
-        let TransformStart { id, inbox, out, shared, .. } = s;
+        let TransformStart { id, inbox, out, dead_letters, shared, .. } = s;
         shared.health.pending(&id, "loading the model");
         let data_dir = shared.data_dir.join("transforms").join(&id);
         let wasm_cache = shared.data_dir.join("wasm-cache");
         let manager = ModelManager::start(&id, &self, &data_dir, &wasm_cache, shared.shutdown.clone(), &shared.models)?;
         let runtime = manager.runtime();
-        let worker = worker::Worker::new(id.clone(), self, inbox, out, manager);
+        let worker = worker::Worker::new(id.clone(), self, inbox, out, dead_letters, manager);
         shared.health.ready(&id);
         tracing::info!(component = %id, model = %worker.model_id(), %runtime, "tagging with model");
         worker::spawn(worker)

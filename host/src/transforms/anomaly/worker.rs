@@ -10,7 +10,7 @@ use super::model::ModelManager;
 use super::runtime::TagRuntime;
 use super::AnomalyConfig;
 use crate::event::{Event, Events};
-use crate::fanout::{Inbox, Output};
+use crate::fanout::{Closed, DeadLetters, Inbox, Output};
 use crate::metrics::{self, ComponentMetrics};
 use flowtag_plugin::Verdict;
 
@@ -27,6 +27,8 @@ pub struct Worker {
     cfg: AnomalyConfig,
     inbox: Inbox,
     out: Output,
+    /// `ID.dead_letter`, when something reads it: records the model could not score go there.
+    dead_letters: Option<DeadLetters>,
     metrics: ComponentMetrics,
     runtime: Box<dyn TagRuntime>,
     manager: ModelManager,
@@ -36,10 +38,17 @@ pub struct Worker {
 
 impl Worker {
     /// A worker serving `manager`'s current model.
-    pub fn new(id: String, cfg: AnomalyConfig, inbox: Inbox, out: Output, mut manager: ModelManager) -> Worker {
+    pub fn new(
+        id: String,
+        cfg: AnomalyConfig,
+        inbox: Inbox,
+        out: Output,
+        dead_letters: Option<DeadLetters>,
+        mut manager: ModelManager,
+    ) -> Worker {
         let runtime = manager.current();
         let metrics = ComponentMetrics::new(&id, "transform", "anomaly");
-        Worker { id, cfg, inbox, out, metrics, runtime, manager, tag_bytes: 256 }
+        Worker { id, cfg, inbox, out, dead_letters, metrics, runtime, manager, tag_bytes: 256 }
     }
 
     /// `name@version` of the model it starts with.
@@ -98,7 +107,7 @@ impl Worker {
             let tagged = self.tag(&batch, &mut out_buf, &mut ends);
             self.metrics.received(batch.len(), batch.iter().map(|e| e.data.len()).sum());
             let n = tagged.len();
-            if self.out.blocking_send(tagged).is_err() {
+            if self.send(tagged).is_err() {
                 tracing::warn!(component = %self.id, "downstream is gone; stopping");
                 break;
             }
@@ -112,10 +121,28 @@ impl Worker {
             let take = pending.len().min(self.cfg.batch.max_events);
             let batch: Events = pending.drain(..take).collect();
             let tagged = self.tag(&batch, &mut out_buf, &mut ends);
-            if self.out.blocking_send(tagged).is_err() {
+            if self.send(tagged).is_err() {
                 break;
             }
         }
+    }
+
+    /// Send the batch just tagged on; with `ID.dead_letter` read, the records the model could
+    /// not score go there instead, with the tag's `error` as the reason.
+    fn send(&self, tagged: Events) -> Result<(), Closed> {
+        let Some(dead_letters) = &self.dead_letters else { return self.out.blocking_send(tagged) };
+        let mut bad = Vec::new();
+        for (i, (r, e)) in self.runtime.results().iter().zip(&tagged).enumerate() {
+            if r.verdict == Verdict::Unscored {
+                bad.push((i, tag_error(&e.data, &self.cfg.key)));
+            }
+        }
+        let (keep, dead) = dead_letters.split(tagged, &bad, "unscored");
+        dead_letters.port.send(dead)?;
+        if keep.is_empty() {
+            return Ok(());
+        }
+        self.out.blocking_send(keep)
     }
 
     fn tag(&mut self, batch: &[Event], out_buf: &mut Vec<u8>, ends: &mut Vec<usize>) -> Events {
@@ -178,6 +205,17 @@ impl Worker {
     }
 }
 
+/// The `error` of the tag under `key` in a tagged record (the last member, where the filter
+/// wrote it).
+fn tag_error(record: &[u8], key: &str) -> String {
+    let mut tag = [None];
+    crate::transforms::condition::top_values(record, &[key], &mut tag);
+    tag[0]
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(t).ok())
+        .and_then(|t| t.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "the model could not score it".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -213,7 +251,7 @@ mod tests {
                 .unwrap();
         let (in_target, inbox) = fanout::inbox(id, 4);
         let (out_target, mut out_inbox) = fanout::inbox("worker-test-out", 64);
-        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), manager);
+        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), None, manager);
         let model = worker.model_id().to_string();
         let thread = spawn(worker).unwrap();
 
