@@ -4,18 +4,19 @@ followed by a `route` that sends anomalies to one file and the rest to another (
 costs per record).
 
     .venv/bin/python bench/host_bench.py [--records 1000000] [--flowtag target/release/flowtag]
-                                         [--pipelines tag,plain,route]
+                                         [--pipelines tag,plain,route] [--rounds 1]
 
 Prints events/s (wall clock), CPU seconds (user + system of the flowtag process), records per
 CPU-second, and peak RSS. Records come from `flowtag gen --schema unsw --format json`.
 
-Each pipeline runs twice, from an empty output and checkpoint each time, and both runs are
-printed. On a machine fresh from boot, the first run's output goes into page-cache memory the
+Each pipeline runs once ("first"), then `--rounds` more times ("steady"), from an empty output
+and checkpoint each time, the rounds interleaved across pipelines; every run is printed, and
+with several rounds the median and fastest CPU time of each pipeline. On a machine fresh from boot, the first run's output goes into page-cache memory the
 kernel has not used yet; on a virtual machine, the first touch of such a page is slow (most
 likely the hypervisor backing it), and it happens inside the sink's `write` (on our test VM,
 `dd` of 2 GB took 4.5-5.7 s of system CPU into such pages and 0.5-0.8 s into freed ones). The
-second run writes into pages the first one freed, as a node that has run for a while does: it
-is the steady-state figure.
+steady runs write into pages the first one freed, as a node that has run for a while does: they
+are the steady-state figures.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,21 +128,36 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--flowtag", default=str(ROOT / "target/release/flowtag"))
     ap.add_argument("--pipelines", default="tag,plain,route", help="comma-separated: " + ", ".join(PIPELINES))
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="steady runs per pipeline, interleaved across pipelines so a drifting VM slows all alike")
     a = ap.parse_args()
     flowtag = Path(a.flowtag)
+    pipelines = a.pipelines.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         input_path = work / "flows.jsonl"
         with open(input_path, "wb") as f:
             subprocess.run([str(flowtag), "gen", "--schema", "unsw", "--format", "json", "--count", str(a.records), "--seed", "3"], stdout=f, check=True)
-        pipelines = a.pipelines.split(",")
-        results = [run(flowtag, work, input_path, a.records, p, 19700 + 2 * i + k, label)
-                   for i, p in enumerate(pipelines) for k, label in enumerate(("first", "steady"))]
+        api = lambda i, k: 19700 + 2 * i + k  # noqa: E731
+        results = [run(flowtag, work, input_path, a.records, p, api(i, 0), "first") for i, p in enumerate(pipelines)]
+        for r in range(a.rounds):
+            label = "steady" if a.rounds == 1 else f"steady {r + 1}"
+            results += [run(flowtag, work, input_path, a.records, p, api(i, 1), label) for i, p in enumerate(pipelines)]
     print(json.dumps(results, indent=1))
     print("| pipeline | run | records | wall s | events/s | CPU s | records per CPU-second | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['pipeline']} | {r['run']} | {r['records']} | {r['wall_s']} | {r['events_per_s']} | {r['cpu_s']} | {r['records_per_cpu_s']} | {r['peak_rss_mib']} |")
+    steady = {p: sorted(r["cpu_s"] for r in results if r["pipeline"] == PIPELINES[p] and r["run"] != "first") for p in pipelines}
+    if a.rounds > 1:
+        print("\n| pipeline | steady runs | median CPU s | min CPU s | records per CPU-second (median) |")
+        print("|---|---|---|---|---|")
+        for p, cpu in steady.items():
+            print(f"| {PIPELINES[p]} | {len(cpu)} | {statistics.median(cpu):.2f} | {cpu[0]:.2f} | {round(a.records / statistics.median(cpu))} |")
+    if "tag" in steady and "route" in steady:
+        med = statistics.median(steady["route"]) / statistics.median(steady["tag"]) - 1
+        low = steady["route"][0] / steady["tag"][0] - 1
+        print(f"\nrouting costs {med:+.0%} CPU per record over tag -> file (medians; {low:+.0%} between the fastest runs)")
     return 0
 
 

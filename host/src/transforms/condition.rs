@@ -35,6 +35,9 @@ pub struct Condition {
     tops: Vec<String>,
     /// For each field, its first key's index in `tops`.
     top_of: Vec<usize>,
+    /// For each of `tops`, a searcher for it quoted (`"key"`), built once; `None` for a key
+    /// with a quote or a backslash.
+    quoted: Vec<Option<memchr::memmem::Finder<'static>>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,7 +93,8 @@ impl std::str::FromStr for Condition {
             });
             top_of.push(i);
         }
-        Ok(Condition { expr, fields: p.fields, tops, top_of })
+        let quoted = tops.iter().map(|t| quoted_finder(t)).collect();
+        Ok(Condition { expr, fields: p.fields, tops, top_of, quoted })
     }
 }
 
@@ -341,8 +345,8 @@ impl Condition {
         let slots = &mut scratch.tops;
         let mut left = tops.len();
         // The tag filter appends its tags as the last member: look there first.
-        for (slot, top) in slots.iter_mut().zip(tops) {
-            if let Some(span) = last_member(record, top) {
+        for (slot, finder) in slots.iter_mut().zip(&self.quoted) {
+            if let Some(span) = finder.as_ref().and_then(|f| last_member(record, f)) {
                 *slot = Some(span);
                 left -= 1;
             }
@@ -495,38 +499,37 @@ fn key_is(raw: &[u8], escaped: bool, want: &str) -> bool {
     }
 }
 
-/// The value of `key` when it is the last top-level member of the object `s` (as the tag
-/// filter's `anomaly` is), found from the end. In valid JSON the bytes `"key":` with a real
-/// (unescaped) first quote are a member's key at some depth; its value ending right before the
-/// object's final `}` makes it the last member at the top.
-fn last_member(s: &[u8], key: &str) -> Option<Span> {
+/// A searcher for `"key"`, for [`last_member`]; `None` for a key with a quote or a backslash,
+/// which is never looked for that way.
+fn quoted_finder(key: &str) -> Option<memchr::memmem::Finder<'static>> {
     if key.contains(['"', '\\']) {
         return None;
     }
+    Some(memchr::memmem::Finder::new(format!("\"{key}\"").as_bytes()).into_owned())
+}
+
+/// The value of a key when it is the last top-level member of the object `s` (as the tag
+/// filter's `anomaly` is), found by its last occurrence in quotes (`quoted`, from
+/// [`quoted_finder`]; searched forward, which is vectorised, where a search from the end is
+/// not). In valid JSON the bytes `"key":` with a real (unescaped) first quote are a member's key
+/// at some depth; its value ending right before the object's final `}` makes it the last member
+/// at the top. `None` when the last occurrence is not that: the caller then skims the record.
+fn last_member(s: &[u8], quoted: &memchr::memmem::Finder<'_>) -> Option<Span> {
     let end = s.iter().rposition(|b| !b.is_ascii_whitespace())?;
     if s[end] != b'}' {
         return None;
     }
-    let mut from = end;
-    loop {
-        let at = memchr::memmem::rfind(&s[..from], key.as_bytes())?;
-        from = at;
-        if at == 0 || s[at - 1] != b'"' || s.get(at + key.len()) != Some(&b'"') {
-            continue;
-        }
-        let quote = at - 1;
-        let backslashes = s[..quote].iter().rev().take_while(|&&b| b == b'\\').count();
-        if backslashes % 2 == 1 {
-            return None;
-        }
-        let colon = ws(s, at + key.len() + 1);
-        if s.get(colon) != Some(&b':') {
-            // A string value equal to the key, say: look further back.
-            continue;
-        }
-        let value = value_span(s, ws(s, colon + 1))?;
-        return (ws(s, value.end) == end).then_some(value);
+    let quote = quoted.find_iter(&s[..end]).last()?;
+    let backslashes = s[..quote].iter().rev().take_while(|&&b| b == b'\\').count();
+    if backslashes % 2 == 1 {
+        return None;
     }
+    let colon = ws(s, quote + quoted.needle().len());
+    if s.get(colon) != Some(&b':') {
+        return None;
+    }
+    let value = value_span(s, ws(s, colon + 1))?;
+    (ws(s, value.end) == end).then_some(value)
 }
 
 /// Walk the top-level members of the JSON object `s` without validating it (records reaching a
@@ -599,25 +602,32 @@ fn value_span(s: &[u8], v: usize) -> Option<Span> {
             // In valid JSON the other kind of bracket is balanced inside: count only this kind.
             let close = if open == b'{' { b'}' } else { b']' };
             let mut depth = 0usize;
+            let mut in_string = false;
             let mut i = v;
-            loop {
-                i += memchr::memchr3(b'"', open, close, s.get(i..)?)?;
-                match s[i] {
-                    b'"' => {
-                        i = string_end(s, i)?.0;
-                        continue;
+            // One byte at a time: the values here (the tags) are short and full of strings,
+            // where a search call per string costs more than the walk.
+            while i < s.len() {
+                let b = s[i];
+                if in_string {
+                    if b == b'\\' {
+                        i += 1;
+                    } else if b == b'"' {
+                        in_string = false;
                     }
-                    b if b == open => depth += 1,
-                    _ => {
-                        depth -= 1;
-                        if depth == 0 {
-                            let kind = if open == b'{' { Kind::Object } else { Kind::Array };
-                            return Some(Span { kind, start: v, end: i + 1 });
-                        }
+                } else if b == b'"' {
+                    in_string = true;
+                } else if b == open {
+                    depth += 1;
+                } else if b == close {
+                    depth -= 1;
+                    if depth == 0 {
+                        let kind = if open == b'{' { Kind::Object } else { Kind::Array };
+                        return Some(Span { kind, start: v, end: i + 1 });
                     }
                 }
                 i += 1;
             }
+            return None;
         }
         b't' => Kind::True,
         b'f' => Kind::False,
@@ -681,7 +691,7 @@ mod tests {
     #[test]
     fn the_last_member_is_found_from_the_end_only_when_it_is_at_the_top() {
         fn span<'a>(s: &'a str, k: &str) -> Option<&'a str> {
-            last_member(s.as_bytes(), k).map(|v| &s[v.start..v.end])
+            last_member(s.as_bytes(), &quoted_finder(k).unwrap()).map(|v| &s[v.start..v.end])
         }
         assert_eq!(span(r#"{"a":1,"anomaly":{"verdict":"normal"}}"#, "anomaly"), Some(r#"{"verdict":"normal"}"#));
         assert_eq!(span(r#"{"a":1,"anomaly" : 5 } "#, "anomaly"), Some("5"));
@@ -690,7 +700,7 @@ mod tests {
         assert_eq!(span(r#"{"t":"anomaly","b":2}"#, "anomaly"), None, "a value");
         assert_eq!(span(r#"{"anomaly":1,"t":"anomaly"}"#, "anomaly"), None);
         assert_eq!(span(r#"{"x\"anomaly":1}"#, "anomaly"), None, "inside an escaped key");
-        // Whatever the answer from the end, the condition's result is the skim's.
+        // Whatever the last-member lookup answers, the condition's result is the skim's.
         assert!(holds("anomaly == 1", r#"{"anomaly":1,"b":2}"#));
         assert!(holds("b == 2", r#"{"anomaly":1,"b":2}"#));
     }
