@@ -20,6 +20,9 @@ scripts/build-wasm.sh
 step "Rust: cargo test --release (plugin, host)"
 cargo test --release --workspace
 
+step "Fuzzing: a short pass over every target (scripts/fuzz.sh 600 is the long one)"
+scripts/fuzz.sh 5
+
 step "Python: pytest"
 .venv/bin/python -m pytest -q
 

@@ -127,6 +127,20 @@ pub fn scan_object(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, J
     scan_scalar(s, member)
 }
 
+/// Whether the fast path and the byte-at-a-time parser agree on `s` (same verdict; for a valid
+/// record, the same object and members): `Err` describes the disagreement. The fuzzer's and
+/// the tests' differential check.
+pub fn check_fast_path(s: &[u8]) -> Result<(), String> {
+    let mut fast = Vec::new();
+    let mut slow = Vec::new();
+    let f = scan_object(s, |m| fast.push(m)).map(|o| (o, fast));
+    let r = scan_scalar(s, |m| slow.push(m)).map(|o| (o, slow));
+    if f != r {
+        return Err(format!("scan_object {f:?}, the scalar parser {r:?}"));
+    }
+    Ok(())
+}
+
 /// [`scan_object`] a byte at a time: the reference, the error reporter, and the parser of
 /// what the fast path leaves (nesting, escapes, long records).
 fn scan_scalar(s: &[u8], mut member: impl FnMut(Member)) -> Result<Object, JsonError> {
@@ -405,8 +419,9 @@ fn plain_run(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Unescape the inside of a validated JSON string into `out` (cleared first). Lone
-/// surrogates become U+FFFD.
+/// Unescape the inside of a JSON string into `out` (cleared first). Lone surrogates become
+/// U+FFFD. Meant for validated strings, but total: on bytes that were not validated (the
+/// host's conditions skim records), a bad or cut escape becomes U+FFFD, never a panic.
 pub fn unescape(inner: &[u8], out: &mut String) {
     out.clear();
     let mut i = 0;
@@ -418,7 +433,10 @@ pub fn unescape(inner: &[u8], out: &mut String) {
             i = run_end;
             continue;
         }
-        let e = inner[i + 1];
+        let Some(&e) = inner.get(i + 1) else {
+            out.push('\u{FFFD}');
+            break;
+        };
         i += 2;
         let ch = match e {
             b'"' => '"',
@@ -429,10 +447,10 @@ pub fn unescape(inner: &[u8], out: &mut String) {
             b'n' => '\n',
             b'r' => '\r',
             b't' => '\t',
-            _ => {
+            b'u' if inner.len() >= i + 4 => {
                 let hi = hex4(&inner[i..i + 4]);
                 i += 4;
-                if (0xD800..0xDC00).contains(&hi) && inner[i..].starts_with(b"\\u") {
+                if (0xD800..0xDC00).contains(&hi) && inner[i..].starts_with(b"\\u") && inner.len() >= i + 6 {
                     let lo = hex4(&inner[i + 2..i + 6]);
                     if (0xDC00..0xE000).contains(&lo) {
                         i += 6;
@@ -443,6 +461,7 @@ pub fn unescape(inner: &[u8], out: &mut String) {
                 }
                 char::from_u32(hi).unwrap_or('\u{FFFD}')
             }
+            _ => '\u{FFFD}',
         };
         out.push(ch);
     }
@@ -557,6 +576,16 @@ mod tests {
         let mut s = String::new();
         unescape(br#"a\"b\\c\u00e9\ud83d\ude00\n\ud800x"#, &mut s);
         assert_eq!(s, "a\"b\\c\u{e9}\u{1F600}\n\u{FFFD}x");
+        // Bytes nobody validated (found by `flowtag-fuzz`): bad and cut escapes, no panic.
+        for (raw, want) in [
+            (&br"pro\o"[..], "pro\u{FFFD}"),
+            (br"x\", "x\u{FFFD}"),
+            (br"\u12", "\u{FFFD}12"),
+            (br"\ud800\u", "\u{FFFD}\u{FFFD}"),
+        ] {
+            unescape(raw, &mut s);
+            assert_eq!(s, want, "{:?}", String::from_utf8_lossy(raw));
+        }
         let mut out = Vec::new();
         write_string(&mut out, "q\"\\\n\u{1}é");
         assert_eq!(String::from_utf8(out).unwrap(), r#""q\"\\\n\u0001é""#);

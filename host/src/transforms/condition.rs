@@ -714,6 +714,12 @@ mod tests {
             c.eval(&record[..end], &mut scratch);
         }
         assert!(c.eval(record, &mut scratch));
+        // Keys with escapes that are not JSON (found by `flowtag-fuzz`): read, not a panic.
+        let c: Condition = r#"proto in ["tcp", "udp"] && !exists(x)"#.parse().unwrap();
+        for record in [&br#"{"pro\o": "udp", "proto": "tcp"}"#[..], br#"{"\dur": 0.39,"proto":"udp"}"#, br#"{"a\"#] {
+            c.eval(record, &mut scratch);
+        }
+        assert!(c.eval(br#"{"pro\o": "udp", "proto": "tcp"}"#, &mut scratch));
     }
 
     #[test]
