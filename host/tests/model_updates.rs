@@ -218,6 +218,18 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     assert!(serving(&ft, "2") && !serving(&ft, "1"));
     assert!(ft.log().contains("older than the live unsw-portable@2"), "{}", ft.log());
 
+    // A newer v4 without canary rows: the node cannot check it, refused.
+    let v4 = bundle_version(&dir.path().join("v4"), "4", false);
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(v4.join("manifest.json")).unwrap()).unwrap();
+    doc["canaries"] = serde_json::json!([]);
+    std::fs::write(v4.join("manifest.json"), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    for f in ["model.onnx", "manifest.json"] {
+        std::fs::copy(v4.join(f), push.join(f)).unwrap();
+    }
+    wait_until(Duration::from_secs(10), "v4 to be refused", || reloads(&ft, "refused") >= 3.0);
+    assert!(serving(&ft, "2") && !serving(&ft, "4"));
+    assert!(ft.log().contains("unsw-portable@4 has no canary rows"), "{}", ft.log());
+
     // Restart without the source: the kept v2 serves, not the configured v1.
     assert!(ft.terminate().success());
     std::fs::remove_dir_all(&push).unwrap();

@@ -50,6 +50,10 @@ pub struct UpdatesConfig {
     pub timeout: Dur,
     pub public_key: Option<PathBuf>,
     pub pin: Option<String>,
+    /// Take bundles without canary rows (which a node cannot check before serving them);
+    /// refused by default.
+    #[serde(default)]
+    pub allow_without_canaries: bool,
     #[serde(default)]
     pub tls: TlsConfig,
 }

@@ -357,6 +357,7 @@ impl Updater {
         let fingerprint = candidate.fingerprint.clone();
         let origin = candidate.origin.clone();
         let (key, loader, pin) = (self.key.clone(), self.loader.clone(), self.cfg.pin.clone());
+        let allow_without_canaries = self.cfg.allow_without_canaries;
         let live = self.live.clone();
         let rolled_back = self.store.rolled_back();
         let component = self.id.clone();
@@ -385,6 +386,14 @@ impl Updater {
                     "{} is older than the live {} (a downgrade; pin its version or roll back to take it)",
                     bundle.id(),
                     live.id()
+                ));
+            }
+            // Canaries are how a node checks a pushed model before it serves: a push without
+            // them would go live unchecked.
+            if bundle.manifest.canaries.is_empty() && !allow_without_canaries {
+                return Outcome::Refused(format!(
+                    "{} has no canary rows, so this node cannot check it (set allow_without_canaries = true to take such bundles)",
+                    bundle.id()
                 ));
             }
             match check(&bundle, key.as_ref()).and_then(|_| loader.load(&bundle)) {
