@@ -25,6 +25,9 @@ use crate::transforms::anomaly::model::Controls;
 
 /// Serve the API on `address` until `shutdown`; `models` are the tag transforms' controls (the
 /// pipeline registers them as it starts).
+/// Connections the API serves at once.
+const API_CONNECTIONS: usize = 64;
+
 pub async fn start(
     cfg: &ApiConfig,
     health: Health,
@@ -36,7 +39,9 @@ pub async fn start(
     let listener =
         TcpListener::bind(address).await.map_err(|e| format!("api.address: cannot listen on {address}: {e}"))?;
     tracing::info!(%address, "API listening (/metrics, /health, /ready)");
-    Ok(tokio::spawn(http_server::serve(listener, None, shutdown, move |req| {
+    // Prometheus and a few operators: a small limit; no idle timeout, since `GET /tap` streams
+    // to a client that sends nothing more.
+    Ok(tokio::spawn(http_server::serve(listener, None, API_CONNECTIONS, None, shutdown, move |req| {
         let health = health.clone();
         let models = models.clone();
         let token = token.clone();

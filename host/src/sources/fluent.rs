@@ -36,6 +36,7 @@ use super::SourceContext;
 use crate::config::duration::Dur;
 use crate::event::{BatchAck, Event, Notifier};
 use crate::fluent_forward as forward;
+use crate::net::server::Connections;
 use crate::net::tls::{ServerTlsConfig, Stream};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +60,9 @@ pub struct FluentConfig {
     /// is kept in the record.
     #[serde(default = "default_metadata_key")]
     pub metadata_key: String,
+    /// How many connections at once, and how long one may stay silent.
+    #[serde(default)]
+    pub connections: Connections,
 }
 
 fn default_metadata_key() -> String {
@@ -75,6 +79,10 @@ fn default_ack_timeout() -> Dur {
 impl crate::component::ComponentConfig for FluentConfig {
     const TYPE: &'static str = "fluent";
     const DEAD_LETTER: bool = true;
+
+    fn check(&self, id: &str) -> Result<(), String> {
+        self.connections.check(&format!("sources.{id}.connections"))
+    }
 }
 
 impl super::SourceType for FluentConfig {
@@ -86,7 +94,7 @@ impl super::SourceType for FluentConfig {
 pub async fn spawn(cfg: FluentConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let (address, tls) = (cfg.address, cfg.tls.clone());
     let batches = Arc::new(AtomicU64::new(0));
-    super::listen(ctx, address, tls.as_ref(), "fluent forward source", move |stream, peer, ctx| {
+    super::listen(ctx, address, tls.as_ref(), cfg.connections, "fluent forward source", move |stream, peer, ctx| {
         let (cfg, batches) = (cfg.clone(), batches.clone());
         async move {
             if let Err(e) = connection(stream, &cfg, &ctx, &batches).await {

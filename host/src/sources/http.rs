@@ -38,7 +38,7 @@ use crate::config::yes;
 use crate::decode::{Decoder, Decoding};
 use crate::event::{BatchAck, Event, Notifier};
 use crate::net::same_secret;
-use crate::net::server::{self as http_server, Body};
+use crate::net::server::{self as http_server, Body, Connections};
 use crate::net::tls::ServerTlsConfig;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +60,9 @@ pub struct HttpConfig {
     pub tls: Option<ServerTlsConfig>,
     /// Require credentials: a bearer token or a user and password.
     pub auth: Option<AuthConfig>,
+    /// How many connections at once, and how long one may stay silent.
+    #[serde(default)]
+    pub connections: Connections,
 }
 
 /// Credentials a sender must present. Secrets come from the environment (`${VAR}`) or files
@@ -131,7 +134,7 @@ impl crate::component::ComponentConfig for HttpConfig {
         if let Some(auth) = &self.auth {
             auth.check(&format!("sources.{id}.auth"))?;
         }
-        Ok(())
+        self.connections.check(&format!("sources.{id}.connections"))
     }
 }
 
@@ -145,8 +148,10 @@ pub async fn spawn(cfg: HttpConfig, ctx: SourceContext) -> Result<tokio::task::J
     let (listener, tls) =
         super::bind(&ctx, cfg.address, cfg.tls.as_ref(), &format!("http source ({})", cfg.path)).await?;
     let shutdown = ctx.shutdown.clone();
+    let connections = cfg.connections;
     let state = Arc::new((cfg, ctx, std::sync::atomic::AtomicU64::new(0)));
-    Ok(tokio::spawn(http_server::serve(listener, tls, shutdown, move |req| {
+    let (limit, idle) = (connections.limit, Some(connections.idle_timeout.0));
+    Ok(tokio::spawn(http_server::serve(listener, tls, limit, idle, shutdown, move |req| {
         let state = state.clone();
         async move { handle(req, &state.0, &state.1, &state.2).await }
     })))

@@ -166,6 +166,7 @@ pub async fn listen<H, F>(
     ctx: SourceContext,
     address: std::net::SocketAddr,
     tls: Option<&crate::net::tls::ServerTlsConfig>,
+    connections: crate::net::server::Connections,
     what: &str,
     handler: H,
 ) -> Result<tokio::task::JoinHandle<()>, String>
@@ -179,6 +180,8 @@ where
     Ok(tokio::spawn(crate::net::server::accept(
         listener,
         tls,
+        connections.limit,
+        Some(connections.idle_timeout.0),
         ctx.shutdown.clone(),
         move |_| counted.metrics.error("tls", 1),
         move |stream, peer| handler(stream, peer, ctx.clone()),

@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{decode_lines, SourceContext};
 use crate::decode::{Decoder, Decoding};
+use crate::net::server::Connections;
 use crate::net::tls::ServerTlsConfig;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -33,6 +34,9 @@ pub struct TcpConfig {
     /// Accept TLS connections only, with this certificate (and optionally require client
     /// certificates signed by `client_ca_file`).
     pub tls: Option<ServerTlsConfig>,
+    /// How many connections at once, and how long one may stay silent.
+    #[serde(default)]
+    pub connections: Connections,
 }
 
 fn default_max_line_bytes() -> usize {
@@ -42,6 +46,10 @@ fn default_max_line_bytes() -> usize {
 impl crate::component::ComponentConfig for TcpConfig {
     const TYPE: &'static str = "tcp";
     const DEAD_LETTER: bool = true;
+
+    fn check(&self, id: &str) -> Result<(), String> {
+        self.connections.check(&format!("sources.{id}.connections"))
+    }
 }
 
 impl super::SourceType for TcpConfig {
@@ -52,7 +60,7 @@ impl super::SourceType for TcpConfig {
 
 pub async fn spawn(cfg: TcpConfig, ctx: SourceContext) -> Result<tokio::task::JoinHandle<()>, String> {
     let (address, tls) = (cfg.address, cfg.tls.clone());
-    super::listen(ctx, address, tls.as_ref(), "tcp source", move |stream, peer, ctx| {
+    super::listen(ctx, address, tls.as_ref(), cfg.connections, "tcp source", move |stream, peer, ctx| {
         let cfg = cfg.clone();
         async move { connection(stream, peer, cfg, &ctx).await }
     })
