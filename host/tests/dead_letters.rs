@@ -63,10 +63,6 @@ fn seqs(values: &[Value]) -> BTreeSet<i64> {
     values.iter().filter_map(|v| v["seq"].as_i64()).collect()
 }
 
-fn sent(ft: &Flowtag, id: &str) -> f64 {
-    ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", id)])
-}
-
 #[test]
 fn each_cause_reaches_the_dead_letter_sink_with_its_reason_and_nothing_else_goes_there() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,9 +84,9 @@ fn each_cause_reaches_the_dead_letter_sink_with_its_reason_and_nothing_else_goes
     );
     let ft = Flowtag::start(dir.path(), &cfg, api);
     let letters = garbage.len() + unscored.len() + refused.len();
-    wait_until(Duration::from_secs(60), "every dead letter delivered", || sent(&ft, "dead") >= letters as f64);
+    wait_until(Duration::from_secs(60), "every dead letter delivered", || ft.sent("dead") >= letters as f64);
     wait_until(Duration::from_secs(60), "everything archived", || {
-        sent(&ft, "archive") >= (good.len() + refused.len()) as f64
+        ft.sent("archive") >= (good.len() + refused.len()) as f64
     });
     let m = ft.metrics();
     let dead_count = |id: &str, cause: &str| {

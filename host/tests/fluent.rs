@@ -264,9 +264,7 @@ batch.max_events = 400
         model = fixture_bundle("iforest").display()
     );
     let ft = Flowtag::start(dir.path(), &cfg, api);
-    wait_until(Duration::from_secs(30), "1500 confirmed", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "aggregator")]) >= 1500.0
-    });
+    wait_until(Duration::from_secs(30), "1500 confirmed", || ft.sent("aggregator") >= 1500.0);
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 1500);
     assert!(got.iter().all(|(tag, _)| tag == "flowtag.flows"));

@@ -42,10 +42,6 @@ fn seqs(dir: &Path, sink: &str) -> Vec<i64> {
     read_jsonl(&dir.join(format!("{sink}.jsonl"))).iter().map(|v| v["seq"].as_i64().unwrap()).collect()
 }
 
-fn confirmed(ft: &Flowtag, sink: &str) -> f64 {
-    ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", sink)])
-}
-
 #[test]
 fn routes_send_each_record_where_its_condition_says_and_the_checkpoint_moves_past_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,9 +58,9 @@ fn routes_send_each_record_where_its_condition_says_and_the_checkpoint_moves_pas
         archive = file_sink("archive", "flows", dir.path()),
     );
     let ft = Flowtag::start(dir.path(), &cfg, api);
-    wait_until(Duration::from_secs(30), "3000 archived", || confirmed(&ft, "archive") >= 3000.0);
+    wait_until(Duration::from_secs(30), "3000 archived", || ft.sent("archive") >= 3000.0);
     wait_until(Duration::from_secs(30), "3000 routed", || {
-        ["tcp", "big_udp", "rest"].iter().map(|s| confirmed(&ft, s)).sum::<f64>() >= 3000.0
+        ["tcp", "big_udp", "rest"].iter().map(|s| ft.sent(s)).sum::<f64>() >= 3000.0
     });
     // `flowtag top` shows each component with its counts.
     let top = std::process::Command::new(flowtag())

@@ -177,9 +177,7 @@ fn start_failing(dir: &std::path::Path, cfg: &str, api: u16) -> Flowtag {
 
 /// Wait until the `siem` sink has confirmed `n` events.
 fn wait_confirmed(ft: &Flowtag, n: f64) {
-    wait_until(Duration::from_secs(60), &format!("{n} events confirmed"), || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= n
-    });
+    wait_until(Duration::from_secs(60), &format!("{n} events confirmed"), || ft.sent("siem") >= n);
 }
 
 fn setup(n: usize) -> (tempfile::TempDir, String) {
@@ -297,16 +295,10 @@ fn a_wrong_token_holds_events_and_an_unacknowledged_request_is_sent_again() {
     let cfg = config(dir.path(), api, &input, peer.port, "acknowledgements.timeout = \"1s\"");
     let ft = start(dir.path(), &cfg, api);
     wait_until(Duration::from_secs(30), "a resend", || state.lock().unwrap().events.len() >= 600);
-    assert_eq!(
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]),
-        0.0,
-        "not confirmed without an ack"
-    );
+    assert_eq!(ft.sent("siem"), 0.0, "not confirmed without an ack");
     // Splunk catches up: the events are confirmed.
     state.lock().unwrap().never_ack = false;
-    wait_until(Duration::from_secs(30), "confirmation", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 300.0
-    });
+    wait_until(Duration::from_secs(30), "confirmation", || ft.sent("siem") >= 300.0);
     assert!(ft.terminate().success());
 }
 
@@ -384,7 +376,7 @@ fn certificates_are_verified_by_default_trusted_with_ca_file_and_unchecked_only_
         ft.metrics().sum("flowtag_sink_retries_total", &[("component_id", "siem")]) >= 2.0
     });
     assert_eq!(state.lock().unwrap().events.len(), 0, "events reached an unverified endpoint");
-    assert_eq!(ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]), 0.0);
+    assert_eq!(ft.sent("siem"), 0.0);
     let log = ft.log();
     assert!(log.contains("UnknownIssuer") || log.contains("invalid peer certificate"), "the cause is named: {log}");
     assert!(!log.contains(TOKEN), "the token is in the log");
@@ -450,9 +442,7 @@ fn a_rotated_token_file_is_read_again_and_no_secret_reaches_the_log() {
         common::http_get(api, "/ready").is_some_and(|(status, body)| status == 503 && body.contains("siem"))
     });
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    wait_until(Duration::from_secs(30), "delivery with the rotated token", || {
-        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "siem")]) >= 100.0
-    });
+    wait_until(Duration::from_secs(30), "delivery with the rotated token", || ft.sent("siem") >= 100.0);
     assert_eq!(common::http_get(api, "/ready").unwrap().0, 200, "ready again once it delivers");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ft.log().contains("alert delivery failed") {

@@ -125,6 +125,11 @@ impl Flowtag {
         Metrics::parse(&http_get(self.api, "/metrics").expect("metrics").1)
     }
 
+    /// `flowtag_component_sent_events_total` of a component (for a sink: what it delivered).
+    pub fn sent(&self, component: &str) -> f64 {
+        self.metrics().sum("flowtag_component_sent_events_total", &[("component_id", component)])
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
