@@ -336,3 +336,24 @@ fn long_records_that_straddle_reads_come_out_exactly_once() {
     assert!(!ft.log().contains("truncated"), "no false truncation");
     assert!(ft.terminate().success());
 }
+
+#[test]
+fn a_blackhole_counts_and_confirms_everything_so_the_checkpoint_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, _) = records(5_000, 0);
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/flows.jsonl"), &text).unwrap();
+    let input = dir.path().join("in/*.jsonl").display().to_string();
+    let sink = "[sinks.nowhere]\ntype = \"blackhole\"\ninputs = [\"tag\"]\n";
+    let api = free_port();
+    let ft = Flowtag::start(dir.path(), &config(dir.path(), api, &input, sink), api);
+    wait_until(Duration::from_secs(30), "5000 records taken", || ft.sent("nowhere") >= 5_000.0);
+    assert_eq!(ft.sent("nowhere"), 5_000.0);
+    assert!(ft.terminate().success());
+    // Everything was confirmed: after a restart nothing is read again.
+    let api = free_port();
+    let ft = Flowtag::start(dir.path(), &config(dir.path(), api, &input, sink), api);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(ft.sent("nowhere"), 0.0, "records read again after the restart");
+    assert!(ft.terminate().success());
+}

@@ -3,6 +3,7 @@
 //! | type | delivers to | confirms after |
 //! |---|---|---|
 //! | `console` | standard output | written and flushed |
+//! | `blackhole` | nowhere: counts and drops (for benchmarks) | at once |
 //! | `file` | a file, JSON lines | written and flushed (optionally fsynced) |
 //! | `http` | any HTTP endpoint, JSON lines (gzip optional) | a 2xx answer |
 //! | `splunk_hec` | Splunk HTTP Event Collector | HEC success, and with indexer acknowledgements the ack |
@@ -22,6 +23,7 @@
 //! A sink type is one file: its config (implementing [`SinkType`]) and its [`Service`]; the list
 //! below names it once.
 
+pub mod blackhole;
 pub mod console;
 pub mod driver;
 pub mod file;
@@ -42,6 +44,7 @@ crate::component_types! {
     /// `[sinks.ID]`
     pub enum SinkConfig: SinkType {
         Console(console::ConsoleConfig),
+        Blackhole(blackhole::BlackholeConfig),
         File(file::FileSinkConfig),
         Http(http::HttpSinkConfig),
         SplunkHec(splunk_hec::HecConfig),
