@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `json` | the plugin's JSON scanner | the SIMD fast path and the byte-at-a-time parser agree (verdict, object, members) |
 //! | `decode` | the `json`, `csv`, `unsw`, `cicflowmeter`, `zeek` decoders | every line gives at most one record, and every record (malformed ones too) is a JSON object |
-//! | `forward` | Fluent forward messages (msgpack) to JSON records | no panic; every record written is a JSON object |
+//! | `forward` | Fluent forward messages (msgpack) to JSON records | `value_len` measures what rmpv reads; every record written is a JSON object |
 //! | `msgpack` | JSON records to msgpack, for the `fluent` sink | what it writes is one msgpack value, read back whole |
 //! | `condition` | the condition language, parsed and evaluated | no panic |
 //! | `filter` | the tag filter, native, over a batch of records (one per line) | one tagged JSON object and one result per record, whatever the record |
@@ -406,7 +406,27 @@ fn check_decode(input: &[u8]) -> Result<(), String> {
 fn check_forward(input: &[u8]) -> Result<(), String> {
     let mut cursor = Cursor::new(input);
     while (cursor.position() as usize) < input.len() {
-        let Ok(value) = rmpv::decode::read_value(&mut cursor) else { return Ok(()) };
+        let at = cursor.position() as usize;
+        let measured = forward::value_len(&input[at..]);
+        let read = rmpv::decode::read_value(&mut cursor);
+        // The source measures a message before rmpv reads it: they must agree on its length.
+        match (&read, measured) {
+            (Ok(_), Ok(Some(n))) if n == cursor.position() as usize - at => {}
+            (Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e)), Ok(None))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            (Err(rmpv::decode::Error::DepthLimitExceeded), _) => {}
+            (Err(_), Err(_)) => {}
+            // rmpv reads the reserved byte 0xc1 as nil; the source refuses it, as the spec says
+            // it is never used.
+            (Ok(_), Err(e)) if e.contains("0xc1") => {}
+            (read, measured) => {
+                return Err(format!(
+                    "rmpv read {read:?} up to {}, value_len says {measured:?}",
+                    cursor.position() as usize - at
+                ))
+            }
+        }
+        let Ok(value) = read else { return Ok(()) };
         let Ok(message) = forward::parse(value) else { continue };
         for entry in &message.entries {
             let mut out = Vec::new();

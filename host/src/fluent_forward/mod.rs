@@ -34,6 +34,113 @@ pub struct Entry {
     pub record: Value,
 }
 
+/// How many bytes the first msgpack value of `buf` takes (see [`Measure`]).
+pub fn value_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    Measure::default().measure(buf)
+}
+
+/// A walk over the first msgpack value of a growing buffer, by its markers and lengths, without
+/// building it. It stops where the bytes end and goes on from there when more have arrived, so
+/// a reader that measures after every read walks each byte once, and decodes the value once,
+/// when it is whole. Iterative (no recursion, whatever the nesting); a `bin` or `str` is
+/// skipped by its length.
+#[derive(Debug, Default)]
+pub struct Measure {
+    /// Where the walk stopped.
+    at: usize,
+    /// Values still to walk from there (0 before the walk starts).
+    left: u64,
+}
+
+impl Measure {
+    /// `Ok(Some(len))` when the value is whole in `buf` (the walk starts over for the next
+    /// one), `Ok(None)` when `buf` ends before it does, `Err` on a byte that is no msgpack
+    /// marker. `buf` must start with the bytes it had at the previous call.
+    pub fn measure(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+        if self.left == 0 {
+            *self = Measure { at: 0, left: 1 };
+        }
+        let (mut at, mut left) = (self.at, self.left);
+        let r = walk(buf, &mut at, &mut left);
+        match r {
+            Ok(Some(_)) | Err(_) => *self = Measure::default(),
+            Ok(None) => *self = Measure { at, left },
+        }
+        r
+    }
+}
+
+/// The walk of [`Measure`]: from `at` with `left` values to go; on `Ok(None)`, `at` and `left`
+/// are where to go on from (the start of the value that was cut).
+fn walk(buf: &[u8], at_: &mut usize, left_: &mut u64) -> Result<Option<usize>, String> {
+    let be = |b: &[u8]| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
+    let (mut at, mut left) = (*at_, *left_);
+    while left > 0 {
+        // Each value is walked whole or not at all: cut, the walk resumes at its start.
+        *at_ = at;
+        *left_ = left;
+        let Some(&m) = buf.get(at) else { return Ok(None) };
+        left -= 1;
+        // (bytes of length field, then: payload bytes fixed, or items to add)
+        let (head, skip, items): (usize, Option<usize>, u64) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, Some(0), 0),
+            0x80..=0x8f => (0, Some(0), 2 * u64::from(m & 0x0f)),
+            0x90..=0x9f => (0, Some(0), u64::from(m & 0x0f)),
+            0xa0..=0xbf => (0, Some(usize::from(m & 0x1f)), 0),
+            0xc4 | 0xd9 => (1, None, 0),
+            0xc5 | 0xda => (2, None, 0),
+            0xc6 | 0xdb => (4, None, 0),
+            // ext 8/16/32: length, then a type byte.
+            0xc7 => (1, None, 1),
+            0xc8 => (2, None, 1),
+            0xc9 => (4, None, 1),
+            0xca => (0, Some(4), 0),
+            0xcb => (0, Some(8), 0),
+            0xcc | 0xd0 => (0, Some(1), 0),
+            0xcd | 0xd1 => (0, Some(2), 0),
+            0xce | 0xd2 => (0, Some(4), 0),
+            0xcf | 0xd3 => (0, Some(8), 0),
+            // fixext 1/2/4/8/16: a type byte and the data.
+            0xd4 => (0, Some(2), 0),
+            0xd5 => (0, Some(3), 0),
+            0xd6 => (0, Some(5), 0),
+            0xd7 => (0, Some(9), 0),
+            0xd8 => (0, Some(17), 0),
+            // array 16/32, map 16/32: counted below.
+            0xdc => (2, Some(0), 0),
+            0xdd => (4, Some(0), 0),
+            0xde => (2, Some(0), 0),
+            0xdf => (4, Some(0), 0),
+            0xc1 => return Err(format!("byte 0x{m:02x} at {at} is not a msgpack marker")),
+        };
+        at += 1;
+        let Some(field) = buf.get(at..at + head) else { return Ok(None) };
+        let n = be(field);
+        at += head;
+        let payload = match (m, skip) {
+            (0xdc | 0xdd, _) => {
+                left += n as u64;
+                0
+            }
+            (0xde | 0xdf, _) => {
+                left += 2 * n as u64;
+                0
+            }
+            (_, Some(fixed)) => {
+                left += items;
+                fixed
+            }
+            // bin, str, ext: the length field says; an ext has its type byte too.
+            (_, None) => n + items as usize,
+        };
+        at = at.checked_add(payload).ok_or("a length past the end of memory")?;
+        if at > buf.len() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(at))
+}
+
 /// `[time, record]` or `[[time, metadata], record]`.
 fn entry(v: Value) -> Result<Entry, String> {
     let Value::Array(mut a) = v else { return Err("an entry is not [time, record]".into()) };
@@ -201,6 +308,62 @@ fn value_to_json(v: &Value, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn value_len_measures_what_rmpv_reads_and_says_when_more_is_needed() {
+        use rmpv::Value as V;
+        let values = [
+            V::from(1),
+            V::from(-100_000),
+            V::from(u64::MAX),
+            V::from(1.5f32),
+            V::from(2.5),
+            V::Nil,
+            V::from(true),
+            V::from("x".repeat(40)),
+            V::from("y".repeat(300)),
+            V::from("z".repeat(70_000)),
+            V::Binary(vec![7; 300]),
+            V::Ext(0, vec![1, 2, 3, 4, 5, 6, 7, 8]),
+            V::Ext(5, vec![1, 2, 3]),
+            V::Ext(9, vec![0; 20]),
+            V::Array((0..20).map(V::from).collect()),
+            V::Map((0..20).map(|i| (V::from(i), V::from(vec![V::Nil]))).collect()),
+            V::Array(vec![
+                V::from("tag"),
+                V::Array(vec![V::Array(vec![V::from(1), V::Map(vec![(V::from("a"), V::from(1))])])]),
+            ]),
+        ];
+        for v in &values {
+            let mut b = Vec::new();
+            rmpv::encode::write_value(&mut b, v).unwrap();
+            assert_eq!(value_len(&b), Ok(Some(b.len())), "{v:?}");
+            for cut in 0..b.len() {
+                assert_eq!(value_len(&b[..cut]), Ok(None), "{v:?} cut at {cut}");
+            }
+            b.extend_from_slice(b"\x93trailing");
+            assert_eq!(value_len(&b), Ok(Some(b.len() - 9)));
+        }
+        assert!(value_len(b"\xc1").is_err());
+        // Measured as the bytes arrive, a few at a time: the same answer, each byte walked once.
+        let mut b = Vec::new();
+        rmpv::encode::write_value(&mut b, &values[16]).unwrap();
+        rmpv::encode::write_value(&mut b, &values[15]).unwrap();
+        let first = value_len(&b).unwrap().unwrap();
+        let mut m = Measure::default();
+        let mut got = None;
+        for end in 1..=b.len() {
+            if let Some(n) = m.measure(&b[..end]).unwrap() {
+                got = Some((end, n));
+                break;
+            }
+        }
+        assert_eq!(got, Some((first, first)));
+        assert_eq!(m.measure(&b[first..]).unwrap(), Some(b.len() - first), "the next value starts afresh");
+        // A header that claims more than there is: not whole yet, and nothing reserved.
+        assert_eq!(value_len(b"\xdd\xff\xff\xff\xff\x01"), Ok(None));
+        assert_eq!(value_len(b"\xc6\xff\xff\xff\xff"), Ok(None));
+    }
+
     use super::*;
 
     fn mp(v: &Value) -> Vec<u8> {

@@ -120,22 +120,22 @@ async fn connection(
     if let Some(nonce) = &nonce {
         stream.write_all(&forward::handshake::helo(nonce)).await.map_err(|e| e.to_string())?;
     }
+    // How much of the message at the front of `buf` has arrived: measured as bytes come in,
+    // each byte walked once, and the message decoded once, when it is whole.
+    let mut measure = forward::Measure::default();
     loop {
         // Handle every complete message in the buffer.
+        let mut start = 0;
         loop {
-            let mut cursor = std::io::Cursor::new(&buf[..]);
-            let value = match rmpv::decode::read_value(&mut cursor) {
-                Ok(v) => v,
+            let len = match measure.measure(&buf[start..]) {
+                Ok(Some(len)) => len,
                 // The rest of the message has not arrived yet.
-                Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e))
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-                {
-                    break
-                }
+                Ok(None) => break,
                 Err(e) => return Err(format!("not msgpack: {e}")),
             };
-            let used = cursor.position() as usize;
-            buf.drain(..used);
+            let value =
+                rmpv::decode::read_value(&mut &buf[start..start + len]).map_err(|e| format!("not msgpack: {e}"))?;
+            start += len;
             if !authenticated {
                 let (nonce, key) = (nonce.as_ref().expect("set with the key"), cfg.shared_key.as_deref().unwrap_or(""));
                 match forward::handshake::check_ping(&value, nonce, key) {
@@ -156,6 +156,7 @@ async fn connection(
             let message = forward::parse(value)?;
             handle(message, &mut stream, cfg, ctx, batches).await?;
         }
+        buf.drain(..start);
         if buf.len() > cfg.max_message_bytes {
             return Err(format!("message larger than max_message_bytes ({})", cfg.max_message_bytes));
         }
