@@ -1,0 +1,278 @@
+"""The fault suite: flowtag under faults, with every event counted in and out, and memory
+sampled. One command, figures printed (like the benchmarks; nothing here is a pass/fail test,
+though a lost event is reported as LOST and makes the exit status 1).
+
+    .venv/bin/python bench/fault_suite.py [--only connections,kill9,outage] [--outage 60]
+
+- connections: 10,000 short-lived connections to each of the tcp, http and fluent sources (one
+  record each), flowtag's RSS before and after.
+- kill9: a file written at about 20,000 records/s, flowtag (file -> http sink into a peer that
+  records every seq) killed with SIGKILL at 5 random moments and restarted; at the end every
+  seq must have reached the peer. Duplicates are counted.
+- outage: the same pipeline with the peer answering 503 for --outage seconds while the file
+  keeps growing; flowtag's peak RSS sampled every 0.2 s, then every seq counted after it is back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit.flowtag import file_source_head, free_port, http_ok, wait_until  # noqa: E402
+from testkit.metrics import scrape, total  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWTAG = ROOT / "target/release/flowtag"
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(work: Path, config: str, api: int) -> subprocess.Popen:
+    path = work / "flowtag.toml"
+    path.write_text(config)
+    log = open(work / "flowtag.log", "ab")
+    proc = subprocess.Popen([str(FLOWTAG), "run", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: proc.poll() is not None or http_ok(f"http://127.0.0.1:{api}/health"), 60, "flowtag to start")
+    assert proc.poll() is None, (work / "flowtag.log").read_text()[-3000:]
+    return proc
+
+
+def sent(api: int, component: str) -> float:
+    try:
+        return total(scrape(f"127.0.0.1:{api}"), "flowtag_component_sent_events_total", component_id=component)
+    except OSError:
+        return 0.0
+
+
+def connections(work: Path, n: int) -> list[str]:
+    api, tcp, web, fwd = free_port(), free_port(), free_port(), free_port()
+    config = f'''data_dir = "{work / 'data'}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.tcp]
+type = "tcp"
+address = "127.0.0.1:{tcp}"
+[sources.web]
+type = "http"
+address = "127.0.0.1:{web}"
+[sources.fwd]
+type = "fluent"
+address = "127.0.0.1:{fwd}"
+[sinks.nowhere]
+type = "blackhole"
+inputs = ["tcp", "web", "fwd"]
+'''
+    proc = start(work, config, api)
+    try:
+        before = rss_mib(proc.pid)
+        record = {"proto": "tcp", "dur": 0.5, "sbytes": 100}
+        line = (json.dumps(record) + "\n").encode()
+        message = msgpack.packb(["app", int(time.time()), record])
+        t0 = time.monotonic()
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", tcp)) as s:
+                s.sendall(line)
+            c = http.client.HTTPConnection("127.0.0.1", web, timeout=10)
+            c.request("POST", "/", body=line)
+            assert c.getresponse().status == 200
+            c.close()
+            with socket.create_connection(("127.0.0.1", fwd)) as s:
+                s.sendall(message)
+        took = time.monotonic() - t0
+        wait_until(lambda: sent(api, "nowhere") >= 3 * n, 60, "every record")
+        time.sleep(1)
+        after = rss_mib(proc.pid)
+        return [
+            f"| connections | {n:,} short-lived connections to each of tcp, http, fluent ({3 * n:,} in {took:.0f} s), one record each "
+            f"| {int(sent(api, 'nowhere')):,} of {3 * n:,} records delivered | RSS {before:.1f} MiB before, {after:.1f} MiB after "
+            f"({(after / before - 1):+.1%}) |"
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+class Peer:
+    """An HTTP peer that records every seq it accepts; `down` makes it answer 503."""
+
+    def __init__(self):
+        self.seqs: list[int] = []
+        self.down = False
+        self.lock = threading.Lock()
+        peer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if peer.down:
+                    self.send_response(503)
+                else:
+                    seqs = [json.loads(line)["seq"] for line in body.splitlines() if line.strip()]
+                    with peer.lock:
+                        peer.seqs.extend(seqs)
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+class Writer:
+    """Appends records with a `seq` to a file at about `rate` a second until stopped."""
+
+    def __init__(self, path: Path, rate: int):
+        self.path, self.rate, self.written = path, rate, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        pad = "x" * 200
+        with open(self.path, "a") as f:
+            while not self._stop.is_set():
+                n = self.rate // 20
+                f.write("".join(f'{{"seq":{self.written + i},"proto":"udp","pad":"{pad}"}}\n' for i in range(n)))
+                f.flush()
+                self.written += n
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.written
+
+
+def pipeline(work: Path, api: int, peer: Peer) -> str:
+    return file_source_head(work / "data", api, work / "flows.jsonl") + f'''read_from = "beginning"
+[sinks.out]
+type = "http"
+inputs = ["flows"]
+uri = "http://127.0.0.1:{peer.port}/"
+request.retry_initial_backoff = "100ms"
+request.retry_max_backoff = "500ms"
+'''
+
+
+def count(peer: Peer, written: int) -> tuple[int, int]:
+    """(lost, duplicates) of seqs 0..written."""
+    with peer.lock:
+        seqs = list(peer.seqs)
+    got = set(seqs)
+    lost = sum(1 for s in range(written) if s not in got)
+    return lost, len(seqs) - len(got)
+
+
+def kill9(work: Path, kills: int) -> list[str]:
+    peer = Peer()
+    writer = Writer(work / "flows.jsonl", 20_000)
+    rows = []
+    try:
+        for k in range(kills + 1):
+            api = free_port()
+            proc = start(work, pipeline(work, api, peer), api)
+            if k == kills:
+                written = writer.stop()
+                wait_until(lambda: count(peer, written)[0] == 0, 120, "every record after the last restart")
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                break
+            time.sleep(random.uniform(0.5, 3.0))
+            proc.kill()
+            proc.wait()
+        lost, dups = count(peer, written)
+        rows.append(
+            f"| kill9 | file -> http sink, SIGKILL at {kills} random moments, {written:,} records written at ~20 k/s "
+            f"| {'LOST ' if lost else ''}{lost} lost, {dups:,} duplicates ({dups / kills:,.0f} per crash) | |"
+        )
+    finally:
+        writer.stop()
+        peer.close()
+    return rows
+
+
+def outage(work: Path, seconds: int) -> list[str]:
+    peer = Peer()
+    writer = Writer(work / "flows.jsonl", 20_000)
+    api = free_port()
+    proc = start(work, pipeline(work, api, peer), api)
+    peak = 0.0
+    try:
+        time.sleep(2)
+        base = rss_mib(proc.pid)
+        peer.down = True
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, rss_mib(proc.pid))
+            time.sleep(0.2)
+        peer.down = False
+        written = writer.stop()
+        wait_until(lambda: count(peer, written)[0] == 0, 180, "every record after the outage")
+        lost, dups = count(peer, written)
+        return [
+            f"| outage | the http sink's peer answers 503 for {seconds} s while the file grows at ~20 k records/s ({written:,} in all) "
+            f"| {'LOST ' if lost else ''}{lost} lost, {dups:,} duplicates | RSS {base:.1f} MiB before, peak {peak:.1f} MiB during |"
+        ]
+    finally:
+        writer.stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        peer.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="connections,kill9,outage")
+    ap.add_argument("--connections", type=int, default=10_000)
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--outage", type=int, default=60)
+    a = ap.parse_args()
+    rows = []
+    for name in a.only.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            if name == "connections":
+                rows += connections(work, a.connections)
+            elif name == "kill9":
+                rows += kill9(work, a.kills)
+            elif name == "outage":
+                rows += outage(work, a.outage)
+            else:
+                sys.exit(f"unknown scenario {name}")
+    print("| fault | what | events | memory |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+    return 1 if any("LOST" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
