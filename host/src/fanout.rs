@@ -86,25 +86,75 @@ pub struct Output {
     taps: Vec<Tap>,
     /// The output's name as inputs name it (`ID`, `ID.NAME`), for live taps ([`crate::tap`]).
     name: Option<std::sync::Arc<str>>,
+    /// The one transform downstream, run here on the sender's thread instead of its own.
+    inline: Option<Inline>,
+}
+
+/// What a transform does with each batch, when it runs on the thread of the transform before it.
+pub type Step = Box<dyn FnMut(Events) -> Result<(), Closed> + Send>;
+
+/// A transform that runs inline: the output of the transform before it calls its step with each
+/// batch, on that transform's thread, instead of queueing the batch for a thread of its own
+/// (no hand-off; the records are still in that thread's cache). The topology runs a `route`,
+/// `filter`, `sample` or `throttle` this way when it is the only reader of another
+/// transform's output and reads nothing else. When every output holding it is dropped (the
+/// transform before has finished), the step and its outputs go too, which closes what is
+/// downstream as a thread of its own would have.
+#[derive(Clone, Default)]
+pub struct Inline(std::sync::Arc<std::sync::Mutex<Option<Step>>>);
+
+impl Inline {
+    /// The step to run (set once, when the transform starts; before any batch flows).
+    pub fn set(&self, step: Step) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
+    }
+
+    fn run(&self, events: Events) -> Result<(), Closed> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(step) => step(events),
+            None => Err(Closed),
+        }
+    }
 }
 
 impl Output {
     pub fn new(targets: Vec<Target>, taps: Vec<Tap>) -> Output {
-        Output { targets, taps, name: None }
+        Output { targets, taps, name: None, inline: None }
     }
 
     /// [`Output::new`] for the output `name`, which `GET /tap` can watch.
     pub fn named(name: &str, targets: Vec<Target>, taps: Vec<Tap>) -> Output {
-        Output { targets, taps, name: Some(name.into()) }
+        Output { targets, taps, name: Some(name.into()), inline: None }
+    }
+
+    /// The output `name` whose one reader, a transform, runs inline (see [`Inline`]).
+    pub fn inline(name: &str, inline: Inline, taps: Vec<Tap>) -> Output {
+        Output { targets: Vec::new(), taps, name: Some(name.into()), inline: Some(inline) }
     }
 
     /// Whether anything reads this output (a component or an alert).
     pub fn is_connected(&self) -> bool {
-        !self.targets.is_empty() || !self.taps.is_empty()
+        !self.targets.is_empty() || !self.taps.is_empty() || self.inline.is_some()
     }
 
-    /// Send to every target, waiting while one is full.
+    /// A transform downstream that runs here: it takes the batch (after the taps' copies).
+    fn run_inline(&self, events: Events) -> Result<Events, Result<(), Closed>> {
+        match &self.inline {
+            Some(inline) => {
+                self.tap(&events);
+                Err(inline.run(events))
+            }
+            None => Ok(events),
+        }
+    }
+
+    /// Send to every target, waiting while one is full. (Only transforms, on threads of their
+    /// own, have outputs that run a transform inline; this is for sources on the runtime.)
     pub async fn send(&self, events: Events) -> Result<(), Closed> {
+        let events = match self.run_inline(events) {
+            Ok(events) => events,
+            Err(done) => return done,
+        };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
             fan.sent(target.tx.send(batch).await.is_ok());
@@ -114,6 +164,10 @@ impl Output {
 
     /// [`Output::send`] from a thread outside the runtime.
     pub fn blocking_send(&self, events: Events) -> Result<(), Closed> {
+        let events = match self.run_inline(events) {
+            Ok(events) => events,
+            Err(done) => return done,
+        };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
             fan.sent(target.tx.blocking_send(batch).is_ok());
@@ -124,6 +178,10 @@ impl Output {
     /// [`Output::blocking_send`], calling `idle` whenever a target is full: a file source
     /// keeps recording confirmations (and moving checkpoints) while it waits for room.
     pub fn blocking_send_with(&self, events: Events, mut idle: impl FnMut()) -> Result<(), Closed> {
+        let events = match self.run_inline(events) {
+            Ok(events) => events,
+            Err(done) => return done,
+        };
         let mut fan = FanOut::start(self, events);
         while let Some((target, mut batch)) = fan.next() {
             let ok = loop {

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crate::component::Shared;
 use crate::config::Config;
-use crate::fanout::{self, DeadLetters, Inbox, Output, Tap, Target, DEAD_LETTER, INBOX_BATCHES};
+use crate::fanout::{self, DeadLetters, Inbox, Inline, Output, Tap, Target, DEAD_LETTER, INBOX_BATCHES};
 use crate::health::Health;
 use crate::metrics::{self, ComponentMetrics};
 use crate::shutdown::{Shutdown, SourcesLeft};
 use crate::sinks::SinkStart;
 use crate::sources;
 use crate::transforms::anomaly::model::Controls;
-use crate::transforms::{Port, TransformStart};
+use crate::transforms::{Port, TransformStart, STEP_TYPES};
 
 /// The running pipeline.
 pub struct Running {
@@ -101,17 +101,31 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
         taps.push(tap);
         alert_inboxes.push((id.clone(), cfg.clone(), inbox));
     }
+    let readers = |output: &str| -> Vec<&String> {
+        consumers.iter().filter(|c| config.inputs_of(c).iter().any(|i| i == output)).collect()
+    };
+    // Transforms that run on the thread of the transform before them (see `fanout::Inline`):
+    // a step type whose one input is a transform's output that nothing else reads. Sources
+    // send from the async runtime, where a step must not run. By the output they read.
+    let inline: BTreeMap<String, (String, Inline)> = config
+        .transforms
+        .iter()
+        .filter_map(|(id, cfg)| {
+            let [input] = cfg.inputs() else { return None };
+            let from = input.split_once('.').map_or(input.as_str(), |(from, _)| from);
+            let fits = STEP_TYPES.contains(&cfg.type_name())
+                && config.transforms.contains_key(from)
+                && readers(input).len() == 1;
+            fits.then(|| (input.clone(), (id.clone(), Inline::default())))
+        })
+        .collect();
     // An output as inputs name it: `ID`, or `ID.NAME` for a named one.
     let output_of = |output: &str| {
-        Output::named(
-            output,
-            consumers
-                .iter()
-                .filter(|c| config.inputs_of(c).iter().any(|i| i == output))
-                .map(|c| targets[c].clone())
-                .collect(),
-            taps.iter().filter(|t| config.inputs_of(&t.id).iter().any(|i| i == output)).cloned().collect(),
-        )
+        let taps = taps.iter().filter(|t| config.inputs_of(&t.id).iter().any(|i| i == output)).cloned().collect();
+        match inline.get(output) {
+            Some((_, step)) => Output::inline(output, step.clone(), taps),
+            None => Output::named(output, readers(output).into_iter().map(|c| targets[c].clone()).collect(), taps),
+        }
     };
     // Sinks by topology index, with their path counts.
     let indexed = |counts: BTreeMap<String, usize>| -> Vec<(usize, usize)> {
@@ -175,6 +189,7 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
             out: output_of(id),
             dead_letters: dead_letters_of(id, ComponentMetrics::new(id, "transform", cfg.type_name())),
             ports,
+            inline: inline.values().find(|(t, _)| t == id).map(|(_, step)| step.clone()),
             shared: &shared,
         };
         running.threads.push(cfg.clone().start(start)?);

@@ -268,3 +268,52 @@ fn tap_shows_the_events_leaving_an_output_and_takes_the_api_token() {
     assert!(lines.iter().all(|l| l["proto"] == "tcp" && l["seq"].as_i64().unwrap() >= 1000), "{lines:?}");
     assert!(ft.terminate().success());
 }
+
+/// A chain after the tag filter, `tag -> route -> filter`, each the only reader of the output
+/// before it: the route and the filter run on the tag filter's thread (no hand-off). Every
+/// record lands where the chain says, each is counted as received by each transform, and the
+/// checkpoint moves past the filtered ones.
+#[test]
+fn transforms_run_inline_after_the_tag_filter_deliver_and_confirm_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flows.jsonl");
+    write_flows(&input, 3000);
+    let api = free_port();
+    let cfg = format!(
+        "{head}[transforms.tag]\ntype = \"anomaly\"\ninputs = [\"flows\"]\nmodel = \"{model}\"\n\
+         [transforms.pick]\ntype = \"route\"\ninputs = [\"tag\"]\nroute.udp = 'proto == \"udp\" && exists(anomaly.verdict)'\n\
+         [transforms.tcp_only]\ntype = \"filter\"\ninputs = [\"pick._unmatched\"]\ncondition = 'proto == \"tcp\"'\n\
+         {udp}{tcp}",
+        head = file_source_head(&dir.path().join("data"), api, &input),
+        model = fixture_bundle("iforest").display(),
+        udp = file_sink("udp", "pick.udp", dir.path()),
+        tcp = file_sink("tcp", "tcp_only", dir.path()),
+    );
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    wait_until(Duration::from_secs(30), "2000 records out", || ft.sent("udp") + ft.sent("tcp") >= 2000.0);
+    // No thread of their own is running (a thread's name is at most 15 bytes here).
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", ft.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "anomaly:tag"), "{threads:?}");
+    assert!(!threads.iter().any(|t| t.starts_with("transform-")), "{threads:?}");
+    let m = ft.metrics();
+    let received = |id: &str| m.sum("flowtag_component_received_events_total", &[("component_id", id)]);
+    assert_eq!((received("pick"), received("tcp_only")), (3000.0, 2000.0));
+    assert_eq!(m.sum("flowtag_component_discarded_events_total", &[("component_id", "tcp_only")]), 1000.0);
+    assert!(ft.terminate().success());
+    let sorted = |mut v: Vec<i64>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(seqs(dir.path(), "udp")), (0..3000).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+    assert_eq!(sorted(seqs(dir.path(), "tcp")), (0..3000).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+    // Restart: nothing is read again, the icmp flows the filter dropped included.
+    let api2 = free_port();
+    let ft = Flowtag::start(dir.path(), &cfg.replace(&format!("127.0.0.1:{api}"), &format!("127.0.0.1:{api2}")), api2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ft.sent("udp") + ft.sent("tcp"), 0.0, "records read again after the restart");
+    assert!(ft.terminate().success());
+}

@@ -35,7 +35,7 @@ impl super::TransformType for FilterConfig {
         let metrics = ComponentMetrics::new(&s.id, "transform", "filter");
         let counted = metrics.clone();
         let mut scratch = Scratch::default();
-        spawn_loop(&s.id, s.inbox, metrics, move |events| {
+        spawn_loop(&s.id, s.inbox, s.inline, metrics, move |events| {
             let (keep, drop): (Vec<_>, Vec<_>) =
                 events.into_iter().partition(|e| self.condition.eval(&e.data, &mut scratch));
             port.pass(keep, drop, &counted, "filtered")

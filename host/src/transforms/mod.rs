@@ -45,17 +45,38 @@ pub struct TransformStart<'a> {
     pub dead_letters: Option<crate::fanout::DeadLetters>,
     /// Every output by name (`""` for `ID` itself), with the sinks it reaches.
     pub ports: BTreeMap<String, Port>,
+    /// Set when the transform runs on the thread of the one before it (see
+    /// [`crate::fanout::Inline`]): only types that run through [`spawn_loop`].
+    pub inline: Option<crate::fanout::Inline>,
     pub shared: &'a Shared,
 }
 
+/// The transform types that run as a step per batch ([`spawn_loop`]), which the topology may run
+/// inline on the thread of the transform before them.
+pub const STEP_TYPES: [&str; 4] = ["route", "filter", "sample", "throttle"];
+
 /// Run `step` on each batch of `inbox` on the transform's own thread until the inbox closes or
-/// everything downstream is gone; counts what came in.
+/// everything downstream is gone; counts what came in. With `inline`, the step runs on the
+/// thread of the transform before instead, and the handle returned is of a thread that has
+/// nothing to do.
 pub fn spawn_loop(
     id: &str,
     mut inbox: Inbox,
+    inline: Option<crate::fanout::Inline>,
     metrics: ComponentMetrics,
     mut step: impl FnMut(Events) -> Result<(), Closed> + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, String> {
+    if let Some(inline) = inline {
+        drop(inbox);
+        inline.set(Box::new(move |events: Events| {
+            metrics.received(events.len(), events.iter().map(|e| e.data.len()).sum());
+            step(events)
+        }));
+        return std::thread::Builder::new()
+            .name(format!("transform-{id}"))
+            .spawn(|| {})
+            .map_err(|e| format!("cannot start a thread: {e}"));
+    }
     std::thread::Builder::new()
         .name(format!("transform-{id}"))
         .spawn(move || {

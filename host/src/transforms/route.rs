@@ -69,7 +69,7 @@ impl super::TransformType for RouteConfig {
         let mut scratch = Scratch::default();
         // Which routes each record of a batch satisfies, reused.
         let mut hits: Vec<bool> = Vec::new();
-        spawn_loop(&s.id, s.inbox, metrics, move |events| {
+        spawn_loop(&s.id, s.inbox, s.inline, metrics, move |events| {
             let k = routes.len();
             hits.clear();
             for e in &events {

@@ -174,7 +174,7 @@ impl super::TransformType for SampleConfig {
         let mut keyer = Keyer::new(self.key_field.as_ref());
         let mut scratch = Scratch::default();
         let rate_text = self.rate.to_string();
-        spawn_loop(&s.id, s.inbox, metrics, move |events| {
+        spawn_loop(&s.id, s.inbox, s.inline, metrics, move |events| {
             let mut keep = Vec::with_capacity(events.len() / self.rate.max(1) as usize + 8);
             let mut drop = Vec::new();
             for e in events {

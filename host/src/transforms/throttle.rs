@@ -107,7 +107,7 @@ impl super::TransformType for ThrottleConfig {
         let mut keyer = self.key_field.as_ref().map(|f| Keyer::new(Some(f)));
         let mut budget = Budget::new(self.threshold, self.window.0, self.max_keys);
         let mut scratch = Scratch::default();
-        spawn_loop(&s.id, s.inbox, metrics, move |events| {
+        spawn_loop(&s.id, s.inbox, s.inline, metrics, move |events| {
             let now = Instant::now();
             let (mut keep, mut drop) = (Vec::with_capacity(events.len()), Vec::new());
             for e in events {
