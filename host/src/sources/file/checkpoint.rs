@@ -87,6 +87,15 @@ impl Checkpoints {
         self.files.remove(key);
     }
 
+    /// Forget the checkpoints of files that are not `open` and no longer at their recorded
+    /// path (deleted, or rotated away, perhaps while flowtag was down): over months of rotations
+    /// they would pile up. How many were forgotten.
+    pub fn prune(&mut self, open: impl Fn(&FileKey) -> bool) -> usize {
+        let before = self.files.len();
+        self.files.retain(|key, cp| open(key) || at_its_path(key, cp));
+        before - self.files.len()
+    }
+
     /// Write the document (atomically); flush it to disk if a second has passed since the last
     /// flush or `sync` is set.
     pub fn save(&mut self, sync: bool) -> std::io::Result<()> {
@@ -105,9 +114,42 @@ impl Checkpoints {
     }
 }
 
+/// Whether the file a checkpoint names is still the one at its recorded path.
+fn at_its_path(key: &FileKey, cp: &FileCheckpoint) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(&cp.path).is_ok_and(|m| FileKey { dev: m.dev(), inode: m.ino() } == *key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_of_files_gone_from_their_path_are_pruned_unless_open() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key_of = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            FileKey { dev: m.dev(), inode: m.ino() }
+        };
+        let (live, rotated) = (dir.path().join("live.log"), dir.path().join("old.log"));
+        std::fs::write(&live, "a\n").unwrap();
+        std::fs::write(&rotated, "b\n").unwrap();
+        let mut cps = Checkpoints::load(&dir.path().join("cp")).unwrap();
+        let cp = |path: &Path| FileCheckpoint { path: path.to_path_buf(), ..FileCheckpoint::default() };
+        let (k_live, k_rot) = (key_of(&live), key_of(&rotated));
+        cps.set(k_live, cp(&live));
+        // Rotated away: another name now, its recorded path gone.
+        std::fs::rename(&rotated, dir.path().join("old.log.1")).unwrap();
+        cps.set(k_rot, cp(&rotated));
+        // Deleted while flowtag was down, but still open here: kept.
+        let gone = FileKey { dev: k_live.dev, inode: u64::MAX };
+        cps.set(gone, cp(&dir.path().join("deleted.log")));
+        assert_eq!(cps.prune(|k| *k == gone), 1);
+        assert!(cps.get(&k_live).is_some() && cps.get(&gone).is_some() && cps.get(&k_rot).is_none());
+        assert_eq!(cps.prune(|_| false), 1, "no longer open, and not at its path");
+        assert!(cps.get(&k_live).is_some());
+    }
 
     #[test]
     fn round_trips_and_survives_corruption() {

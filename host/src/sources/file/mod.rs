@@ -245,11 +245,13 @@ impl Tailer {
         for key in gone {
             if let Some(f) = self.files.remove(&key) {
                 tracing::debug!(path = %f.path.display(), "finished a rotated or deleted file");
-                // Deleted for good: forget its checkpoint too.
-                if !f.path.exists() {
-                    self.checkpoints.remove(&key);
-                }
             }
+        }
+        // Checkpoints of files neither open nor at their recorded path any more (deleted, or
+        // rotated away, perhaps while flowtag was down) are forgotten.
+        let files = &self.files;
+        if self.checkpoints.prune(|key| files.contains_key(key)) > 0 {
+            self.save(false);
         }
     }
 
