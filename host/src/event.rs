@@ -225,10 +225,10 @@ pub fn confirm_all<'a>(events: impl IntoIterator<Item = &'a Event>, sink: usize,
 /// Confirm `events`, which a transform dropped or sent elsewhere on purpose, for every sink
 /// they would have reached from one of its outputs (`reach`: topology sink index, paths): those
 /// sinks will never see them, and the batch must not wait for them.
-pub fn confirm_not_sent(events: &[Event], reach: &[(usize, usize)]) {
+pub fn confirm_not_sent<'a>(events: impl IntoIterator<Item = &'a Event> + Clone, reach: &[(usize, usize)]) {
     for &(sink, paths) in reach {
         let mut run: Option<(&Arc<BatchAck>, usize)> = None;
-        for e in events {
+        for e in events.clone() {
             let Some(ack) = &e.ack else { continue };
             if ack.already_delivered(sink) {
                 continue;

@@ -239,7 +239,7 @@ impl Port {
     }
 
     /// Confirm `events` for the sinks this output reaches: they will not come this way.
-    pub fn skip(&self, events: &[crate::event::Event]) {
+    pub fn skip<'a>(&self, events: impl IntoIterator<Item = &'a Event> + Clone) {
         crate::event::confirm_not_sent(events, &self.reach);
     }
 

@@ -92,15 +92,8 @@ impl super::TransformType for RouteConfig {
 
 /// Send the records `take` selects to `port`, confirm the others for its sinks; how many went.
 fn deliver(events: &[Event], port: &Port, take: impl Fn(usize) -> bool) -> Result<usize, crate::fanout::Closed> {
-    let (mut going, mut not) = (Vec::new(), Vec::new());
-    for (i, e) in events.iter().enumerate() {
-        if take(i) {
-            going.push(e.clone());
-        } else if !port.reach.is_empty() {
-            not.push(e.clone());
-        }
-    }
-    port.skip(&not);
+    let going: Vec<Event> = events.iter().enumerate().filter(|(i, _)| take(*i)).map(|(_, e)| e.clone()).collect();
+    port.skip(events.iter().enumerate().filter(|(i, _)| !take(*i)).map(|(_, e)| e));
     let n = going.len();
     port.send(going)?;
     Ok(n)
