@@ -19,8 +19,10 @@ fi
 
 # --- Debian packages -------------------------------------------------------------------------
 # prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
-# Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs).
-APT_PACKAGES=(prometheus prometheus-alertmanager)
+# Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs);
+# softflowd (a NetFlow/IPFIX exporter) and nfdump (nfcapd, a reference collector) for the
+# netflow source's tests.
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd nfdump)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,6 +39,8 @@ if ((${#missing[@]})); then
     # Stop anything the packages started, so ports 9090/9093 stay free.
     $SUDO pkill -x prometheus 2>/dev/null || true
     $SUDO pkill -f prometheus-alertmanager 2>/dev/null || true
+    $SUDO pkill -x nfcapd 2>/dev/null || true
+    $SUDO pkill -x softflowd 2>/dev/null || true
 fi
 
 # --- Python ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 //! | `wasm` | the same through the WASM module's ABI under wasmtime (`target/flowtag_filter.wasm`, built by `scripts/build-wasm.sh`) | the same |
 //! | `manifest` | bundle manifests | no panic |
 //! | `tar` | bundle tars | no panic |
+//! | `netflow` | NetFlow v5/v9 and IPFIX packets (2-byte length, then the packet), through one collector | every record is a JSON object; one error record per malformed packet |
 //!
 //! ```text
 //! flowtag-fuzz [--seconds 10] [--target json,decode,...] [--seed 1] [--crashes DIR]
@@ -314,7 +315,65 @@ fn targets() -> Vec<Target> {
             tokens: &[b"\x00", b"0000777", b"ustar", b"99999999999"],
             check: check_tar,
         },
+        Target {
+            name: "netflow",
+            seeds: netflow_seeds(),
+            tokens: &[b"\x00\x09", b"\x00\x0a", b"\x00\x05", b"\xff", b"\xff\xff", b"\x01\x00", b"\x80", b"\x00\x00\x72\x79"],
+            check: check_netflow,
+        },
     ]
+}
+
+/// Packets framed by a 2-byte length: v5 with one record; v9 with a template and a record;
+/// IPFIX with an options template and record, a template with a variable-length, an
+/// enterprise and a reverse field, and two records.
+fn netflow_seeds() -> Vec<Vec<u8>> {
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+    fn framed(packets: &[Vec<u8>]) -> Vec<u8> {
+        packets.iter().flat_map(|p| [&(p.len() as u16).to_be_bytes()[..], p].concat()).collect()
+    }
+    let v5 = hex("0005 0001 0000ea60 6553f100 1dcd6500 00000007 01 02 4064
+                  0a000001 0a000101 00000000 0003 0004 00000005 000002bc 0000c350 0000e678
+                  04d2 0050 00 1b 06 00 fde9 fdea 18 10 0000");
+    let v9 = hex("0009 0002 00002710 6553f100 00000001 00000000
+                  0000 0018 0100 0004 0008 0004 000c 0004 0001 0004 0016 0004
+                  0100 0014 0a000001 0a000009 00000064 00000fa0");
+    let ipfix = hex("000a 0089 6553f100 00000001 00000003
+                     0003 0012 01f4 0002 0001 008f 0004 00a0 0008
+                     01f4 0010 00000001 0000018bcfe5c800
+                     0002 0024 0190 0005 0008 0004 0001 0004 8001 0008 00007279 0052 ffff 804d 0002 00000009
+                     0190 0033 0a010101 000005dc 0000000000000063 04 65746830 beef
+                               0a020202 00000063 0000000000000001 02 6162 cafe 000000");
+    vec![framed(&[v5.clone()]), framed(&[v9.clone(), v9[..40].to_vec()]), framed(&[ipfix.clone()]), framed(&[v5, v9, ipfix])]
+}
+
+fn check_netflow(input: &[u8]) -> Result<(), String> {
+    use flowtag_host::sources::netflow::decode::{Batch, Collector, Limits};
+    let mut collector = Collector::new(Limits::default());
+    let mut batch = Batch::default();
+    let from = "192.0.2.1:2055".parse().expect("address");
+    let now = std::time::Instant::now();
+    let mut rest = input;
+    let mut packets = 0;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        collector.packet(from, &rest[2..2 + len], now, &mut batch);
+        rest = &rest[2 + len..];
+        packets += 1;
+    }
+    for i in 0..batch.len() {
+        is_object(batch.record(i).as_bytes())?;
+    }
+    if batch.bad.len() != collector.report.malformed || batch.bad.len() > packets {
+        return Err(format!("{} error records for {} malformed packets", batch.bad.len(), collector.report.malformed));
+    }
+    if batch.bad.windows(2).any(|w| w[0].0 >= w[1].0) || batch.bad.last().is_some_and(|b| b.0 >= batch.len()) {
+        return Err(format!("error record indices out of order or range: {:?}", batch.bad));
+    }
+    Ok(())
 }
 
 fn fixture(path: &str) -> Vec<u8> {
@@ -547,4 +606,32 @@ fn check_manifest(input: &[u8]) -> Result<(), String> {
 fn check_tar(input: &[u8]) -> Result<(), String> {
     let _ = Bundle::from_tar(input);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use flowtag_host::sources::netflow::decode::{Batch, Collector, Limits};
+
+    /// The netflow seeds are packets the collector reads whole, so mutations start from depth.
+    #[test]
+    fn netflow_seeds_decode_to_records() {
+        let seeds = super::netflow_seeds();
+        let all = seeds.last().expect("seeds");
+        let mut collector = Collector::new(Limits::default());
+        let mut batch = Batch::default();
+        let mut rest = &all[..];
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            collector.packet("192.0.2.1:2055".parse().unwrap(), &rest[2..2 + len], std::time::Instant::now(), &mut batch);
+            rest = &rest[2 + len..];
+        }
+        assert!(batch.bad.is_empty(), "{:?}", batch.bad);
+        let records: Vec<_> = (0..batch.len()).map(|i| batch.record(i).to_string()).collect();
+        assert_eq!(records.len(), 4, "{records:?}");
+        assert!(records[0].contains(r#""tcpControlBits":27"#), "v5: {}", records[0]);
+        assert!(records[1].contains(r#""octetDeltaCount":100,"flowStartSysUpTime":4000"#), "v9: {}", records[1]);
+        assert!(records[2].contains(r#""interfaceName":"eth0","e9_77":"beef""#), "IPFIX: {}", records[2]);
+        assert!(records[3].contains(r#""reverseOctetDeltaCount":1"#), "IPFIX: {}", records[3]);
+        assert_eq!(collector.report.options_records, 1);
+    }
 }

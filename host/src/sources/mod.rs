@@ -7,6 +7,7 @@
 //! | `tcp` | newline-delimited records | no (TCP has no application ack) |
 //! | `http` | `POST` of newline-delimited records | answers 200 after the sinks confirmed |
 //! | `fluent` | Fluent forward protocol | answers `chunk` acks after the sinks confirmed |
+//! | `netflow` | NetFlow v5, v9 and IPFIX over UDP | no (UDP has no acknowledgement) |
 //!
 //! A source type is one file (or folder): its config, implementing [`SourceType`], and its
 //! reading loop; the list below names it once.
@@ -14,6 +15,7 @@
 pub mod file;
 pub mod fluent;
 pub mod http;
+pub mod netflow;
 pub mod stdin;
 pub mod tcp;
 
@@ -38,6 +40,7 @@ crate::component_types! {
         Tcp(tcp::TcpConfig),
         Http(http::HttpConfig),
         Fluent(fluent::FluentConfig),
+        Netflow(netflow::NetflowConfig),
     }
     start(ctx: SourceContext) -> Pending => start_source;
 }
@@ -208,15 +211,18 @@ pub fn decode_lines(decoder: &mut Decoder, data: &[u8], metrics: &ComponentMetri
     if !bad.is_empty() {
         metrics.error("decode", bad.len());
     }
+    (events_at(out, &ends), bad)
+}
+
+/// The records in `out` that end at `ends`, as events sharing one buffer.
+pub fn events_at(out: Vec<u8>, ends: &[usize]) -> Events {
     let data = bytes::Bytes::from(out);
     let mut start = 0;
-    let events = ends
-        .into_iter()
-        .map(|end| {
+    ends.iter()
+        .map(|&end| {
             let e = Event::new(data.slice(start..end));
             start = end;
             e
         })
-        .collect();
-    (events, bad)
+        .collect()
 }
