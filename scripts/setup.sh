@@ -46,12 +46,13 @@ fi
 # --- Python ----------------------------------------------------------------------------------
 PY=${PYTHON:-python3.11}
 stamp=.venv/.flowtag-setup
-want="$(sha256sum requirements.lock onnx-export/pyproject.toml training/pyproject.toml | sha256sum | cut -c1-16)"
+want="$(sha256sum requirements.lock requirements-nodeps.lock onnx-export/pyproject.toml training/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "creating the Python environment (.venv) from requirements.lock"
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r requirements.lock
+    .venv/bin/pip install -q --no-deps -r requirements-nodeps.lock
     .venv/bin/pip install -q --no-deps -e onnx-export -e training
     echo "$want" > "$stamp"
 fi
