@@ -9,6 +9,7 @@
     flowtag-train overlap --bundle models/unsw-supervised   # its errors: flows shaped like the other class
     flowtag-train promote --name unsw-supervised --version 3 --alias champion
     flowtag-train retrain --config '{"name": "unsw-supervised", "limit": 20000}'
+    flowtag-train baseline --format netflow --input archive.jsonl --out bundles/site-a   # from local records
 
 The datasets folder is `FLOWTAG_DATASETS` (default `../shared/datasets`); the MLflow tracking URI
 is `--tracking-uri`, `MLFLOW_TRACKING_URI`, or a sqlite store in `.mlflow/`.
@@ -25,7 +26,7 @@ from pathlib import Path
 from flowtag_export import bundle as bundle_io
 from flowtag_export import parity
 
-from . import defaults, models, overlap, pipeline, retrain, tracking
+from . import baseline, defaults, models, overlap, pipeline, retrain, tracking
 from .datasets import Schema, load
 
 
@@ -90,17 +91,31 @@ def main(argv: list[str] | None = None) -> int:
     rt = sub.add_parser("retrain", help="check data, train candidates, gate against the champion, publish (what the Airflow DAG runs)")
     rt.add_argument("--config", default="{}", help="retrain settings as JSON (see flowtag_train.retrain.RetrainConfig)")
 
+    bl = sub.add_parser("baseline", help="an unsupervised bundle learned from a network's own records (no labels, no schema file)")
+    bl.add_argument("--format", required=True, choices=sorted(baseline.FORMATS))
+    bl.add_argument("--input", required=True, nargs="+", help="record files (CSV with a header, JSON lines, Zeek logs)")
+    bl.add_argument("--out", required=True, help="the bundle folder to write")
+    bl.add_argument("--model", default="autoencoder", choices=sorted(models.UNSUPERVISED))
+    bl.add_argument("--name", default=None, help="the bundle's name (default: the --out folder's name)")
+    bl.add_argument("--version", default="1")
+    bl.add_argument("--target-fpr", type=float, default=0.01, help="share of held-back local records flagged")
+    bl.add_argument("--holdout", type=float, default=0.2, help="share of (normal) records held back for the threshold")
+    bl.add_argument("--trim", type=float, default=0.01, help="share of training records that score highest, set aside before the final fit")
+    bl.add_argument("--drop", nargs="*", default=[], help="columns to leave out besides those left out by name and value")
+    bl.add_argument("--label", default=None, help="a label column: train on --normal rows only, print figures on the rest")
+    bl.add_argument("--normal", nargs="*", default=[], help="the label's normal values")
+    bl.add_argument("--limit", type=int, default=None, help="use a random sample of this many records")
+    bl.add_argument("--seed", type=int, default=20261205)
+    bl.add_argument("--private-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
+    bl.add_argument("--param", action="append", default=[], help="model parameter KEY=JSON, e.g. epochs=50")
+
     a = p.parse_args(argv)
     if a.cmd == "check-data":
         print(json.dumps(load(a.dataset, files=a.file).summary(), indent=2))
     elif a.cmd == "train":
-        params = {}
-        for kv in a.param:
-            k, _, v = kv.partition("=")
-            params[k] = json.loads(v)
         cfg = pipeline.TrainConfig(
             dataset=a.dataset, model=a.model, name=a.name, version=a.version, files=a.file, use_leaky=not a.no_leaky,
-            seed=a.seed, target_fpr=a.target_fpr, holdout_family=a.holdout_family, limit=a.limit, params=params, out=a.out,
+            seed=a.seed, target_fpr=a.target_fpr, holdout_family=a.holdout_family, limit=a.limit, params=params(a.param), out=a.out,
             experiment=a.experiment, register=a.register, alias=a.alias, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow,
         )
         r = pipeline.train(cfg)
@@ -145,10 +160,34 @@ def main(argv: list[str] | None = None) -> int:
         result = parity_on_file(Path(a.bundle), a.data, a.rows, a.flowtag)
         print(json.dumps(result, indent=2))
         return 0 if result["max_relative_diff"] <= parity.TOLERANCE and result["unscored"] == 0 else 1
+    elif a.cmd == "baseline":
+        if a.label and not a.normal:
+            print("flowtag-train baseline: --label needs --normal VALUE...", file=sys.stderr)
+            return 2
+        cfg = baseline.BaselineConfig(
+            format=a.format, inputs=a.input, out=a.out, model=a.model, name=a.name, version=a.version, target_fpr=a.target_fpr,
+            holdout=a.holdout, trim=a.trim, drop=a.drop, label=a.label, normal=a.normal, limit=a.limit, seed=a.seed,
+            private_key=a.private_key, params=params(a.param),
+        )
+        try:
+            r = baseline.baseline(cfg)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"flowtag-train baseline: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"bundle": str(r.bundle_dir), "features": r.features, "left_out": r.left_out, "metrics": r.metrics}, indent=2))
     elif a.cmd == "promote":
         tracking.set_alias(a.name, a.alias, a.version, uri=a.tracking_uri)
         print(f"{a.name}@{a.alias} -> version {a.version}")
     return 0
+
+
+def params(pairs: list[str]) -> dict:
+    """`--param KEY=JSON` pairs."""
+    out = {}
+    for kv in pairs:
+        k, _, v = kv.partition("=")
+        out[k] = json.loads(v)
+    return out
 
 
 def parity_on_file(bundle: Path, data: str, rows: int, flowtag: str | None) -> dict:

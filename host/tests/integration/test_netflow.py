@@ -25,10 +25,10 @@ import pytest
 from conftest import Flowtag, free_port, read_jsonl, wait_until
 from testkit.pcap import write_pcap
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("softflowd", "softflowctl", "nfcapd", "nfdump")),
-    reason="softflowd and nfdump are installed by scripts/setup.sh",
-)
+REPO = Path(__file__).resolve().parents[3]
+
+# softflowd and nfdump are installed by scripts/setup.sh; without them these tests fail.
+assert all(shutil.which(t) for t in ("softflowd", "softflowctl", "nfcapd", "nfdump")), "run scripts/setup.sh"
 
 
 class Tee:
@@ -247,3 +247,52 @@ path = "{dead}"
     assert "version 18245" in bad["decode_error"], bad
     assert bad["dead_letter"]["cause"] == "decode"
     assert bad["packet_base64"] == "R0VUIC8gSFRUUC8xLjENCg0K"
+
+
+def test_a_baseline_learned_from_netflow_records_scores_them_at_the_edge(flowtag, pcap, tmp_path):
+    """Records archived from the netflow source train a bundle with `flowtag-train baseline`
+    (no schema file: IANA names read as they come); the host then scores NetFlow with it."""
+    pcap_path, _, _ = pcap
+    api, port = free_port(), free_port()
+    archive = tmp_path / "archive.jsonl"
+    ft = Flowtag(flowtag, tmp_path, netflow_config(tmp_path, api, port, archive), api)
+    try:
+        log = softflowd(pcap_path, port, "9", tmp_path, "-a")
+        exported = int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))
+        wait_until(lambda: len(read_jsonl(archive)) >= exported, 30, "the archive")
+    finally:
+        assert ft.stop() == 0, ft.log()
+    bundle = tmp_path / "site-bundle"
+    out = subprocess.run([str(REPO / ".venv/bin/flowtag-train"), "baseline", "--format", "netflow", "--input", str(archive),
+                          "--out", str(bundle), "--model", "isolation_forest"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"octetDeltaCount", "packetDeltaCount", "flowDurationMilliseconds", "destinationTransportPort", "protocolIdentifier"} <= set(result["features"])
+    left_out = result["left_out"]
+    assert {left_out[k] for k in ("sourceIPv4Address", "exporterIPv4Address")} == {"address"}
+    assert left_out["flowStartMilliseconds"] == "time" and left_out["sourceTransportPort"].startswith("source port")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    kinds = {f["name"]: f["type"] for f in manifest["features"]}
+    assert kinds["destinationTransportPort"] == kinds["protocolIdentifier"] == "categorical"
+
+    # The host tags NetFlow with it: every record scored, IPv4 and IPv6, ICMP (no ports) too.
+    api, port = free_port(), free_port()
+    tagged = tmp_path / "tagged.jsonl"
+    work = tmp_path / "edge"
+    work.mkdir()
+    config = netflow_config(work, api, port, tagged).replace('inputs = ["exporters"]', 'inputs = ["tag"]') + f"""[transforms.tag]
+type = "anomaly"
+inputs = ["exporters"]
+model = "{bundle}"
+"""
+    ft = Flowtag(flowtag, work, config, api)
+    try:
+        softflowd(pcap_path, port, "10", work, "-A", "milli")
+        wait_until(lambda: len(read_jsonl(tagged)) >= exported, 30, "tagged records")
+    finally:
+        assert ft.stop() == 0, ft.log()
+    records = read_jsonl(tagged)
+    assert len(records) == exported
+    assert all(r["anomaly"]["verdict"] in ("normal", "anomalous") for r in records), [r["anomaly"] for r in records][:3]
+    assert any("sourceIPv6Address" in r for r in records) and any(r["protocolIdentifier"] == 1 for r in records)
+    assert sum(r["anomaly"]["verdict"] == "anomalous" for r in records) <= len(records) * 0.2
