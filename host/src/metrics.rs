@@ -26,6 +26,8 @@ pub struct Metrics {
     pub model_offered_version: GaugeVec,
     pub model_reloads: IntCounterVec,
     pub model_last_check: GaugeVec,
+    pub calibration_state: GaugeVec,
+    pub score_drift_psi: GaugeVec,
     pub buffer_events: IntGaugeVec,
     pub sink_retries: IntCounterVec,
     pub alerts_sent: IntCounterVec,
@@ -85,6 +87,16 @@ impl Metrics {
         let model_last_check = gauge(
             "flowtag_model_last_check_timestamp_seconds",
             "When the transform last checked for a new model bundle.",
+            &["component_id"],
+        );
+        let calibration_state = gauge(
+            "flowtag_anomaly_calibration_state",
+            "Where a tag transform's calibration stands: 0 the bundle's, 1 warming up, 2 this node's own.",
+            &["component_id"],
+        );
+        let score_drift_psi = gauge(
+            "flowtag_anomaly_score_drift_psi",
+            "Population stability index of the transform's recent raw scores against the bundle's calibration (deciles).",
             &["component_id"],
         );
         let buffer_events = IntGaugeVec::new(
@@ -152,6 +164,8 @@ impl Metrics {
                 &["component_id", "result"],
             ),
             model_last_check,
+            calibration_state,
+            score_drift_psi,
             buffer_events,
             sink_retries: counter(
                 &r,

@@ -12,6 +12,7 @@
 //! | `flowtag_alloc(len) -> ptr`, `flowtag_dealloc(ptr, len)` | guest memory for the host to write into; 0 when out of memory |
 //! | `flowtag_configure(ptr, len) -> i32` | optional: `{"key": "anomaly", "reasons": "anomalous", "max_reasons": 3}`; before `flowtag_load` |
 //! | `flowtag_load(ptr, len) -> i32` | a bundle as tar bytes: checked, loaded, canaries run; 0 on success, else see `flowtag_last_error` |
+//! | `flowtag_calibrate(ptr, len) -> i32` | optional, after `flowtag_load`: `{"quantiles": [raw scores, ascending], "threshold": raw, "label": "local"}` replaces the manifest's calibration (both `null`: back to it); `label` goes into scored tags as `"calibration"`; 0 on success |
 //! | `flowtag_tag(ptr, len) -> u64` | newline-delimited JSON records in, one tagged record per line out; 0 when no model is loaded |
 //! | `flowtag_results() -> u64` | the last batch: `u32` record count, `u32` 1 if the model failed (message in `flowtag_last_error`), then per record `u8` verdict (0 normal, 1 anomalous, 2 unscored), `u16` top reason (feature index + 1, 0 for none), 1 byte padding, `f32` raw score, `f64` calibrated score, little-endian |
 //! | `flowtag_last_error() -> u64` | the last error message, UTF-8 |
@@ -136,6 +137,31 @@ pub unsafe extern "C" fn flowtag_configure(ptr: u32, len: u32) -> i32 {
         }
         state.options = options;
         0
+    })
+}
+
+/// Set the loaded filter's calibration: JSON `{"quantiles": [...], "threshold": x, "label": "local"}`
+/// (see [`crate::Calibration`]); 0, or 1 with the error in `flowtag_last_error`.
+///
+/// # Safety
+/// See [`input`].
+#[no_mangle]
+pub unsafe extern "C" fn flowtag_calibrate(ptr: u32, len: u32) -> i32 {
+    let bytes = input(ptr, len);
+    STATE.with_borrow_mut(|state| {
+        let result = serde_json::from_slice::<crate::Calibration>(bytes)
+            .map_err(|e| format!("flowtag_calibrate: {e}"))
+            .and_then(|c| match state.filter.as_mut() {
+                Some(f) => f.set_calibration(&c),
+                None => Err("flowtag_calibrate: no bundle loaded".into()),
+            });
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                set_error(state, &e);
+                1
+            }
+        }
     })
 }
 

@@ -37,6 +37,16 @@ impl Default for FilterOptions {
     }
 }
 
+/// A calibration the host sets on a live filter: this node's raw-score `quantiles` (ascending)
+/// and raw `threshold` (both absent: the manifest's), and a `label` written into scored tags.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    pub quantiles: Option<Vec<f64>>,
+    pub threshold: Option<f64>,
+    pub label: Option<String>,
+}
+
 /// What happened to one record of the last batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RecordResult {
@@ -119,6 +129,16 @@ impl Filter {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Tag with another calibration than the manifest's (see [`crate::tagger::Tagger::set_calibration`]).
+    pub fn set_calibration(&mut self, c: &Calibration) -> Result<(), String> {
+        let local = match (&c.quantiles, c.threshold) {
+            (Some(q), Some(t)) => Some((&q[..], t)),
+            (None, None) => None,
+            _ => return Err("calibration: quantiles and threshold go together".into()),
+        };
+        self.tagger.set_calibration(local, c.label.as_deref())
     }
 
     /// Results of the last batch, one per record.

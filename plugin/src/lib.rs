@@ -36,6 +36,6 @@ pub const ABI_VERSION: u32 = 1;
 
 pub use bundle::Bundle;
 pub use error::BundleError;
-pub use filter::{lines, tag_failed, BatchStats, Filter, FilterOptions, RecordResult};
+pub use filter::{lines, tag_failed, BatchStats, Calibration, Filter, FilterOptions, RecordResult};
 pub use signature::PublicKey;
 pub use tagger::{ReasonsMode, Verdict};

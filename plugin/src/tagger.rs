@@ -93,6 +93,10 @@ pub struct Tagger {
     higher_is_anomalous: bool,
     /// Calibration quantiles, oriented so that higher means more anomalous.
     quantiles: Vec<f64>,
+    /// The manifest's threshold and quantiles, for when a local calibration is lifted.
+    bundle: (f64, Vec<f64>),
+    /// `,"calibration":"<label>"` when the host calibrates (see [`Tagger::set_calibration`]).
+    calibration_member: Vec<u8>,
     refs: Vec<Ref>,
     /// Feature names as JSON strings, ready to copy.
     names: Vec<Vec<u8>>,
@@ -141,6 +145,8 @@ impl Tagger {
         Tagger {
             threshold: manifest.threshold,
             higher_is_anomalous: higher,
+            bundle: (manifest.threshold, quantiles.clone()),
+            calibration_member: Vec::new(),
             quantiles,
             refs,
             names: manifest
@@ -158,6 +164,30 @@ impl Tagger {
             reasons,
             max_reasons,
         }
+    }
+
+    /// Score and verdict from a calibration other than the manifest's (this node's own score
+    /// distribution): `quantiles` of raw scores, ascending, and the raw `threshold`; `None`
+    /// goes back to the manifest's. `label`, when given, is written into every scored tag as
+    /// `"calibration":"<label>"` (e.g. `warming_up`, `local`).
+    pub fn set_calibration(&mut self, local: Option<(&[f64], f64)>, label: Option<&str>) -> Result<(), String> {
+        match local {
+            Some((q, threshold)) => {
+                if q.len() < 2 || q.windows(2).any(|w| !(w[0] <= w[1])) || !threshold.is_finite() {
+                    return Err("calibration: expected at least 2 non-decreasing finite quantiles and a finite threshold".into());
+                }
+                self.quantiles =
+                    if self.higher_is_anomalous { q.to_vec() } else { q.iter().rev().map(|v| -v).collect() };
+                self.threshold = threshold;
+            }
+            None => (self.threshold, self.quantiles) = self.bundle.clone(),
+        }
+        self.calibration_member.clear();
+        if let Some(label) = label {
+            self.calibration_member.extend_from_slice(b",\"calibration\":");
+            json::write_string(&mut self.calibration_member, label);
+        }
+        Ok(())
     }
 
     /// Calibrated score (0..1) and verdict of a raw score.
@@ -240,6 +270,7 @@ impl Tagger {
         out.extend_from_slice(verdict.as_str().as_bytes());
         out.extend_from_slice(b"\",");
         out.extend_from_slice(&self.model_member);
+        out.extend_from_slice(&self.calibration_member);
         if let Some(reasons) = reasons {
             out.extend_from_slice(b",\"reasons\":[");
             for (k, r) in reasons.iter().enumerate() {

@@ -207,3 +207,43 @@ fn shipped_and_fixture_bundles_run_on_the_dense_executor() {
         assert_eq!(scorer.engine(), "dense", "{}: {:?}", dir.display(), scorer.tract_reason());
     }
 }
+
+#[test]
+fn a_local_calibration_replaces_the_manifests_and_can_be_lifted() {
+    use flowtag_plugin::Calibration;
+    let bundle = Bundle::read_path(&fixture("iforest")).unwrap();
+    let mut filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
+    let records = std::fs::read(fixture("records.jsonl")).unwrap();
+    let tag = |filter: &mut Filter| {
+        let mut out = Vec::new();
+        filter.tag_lines(&records, &mut out);
+        (out, filter.results().to_vec())
+    };
+    let (bundle_tags, bundle_results) = tag(&mut filter);
+    let raws: Vec<f64> = bundle_results.iter().filter(|r| r.raw.is_finite()).map(|r| f64::from(r.raw)).collect();
+    let (lo, hi) = raws.iter().fold((f64::MAX, f64::MIN), |(a, b), &r| (a.min(r), b.max(r)));
+    // A node whose normal traffic scores between lo and hi, threshold at the middle.
+    let mid = (lo + hi) / 2.0;
+    let local = Calibration { quantiles: Some(vec![lo, mid, hi]), threshold: Some(mid), label: Some("local".into()) };
+    filter.set_calibration(&local).unwrap();
+    let (local_tags, local_results) = tag(&mut filter);
+    for r in local_results.iter().filter(|r| r.raw.is_finite()) {
+        assert_eq!(r.verdict == flowtag_plugin::Verdict::Anomalous, f64::from(r.raw) >= mid);
+        assert!((0.0..=1.0).contains(&r.score));
+    }
+    let text = String::from_utf8(local_tags).unwrap();
+    assert_eq!(text.matches(r#""calibration":"local""#).count(), raws.len(), "every scored tag says so");
+    // Warming up: the manifest's calibration, with the label.
+    filter.set_calibration(&Calibration { quantiles: None, threshold: None, label: Some("warming_up".into()) }).unwrap();
+    let (warm, _) = tag(&mut filter);
+    assert_eq!(String::from_utf8(warm).unwrap().replace(r#","calibration":"warming_up""#, ""), String::from_utf8(bundle_tags.clone()).unwrap());
+    filter.set_calibration(&Calibration::default()).unwrap();
+    assert_eq!(tag(&mut filter).0, bundle_tags, "lifted: the manifest's calibration, no label");
+    for bad in [
+        Calibration { quantiles: Some(vec![2.0, 1.0]), threshold: Some(1.0), label: None },
+        Calibration { quantiles: Some(vec![1.0, 2.0]), threshold: None, label: None },
+        Calibration { quantiles: Some(vec![1.0]), threshold: Some(f64::NAN), label: None },
+    ] {
+        assert!(filter.set_calibration(&bad).is_err(), "{bad:?}");
+    }
+}

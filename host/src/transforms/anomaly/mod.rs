@@ -13,6 +13,8 @@
 //! [transforms.tag.updates]                # optional: model pushes (see `model::fetch`)
 //! source = "dir"
 //! path = "/etc/flowtag/models/next"
+//! [transforms.tag.calibration]            # optional: this node's own (see `calibration`)
+//! mode = "local"
 //! ```
 //!
 //! Records are gathered into batches (up to `max_events`, or whatever arrived within
@@ -23,6 +25,7 @@
 //! reason. Tagging
 //! runs on its own thread; a full downstream blocks it, which blocks the sources.
 
+pub mod calibration;
 pub mod model;
 pub mod runtime;
 mod worker;
@@ -63,6 +66,9 @@ pub struct AnomalyConfig {
     pub wasm: WasmConfig,
     /// Model pushes: where new bundles come from and how they are checked.
     pub updates: Option<UpdatesConfig>,
+    /// The bundle's calibration, or this node's own (see [`calibration`]).
+    #[serde(default)]
+    pub calibration: calibration::CalibrationConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -157,6 +163,7 @@ impl AnomalyConfig {
             batch: BatchConfig::default(),
             wasm: WasmConfig::default(),
             updates: None,
+            calibration: calibration::CalibrationConfig::default(),
         }
     }
 
@@ -197,7 +204,7 @@ impl ComponentConfig for AnomalyConfig {
         if let Some(up) = &self.updates {
             up.check(&format!("transforms.{id}.updates"))?;
         }
-        Ok(())
+        self.calibration.check(&format!("transforms.{id}.calibration"))
     }
 }
 
@@ -209,7 +216,7 @@ impl super::TransformType for AnomalyConfig {
         let wasm_cache = shared.data_dir.join("wasm-cache");
         let manager = ModelManager::start(&id, &self, &data_dir, &wasm_cache, shared.shutdown.clone(), &shared.models)?;
         let runtime = manager.runtime();
-        let worker = worker::Worker::new(id.clone(), self, inbox, out, dead_letters, manager);
+        let worker = worker::Worker::new(id.clone(), self, inbox, out, dead_letters, manager, Some(&data_dir))?;
         shared.health.ready(&id);
         tracing::info!(component = %id, model = %worker.model_id(), %runtime, "tagging with model");
         worker::spawn(worker)

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::calibration::{Calibrator, ModelFacts};
 use super::model::ModelManager;
 use super::runtime::TagRuntime;
 use super::AnomalyConfig;
@@ -34,10 +35,25 @@ pub struct Worker {
     manager: ModelManager,
     /// Bytes the tags added per record in the last batch (it sizes the next batch's buffer).
     tag_bytes: usize,
+    calibrator: Calibrator,
+    /// Scored records since the drift gauge was last computed.
+    since_drift: usize,
+}
+
+/// What the calibrator needs to know of the model a runtime serves.
+fn facts(runtime: &dyn TagRuntime) -> ModelFacts {
+    let m = runtime.manifest();
+    ModelFacts {
+        id: format!("{} {}", runtime.model_id(), m.model_sha256),
+        higher_is_anomalous: m.output.higher_is_anomalous,
+        quantiles: m.calibration.quantiles.clone(),
+        target_fpr: m.training.get("target_fpr").and_then(|v| v.as_f64()),
+    }
 }
 
 impl Worker {
-    /// A worker serving `manager`'s current model.
+    /// A worker serving `manager`'s current model; its calibration sample is kept in
+    /// `data_dir` (when given). Fails, naming the key, when the runtime cannot calibrate.
     pub fn new(
         id: String,
         cfg: AnomalyConfig,
@@ -45,10 +61,49 @@ impl Worker {
         out: Output,
         dead_letters: Option<DeadLetters>,
         mut manager: ModelManager,
-    ) -> Worker {
-        let runtime = manager.current();
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<Worker, String> {
+        let mut runtime = manager.current();
         let metrics = ComponentMetrics::new(&id, "transform", "anomaly");
-        Worker { id, cfg, inbox, out, dead_letters, metrics, runtime, manager, tag_bytes: 256 }
+        let calibrator = Calibrator::new(cfg.calibration.clone(), facts(runtime.as_ref()), data_dir);
+        if let Some(c) = calibrator.calibration() {
+            runtime.set_calibration(&c).map_err(|e| format!("transforms.{id}.calibration: {e}"))?;
+        }
+        metrics::global().calibration_state.with_label_values(&[&id]).set(calibrator.state().gauge());
+        Ok(Worker { id, cfg, inbox, out, dead_letters, metrics, runtime, manager, tag_bytes: 256, calibrator, since_drift: 0 })
+    }
+
+    /// Feed the last batch's scores to the calibrator; set what it decides; update the gauges.
+    fn calibrate(&mut self) {
+        if let Some(c) = self.calibrator.observe(self.runtime.results()) {
+            if let Err(e) = self.runtime.set_calibration(&c) {
+                tracing::warn!(component = %self.id, error = %e, "cannot set the local calibration; the previous one stays");
+            } else {
+                tracing::info!(component = %self.id, model = %self.runtime.model_id(), "tagging with this node's own calibration");
+            }
+        }
+        self.since_drift += self.runtime.results().len();
+        if self.since_drift >= 4096 {
+            self.since_drift = 0;
+            let m = metrics::global();
+            m.calibration_state.with_label_values(&[&self.id]).set(self.calibrator.state().gauge());
+            if let Some(psi) = self.calibrator.drift_psi() {
+                m.score_drift_psi.with_label_values(&[&self.id]).set(psi);
+            }
+        }
+    }
+
+    /// A new model: a new calibration warm-up (its scores are not comparable to the last one's).
+    fn swap(&mut self, mut next: Box<dyn TagRuntime>) {
+        tracing::info!(component = %self.id, from = %self.runtime.model_id(), to = %next.model_id(), "model swapped");
+        self.calibrator.reset(facts(next.as_ref()));
+        if let Some(c) = self.calibrator.calibration() {
+            if let Err(e) = next.set_calibration(&c) {
+                tracing::warn!(component = %self.id, error = %e, "cannot calibrate the new model; it tags with its bundle's calibration");
+            }
+        }
+        metrics::global().calibration_state.with_label_values(&[&self.id]).set(self.calibrator.state().gauge());
+        self.runtime = next;
     }
 
     /// `name@version` of the model it starts with.
@@ -99,12 +154,12 @@ impl Worker {
             }
             // A new model goes live between batches: each record is tagged by exactly one.
             if let Some(next) = self.manager.take_update() {
-                tracing::info!(component = %self.id, from = %self.runtime.model_id(), to = %next.model_id(), "model swapped");
-                self.runtime = next;
+                self.swap(next);
             }
             let take = pending.len().min(max);
             let batch: Events = pending.drain(..take).collect();
             let tagged = self.tag(&batch, &mut out_buf, &mut ends);
+            self.calibrate();
             self.metrics.received(batch.len(), batch.iter().map(|e| e.data.len()).sum());
             let n = tagged.len();
             if self.send(tagged).is_err() {
@@ -121,10 +176,12 @@ impl Worker {
             let take = pending.len().min(self.cfg.batch.max_events);
             let batch: Events = pending.drain(..take).collect();
             let tagged = self.tag(&batch, &mut out_buf, &mut ends);
+            self.calibrate();
             if self.send(tagged).is_err() {
                 break;
             }
         }
+        self.calibrator.save();
     }
 
     /// Send the batch just tagged on; with `ID.dead_letter` read, the records the model could
@@ -251,7 +308,7 @@ mod tests {
                 .unwrap();
         let (in_target, inbox) = fanout::inbox(id, 4);
         let (out_target, mut out_inbox) = fanout::inbox("worker-test-out", 64);
-        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), None, manager);
+        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), None, manager, None).unwrap();
         let model = worker.model_id().to_string();
         let thread = spawn(worker).unwrap();
 

@@ -6,7 +6,8 @@ pub mod wasm;
 use std::path::Path;
 use std::sync::Arc;
 
-use flowtag_plugin::{Bundle, Filter, FilterOptions, RecordResult};
+use flowtag_plugin::manifest::Manifest;
+use flowtag_plugin::{Bundle, Calibration, Filter, FilterOptions, RecordResult};
 
 use super::{AnomalyConfig, Runtime};
 
@@ -35,6 +36,12 @@ pub trait TagRuntime: Send {
 
     /// The model's feature names, in the manifest's order (a top reason is an index into it).
     fn feature_names(&self) -> &[String];
+
+    /// Tag with this calibration from now on (see [`Calibration`]).
+    fn set_calibration(&mut self, c: &Calibration) -> Result<(), String>;
+
+    /// The model's manifest.
+    fn manifest(&self) -> &Manifest;
 }
 
 /// The plugin linked into the host.
@@ -77,6 +84,14 @@ impl TagRuntime for Native {
 
     fn feature_names(&self) -> &[String] {
         &self.features
+    }
+
+    fn set_calibration(&mut self, c: &Calibration) -> Result<(), String> {
+        self.filter.set_calibration(c)
+    }
+
+    fn manifest(&self) -> &Manifest {
+        self.filter.manifest()
     }
 }
 

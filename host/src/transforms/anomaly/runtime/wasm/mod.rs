@@ -30,7 +30,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::{TagRuntime, Tagged};
 use flowtag_plugin::bundle::sha256_hex;
-use flowtag_plugin::{tag_failed, Bundle, FilterOptions, ReasonsMode, RecordResult, Verdict, ABI_VERSION};
+use flowtag_plugin::{tag_failed, Bundle, Calibration, FilterOptions, ReasonsMode, RecordResult, Verdict, ABI_VERSION};
 
 /// How often the engine's epoch advances: the resolution of deadlines.
 const TICK: Duration = Duration::from_millis(10);
@@ -222,11 +222,19 @@ struct Live {
     tag: TypedFunc<(u32, u32), u64>,
     results: TypedFunc<(), u64>,
     last_error: TypedFunc<(), u64>,
+    /// Kept for the optional exports called after loading (`flowtag_calibrate`).
+    instance: Option<Instance>,
 }
 
 impl Live {
     /// Instantiate, configure and load the bundle (the ABI version was checked with the module).
-    fn start(plugin: &Plugin, bundle_tar: &[u8], options: &FilterOptions, limits: Limits) -> Result<Live, String> {
+    fn start(
+        plugin: &Plugin,
+        bundle_tar: &[u8],
+        options: &FilterOptions,
+        limits: Limits,
+        calibration: Option<&Calibration>,
+    ) -> Result<Live, String> {
         let (mut store, instance, stderr) = instantiate(plugin, limits)?;
         let memory = instance.get_memory(&mut store, "memory").ok_or("no memory export")?;
         let mut live = Live {
@@ -235,6 +243,7 @@ impl Live {
             tag: export(&instance, &mut store, "flowtag_tag")?,
             results: export(&instance, &mut store, "flowtag_results")?,
             last_error: export(&instance, &mut store, "flowtag_last_error")?,
+            instance: None,
             memory,
             stderr,
             store,
@@ -249,7 +258,22 @@ impl Live {
         if live.call_with(&load, bundle_tar, limits.load_timeout)? != 0 {
             return Err(format!("the module refused the bundle: {}", live.error_message()));
         }
+        if let Some(c) = calibration {
+            live.calibrate(&instance, c, limits.load_timeout)?;
+        }
+        live.instance = Some(instance);
         Ok(live)
+    }
+
+    /// `flowtag_calibrate` with `c` (modules built before it refuse, naming the export).
+    fn calibrate(&mut self, instance: &Instance, c: &Calibration, deadline: Duration) -> Result<(), String> {
+        let calibrate: TypedFunc<(u32, u32), i32> = export(instance, &mut self.store, "flowtag_calibrate")
+            .map_err(|e| format!("{e} (a module older than local calibration; rebuild it)"))?;
+        let json = serde_json::to_vec(c).expect("a calibration serializes");
+        if self.call_with(&calibrate, &json, deadline)? != 0 {
+            return Err(format!("flowtag_calibrate refused the calibration: {}", self.error_message()));
+        }
+        Ok(())
     }
 
     /// Copy `data` into guest memory and call `func(ptr, len)`.
@@ -356,7 +380,10 @@ pub struct Wasm {
     id: String,
     /// The manifest's feature names, for the top reasons.
     features: Vec<String>,
+    manifest: flowtag_plugin::manifest::Manifest,
     live: Option<Live>,
+    /// The calibration the host set, applied again to a recreated instance.
+    calibration: Option<Calibration>,
     /// When recreating the instance last failed (retried at most every few seconds).
     restart_failed: Option<(Instant, String)>,
     results: Vec<RecordResult>,
@@ -367,7 +394,7 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(5);
 impl Wasm {
     pub fn new(plugin: Arc<Plugin>, bundle: &Bundle, options: FilterOptions, limits: Limits) -> Result<Wasm, String> {
         let bundle_tar = bundle.to_tar();
-        let live = Live::start(&plugin, &bundle_tar, &options, limits)?;
+        let live = Live::start(&plugin, &bundle_tar, &options, limits, None)?;
         Ok(Wasm {
             plugin,
             bundle_tar,
@@ -375,7 +402,9 @@ impl Wasm {
             limits,
             id: bundle.id(),
             features: bundle.manifest.features.iter().map(|f| f.name.clone()).collect(),
+            manifest: bundle.manifest.clone(),
             live: Some(live),
+            calibration: None,
             restart_failed: None,
             results: Vec::new(),
         })
@@ -389,7 +418,7 @@ impl Wasm {
                     return Err(format!("the WASM instance could not be restarted: {why}"));
                 }
             }
-            match Live::start(&self.plugin, &self.bundle_tar, &self.options, self.limits) {
+            match Live::start(&self.plugin, &self.bundle_tar, &self.options, self.limits, self.calibration.as_ref()) {
                 Ok(l) => {
                     tracing::info!(plugin = %self.plugin.path.display(), model = %self.id, "WASM instance recreated");
                     self.live = Some(l);
@@ -506,6 +535,18 @@ impl TagRuntime for Wasm {
 
     fn feature_names(&self) -> &[String] {
         &self.features
+    }
+
+    fn set_calibration(&mut self, c: &Calibration) -> Result<(), String> {
+        self.calibration = Some(c.clone());
+        let deadline = self.limits.load_timeout;
+        let live = self.live()?;
+        let instance = live.instance.expect("set when started");
+        live.calibrate(&instance, c, deadline)
+    }
+
+    fn manifest(&self) -> &flowtag_plugin::manifest::Manifest {
+        &self.manifest
     }
 }
 
