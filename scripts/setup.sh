@@ -20,9 +20,9 @@ fi
 # --- Debian packages -------------------------------------------------------------------------
 # prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
 # Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs);
-# softflowd (a NetFlow/IPFIX exporter) and nfdump (nfcapd, a reference collector) for the
-# netflow source's tests.
-APT_PACKAGES=(prometheus prometheus-alertmanager softflowd nfdump)
+# softflowd and pmacct (NetFlow/IPFIX exporters) and nfdump (nfcapd, a reference collector) for
+# the netflow source's tests.
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -41,6 +41,7 @@ if ((${#missing[@]})); then
     $SUDO pkill -f prometheus-alertmanager 2>/dev/null || true
     $SUDO pkill -x nfcapd 2>/dev/null || true
     $SUDO pkill -x softflowd 2>/dev/null || true
+    $SUDO pkill -f 'pmacctd|nfacctd|sfacctd|uacctd' 2>/dev/null || true
 fi
 
 # --- Python ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Packets written with scapy (TCP conversations, UDP request/answer pairs, ICMP, IPv6) are read
 by Debian's softflowd, which exports them as NetFlow v5, v9 or IPFIX (IPFIX also as RFC 5103
-biflows). A small UDP tee in this test sends each datagram both to flowtag and to nfdump's
+biflows), and by pmacct's pmacctd, whose nfprobe plugin exports v9 or IPFIX. A small UDP tee in this test sends each datagram both to flowtag and to nfdump's
 collector `nfcapd`, so both decode the same packets; every flow flowtag writes is compared
 field by field with what `nfdump -o json` reads from nfcapd's file.
 """
@@ -27,8 +27,8 @@ from testkit.pcap import write_pcap
 
 REPO = Path(__file__).resolve().parents[3]
 
-# softflowd and nfdump are installed by scripts/setup.sh; without them these tests fail.
-assert all(shutil.which(t) for t in ("softflowd", "softflowctl", "nfcapd", "nfdump")), "run scripts/setup.sh"
+# softflowd, pmacct and nfdump are installed by scripts/setup.sh; without them these tests fail.
+assert all(shutil.which(t) for t in ("softflowd", "softflowctl", "pmacctd", "nfcapd", "nfdump")), "run scripts/setup.sh"
 
 
 class Tee:
@@ -108,16 +108,16 @@ def flags(text: str) -> int:
 
 
 def key_nfdump(r: dict) -> tuple:
-    ports = (0, r["icmp_type"] * 256 + r["icmp_code"]) if "icmp_type" in r else (r.get("src_port", 0), r.get("dst_port", 0))
+    ports = (0, 0) if r["proto"] in (1, 58) else (r.get("src_port", 0), r.get("dst_port", 0))
     return (r.get("src4_addr") or r.get("src6_addr"), r.get("dst4_addr") or r.get("dst6_addr"), r["proto"], *ports)
 
 
 def key_flowtag(r: dict) -> tuple:
-    sport, dport = r.get("sourceTransportPort", 0), r.get("destinationTransportPort", 0)
-    if "icmpTypeCodeIPv4" in r or "icmpTypeCodeIPv6" in r:  # nfdump keeps ICMP type/code as the port
-        sport, dport = 0, r.get("icmpTypeCodeIPv4", r.get("icmpTypeCodeIPv6"))
+    """The flow's 5-tuple; ICMP flows by address only (exporters put type and code in
+    `icmpTypeCodeIPv4` or in the destination port, and nfdump reads only the former)."""
+    ports = (0, 0) if r["protocolIdentifier"] in (1, 58) else (r.get("sourceTransportPort", 0), r.get("destinationTransportPort", 0))
     return (r.get("sourceIPv4Address") or r.get("sourceIPv6Address"),
-            r.get("destinationIPv4Address") or r.get("destinationIPv6Address"), r["protocolIdentifier"], sport, dport)
+            r.get("destinationIPv4Address") or r.get("destinationIPv6Address"), r["protocolIdentifier"], *ports)
 
 
 def netflow_config(tmp: Path, api: int, port: int, out: Path) -> str:
@@ -141,9 +141,41 @@ def pcap(tmp_path_factory) -> tuple[Path, int, dict]:
     return path, *write_pcap(path)
 
 
-@pytest.mark.parametrize("version,extra", [("5", ("-a",)), ("9", ("-a",)), ("10", ("-A", "milli")), ("10", ("-b", "-A", "milli"))],
-                         ids=["v5", "v9", "ipfix", "ipfix-biflow"])
-def test_softflowd_flows_match_nfdump(flowtag, pcap, tmp_path, version, extra):
+def pmacctd(pcap: Path, port: int, version: str, tmp: Path) -> None:
+    """pmacct's pmacctd reading the pcap, its nfprobe plugin exporting v9 or IPFIX to
+    127.0.0.1:port; flows per 5-tuple and ToS, expired within a second."""
+    conf = tmp / f"pmacctd-{version}.conf"
+    conf.write_text(f"""daemonize: false
+pcap_savefile: {pcap}
+pcap_savefile_wait: false
+plugins: nfprobe
+nfprobe_receiver: 127.0.0.1:{port}
+nfprobe_version: {version}
+aggregate: src_host, dst_host, src_port, dst_port, proto, tos
+nfprobe_timeouts: tcp=1:tcp.rst=1:tcp.fin=1:udp=1:icmp=1:general=1:maxlife=1:expint=1
+""")
+    out = subprocess.run(["pmacctd", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def settled(path: Path, quiet: float = 1.5, limit: float = 30) -> list[dict]:
+    """The records of `path` once it stopped growing for `quiet` seconds."""
+    last, since, end = -1, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < end:
+        n = len(read_jsonl(path))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.1)
+    return read_jsonl(path)
+
+
+@pytest.mark.parametrize("exporter,version,extra", [
+    ("softflowd", "5", ("-a",)), ("softflowd", "9", ("-a",)), ("softflowd", "10", ("-A", "milli")),
+    ("softflowd", "10", ("-b", "-A", "milli")), ("pmacct", "9", ()), ("pmacct", "10", ()),
+], ids=["softflowd-v5", "softflowd-v9", "softflowd-ipfix", "softflowd-ipfix-biflow", "pmacct-v9", "pmacct-ipfix"])
+def test_exported_flows_match_nfdump(flowtag, pcap, tmp_path, exporter, version, extra):
     pcap_path, directions, tcp_flags = pcap
     api, port, nf_port = free_port(), free_port(), free_port()
     out = tmp_path / "flows.jsonl"
@@ -155,9 +187,16 @@ def test_softflowd_flows_match_nfdump(flowtag, pcap, tmp_path, version, extra):
     ft = Flowtag(flowtag, tmp_path, config, api)
     tee = Tee([port, nf_port])
     try:
-        log = softflowd(pcap_path, tee.port, version, tmp_path, *extra)
-        exported = int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))  # "N (M records)"
-        if version == "5":
+        if exporter == "pmacct":
+            pmacctd(pcap_path, tee.port, version, tmp_path)
+            exported = len(settled(out))
+            assert exported >= directions - 12, "about one flow per direction (pmacct keeps ICMP echoes apart)"
+        else:
+            log = softflowd(pcap_path, tee.port, version, tmp_path, *extra)
+            exported = int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))  # "N (M records)"
+        if exporter == "pmacct":
+            expected = None
+        elif version == "5":
             expected = directions - 12 * 3  # NetFlow v5 carries no IPv6
         elif "-b" in extra:
             expected = None  # biflows: checked against nfdump below

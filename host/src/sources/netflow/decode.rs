@@ -28,7 +28,8 @@
 //! samples (1 in N packets, N > 1), `exporterIPv4Address` or `exporterIPv6Address`, and the
 //! `observationDomainId` when it is not 0.
 //!
-//! Options records are read for the above and not emitted. A packet that cannot be read to its
+//! Options records are read for the above and not emitted. Fewer bytes than a record at the end
+//! of a set are padding whatever they hold (pmacct pads with non-zero bytes). A packet that cannot be read to its
 //! end gives an error record (`decode_error`, the packet in base64) besides the records read
 //! before the fault; nothing here panics on any input (see `fuzz/`).
 
@@ -614,9 +615,8 @@ impl Collector {
                 batch.end_record();
             }
         }
-        if b.iter().any(|&x| x != 0) {
-            return fault(format!("{} bytes after the last record are neither a record nor padding", b.len()));
-        }
+        // Fewer bytes than a record are padding, whatever they hold: pmacct pads with non-zero
+        // bytes, and nfdump skips them too.
         Ok(())
     }
 
