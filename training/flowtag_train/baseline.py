@@ -29,7 +29,6 @@ rows; `signature` when `--private-key` is given) that `flowtag score` and the ho
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from flowtag_export.runtime import raw_scores
 from flowtag_export.spec import DEFAULT_MISSING_TOKENS, FeatureSpec
 
 from . import evaluate, features, models, pipeline
-from .datasets import Dataset, Schema, read_csv, read_zeek
+from .datasets import NESTED, Dataset, Schema, read_csv, read_json_lines, read_zeek
 
 FORMATS = {"csv": "csv", "cicflowmeter": "csv", "json": "json", "netflow": "json", "zeek": "zeek"}
 #: Text columns with at most this many distinct values are categories (or more, when the most
@@ -131,41 +130,11 @@ def read_records(paths: list[Path], fmt: str) -> tuple[pd.DataFrame, list[dict]]
         elif kind == "zeek":
             frame = read_zeek(path)
         else:
-            frame = read_json_lines(path)
+            frame = read_json_lines(path, mark_nested=True)
         frames.append(frame)
         info.append({"path": path.name, "rows": len(frame), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
     frame = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
     return frame.astype(object).where(frame.notna(), None), info
-
-
-_NESTED = object()
-
-
-def read_json_lines(path: Path) -> pd.DataFrame:
-    """JSON lines: scalars as the text a CSV would hold; nested values (a tagged archive's
-    `anomaly` member) kept as a marker so the column is left out by name of what it is."""
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{n}: not a JSON object")
-        rows.append({k: _text(v) for k, v in obj.items()})
-    return pd.DataFrame(rows, dtype=object)
-
-
-def _text(v):
-    if v is None:
-        return None
-    if isinstance(v, (dict, list)):
-        return _NESTED
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return v if isinstance(v, str) else repr(v)
 
 
 def infer_columns(frame: pd.DataFrame, drop: list[str], label: str | None) -> tuple[list[str], list[str], dict[str, str]]:
@@ -173,13 +142,13 @@ def infer_columns(frame: pd.DataFrame, drop: list[str], label: str | None) -> tu
     numeric, categorical, left_out = [], [], {}
     for col in frame.columns:
         values = frame[col]
-        present = values[values.map(lambda v: v is not None and v is not _NESTED and str(v).strip().lower() not in _MISSING)]
+        present = values[values.map(lambda v: v is not None and v is not NESTED and str(v).strip().lower() not in _MISSING)]
         if col == label:
             continue
         if col in drop:
             left_out[col] = "--drop"
             continue
-        if values.map(lambda v: v is _NESTED).any():
+        if values.map(lambda v: v is NESTED).any():
             left_out[col] = "nested value"
             continue
         why = by_name(col)

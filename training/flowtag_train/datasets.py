@@ -10,7 +10,9 @@ Every file is read as text, as a node's logs are: a UTF-8 byte-order mark is dro
 is not UTF-8 is read as Windows-1252 (CICIDS2017's labels), header names are trimmed (CICIDS2017
 writes `" Flow Duration"`), a repeated name gets `.1` (CICIDS2017 repeats `Fwd Header Length`),
 CRLF line endings are fine, and values stay strings until the feature spec reads them with the
-plugin's rules (`Infinity`, `NaN`, `-`, empty).
+plugin's rules (`Infinity`, `NaN`, `-`, empty). A `.jsonl` file (or a `json` schema) is read as
+JSON lines, as flowtag's file sink archives records at the edge: the tags it added are left out,
+so a node's archive is training data like the dataset it came from.
 """
 
 from __future__ import annotations
@@ -201,6 +203,39 @@ def read_zeek(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=fields, dtype=object)
 
 
+#: What `read_json_lines` puts in place of a nested value (an object or array) when asked to mark them.
+NESTED = object()
+
+
+def read_json_lines(path: Path, mark_nested: bool = False) -> pd.DataFrame:
+    """JSON lines (what flowtag's file sink archives): scalars as the text a CSV would hold, an
+    absent member as None. Nested values (the tags of a tagged archive) are left out, or kept as
+    `NESTED` with `mark_nested`."""
+    rows = []
+    for n, line in enumerate(decode_text(path.read_bytes()).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{n}: not a JSON object")
+        row = {}
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)):
+                if mark_nested:
+                    row[k] = NESTED
+            else:
+                row[k] = None if v is None else _zeek_json_text(v)
+        rows.append(row)
+    return pd.DataFrame(rows, dtype=object)
+
+
+def is_json_lines(path: Path, schema: Schema) -> bool:
+    return schema.format == "json" or path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
 def _zeek_json_text(v) -> str:
     """A JSON value as the text a CSV would hold (numbers exactly, lists joined by commas)."""
     if isinstance(v, bool):
@@ -244,7 +279,12 @@ def load(schema: Schema | str, files: list[str] | None = None, root: Path | None
         schema = Schema.load(schema)
     frames, info = [], []
     for path in resolve_files(schema, files, root):
-        frame = read_zeek(path) if schema.format == "zeek" else read_csv(path, schema)
+        if is_json_lines(path, schema):
+            frame = read_json_lines(path)
+        elif schema.format == "zeek":
+            frame = read_zeek(path)
+        else:
+            frame = read_csv(path, schema)
         frame = frame.rename(columns=schema.rename)
         frames.append(frame)
         info.append({"path": str(path), "rows": len(frame), "sha256": _sha256(path)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from flowtag_train.datasets import Schema, load, normalize_family, read_csv
@@ -139,3 +140,32 @@ def test_limit_keeps_a_stratified_sample(datasets):
     assert 2900 <= len(ds) <= 3100
     assert set(ds.family) >= {"Normal", "Generic", "Exploits", "Worms"}
     assert abs((ds.y == 0).mean() - 27750 / 61749) < 0.02
+
+
+def test_an_edge_archive_is_training_data_like_the_csv_it_came_from(datasets, tmp_path, flowtag):
+    """Records tagged by flowtag (what a node's file sink archives, tags and all) load through
+    the dataset's schema as the CSV rows they came from: same columns, labels and values."""
+    import subprocess
+
+    from flowtag_train.datasets import load
+
+    csv_path = datasets / "unsw-nb15" / "UNSW-NB15_1.head3500.csv"
+    archive = tmp_path / "archive.jsonl"
+    with open(archive, "w") as out:
+        subprocess.run([str(flowtag), "score", "--model", "models/unsw-supervised", "--format", "unsw", str(csv_path)],
+                       stdout=out, check=True, timeout=120)
+    from_csv = load("unsw_nb15_raw", files=[str(csv_path)])
+    from_archive = load("unsw_nb15_raw", files=[str(archive)])
+    assert "anomaly" not in from_archive.frame.columns, "the tags are not data"
+    assert list(from_archive.frame.columns) == list(from_csv.frame.columns)
+    assert (from_archive.y == from_csv.y).all() and (from_archive.family == from_csv.family).all()
+    compared = 0
+    for col in from_csv.frame.columns:
+        b = pd.to_numeric(from_csv.frame[col], errors="coerce").to_numpy()
+        if np.isnan(b).all():
+            assert (from_archive.frame[col].fillna("") == from_csv.frame[col]).all(), col
+            continue
+        a = pd.to_numeric(from_archive.frame[col], errors="coerce").to_numpy()
+        assert np.allclose(a, b, rtol=1e-12, equal_nan=True), col
+        compared += 1
+    assert compared >= 30
