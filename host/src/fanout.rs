@@ -3,13 +3,18 @@
 //! the inbox of every component downstream.
 //!
 //! A full inbox makes its senders wait, so a slow sink slows everything upstream instead of
-//! growing memory. Alerts are the exception: they get a [`Tap`], a copy of each batch without
+//! growing memory. An inbox is full at [`INBOX_BATCHES`] batches or [`INBOX_BYTES`] bytes of
+//! records, whichever comes first: the bytes are reserved before a batch is queued and given
+//! back when it is taken (a batch larger than the whole budget waits for an empty inbox). Alerts are the exception: they get a [`Tap`], a copy of each batch without
 //! acknowledgements, offered without waiting (an alert that falls behind misses records,
 //! counted), so an alert never holds a checkpoint or the log path.
 //!
-//! `flowtag_buffer_events{component}` counts the events waiting in each inbox.
+//! `flowtag_buffer_events{component}` and `flowtag_buffer_bytes{component}` count what waits in
+//! each inbox.
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::event::{Event, Events};
 use crate::metrics::{self, ComponentMetrics};
@@ -19,11 +24,14 @@ pub const DEAD_LETTER: &str = "dead_letter";
 
 /// Batches an inbox holds before its senders wait.
 pub const INBOX_BATCHES: usize = 8;
+/// Bytes of records an inbox holds before its senders wait.
+pub const INBOX_BYTES: usize = 64 << 20;
 
 /// A component's input.
 pub struct Inbox {
     rx: mpsc::Receiver<Events>,
     gauge: prometheus::IntGauge,
+    budget: Budget,
 }
 
 /// The sending side of one inbox.
@@ -31,13 +39,66 @@ pub struct Inbox {
 pub struct Target {
     tx: mpsc::Sender<Events>,
     gauge: prometheus::IntGauge,
+    budget: Budget,
 }
 
-/// A new inbox for component `id`, holding up to `batches` batches, and its sending side.
+/// An inbox's bytes: reserved by senders, given back by the receiver.
+#[derive(Clone)]
+struct Budget {
+    free: Arc<Semaphore>,
+    max: u32,
+    gauge: prometheus::IntGauge,
+}
+
+impl Budget {
+    /// The bytes a batch reserves (at most the whole budget).
+    fn weight(&self, events: &Events) -> u32 {
+        events.iter().map(|e| e.data.len()).sum::<usize>().min(self.max as usize) as u32
+    }
+
+    /// Wait for `n` bytes; false when the inbox is gone.
+    async fn reserve(&self, n: u32) -> bool {
+        match self.free.acquire_many(n).await {
+            Ok(permit) => {
+                permit.forget();
+                self.gauge.add(i64::from(n));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn try_reserve(&self, n: u32) -> bool {
+        match self.free.try_acquire_many(n) {
+            Ok(permit) => {
+                permit.forget();
+                self.gauge.add(i64::from(n));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn give_back(&self, n: u32) {
+        self.free.add_permits(n as usize);
+        self.gauge.sub(i64::from(n));
+    }
+}
+
+/// A new inbox for component `id`, holding up to `batches` batches and [`INBOX_BYTES`] bytes,
+/// and its sending side.
 pub fn inbox(id: &str, batches: usize) -> (Target, Inbox) {
+    inbox_with_bytes(id, batches, INBOX_BYTES)
+}
+
+/// [`inbox`] holding up to `bytes` bytes.
+pub fn inbox_with_bytes(id: &str, batches: usize, bytes: usize) -> (Target, Inbox) {
     let (tx, rx) = mpsc::channel(batches);
-    let gauge = metrics::global().buffer_events.with_label_values(&[id]);
-    (Target { tx, gauge: gauge.clone() }, Inbox { rx, gauge })
+    let m = metrics::global();
+    let gauge = m.buffer_events.with_label_values(&[id]);
+    let max = bytes.clamp(1, u32::MAX as usize) as u32;
+    let budget = Budget { free: Arc::new(Semaphore::new(max as usize)), max, gauge: m.buffer_bytes.with_label_values(&[id]) };
+    (Target { tx, gauge: gauge.clone(), budget: budget.clone() }, Inbox { rx, gauge, budget })
 }
 
 /// A new inbox for alert `id` of type `kind`, and the tap that feeds it.
@@ -49,20 +110,49 @@ pub fn tap(id: &str, kind: &'static str, batches: usize) -> (Tap, Inbox) {
 impl Inbox {
     pub async fn recv(&mut self) -> Option<Events> {
         let events = self.rx.recv().await?;
-        self.gauge.sub(events.len() as i64);
-        Some(events)
+        Some(self.taken(events))
     }
 
     pub fn blocking_recv(&mut self) -> Option<Events> {
         let events = self.rx.blocking_recv()?;
-        self.gauge.sub(events.len() as i64);
-        Some(events)
+        Some(self.taken(events))
     }
 
     pub fn try_recv(&mut self) -> Result<Events, mpsc::error::TryRecvError> {
         let events = self.rx.try_recv()?;
+        Ok(self.taken(events))
+    }
+
+    fn taken(&self, events: Events) -> Events {
         self.gauge.sub(events.len() as i64);
-        Ok(events)
+        self.budget.give_back(self.budget.weight(&events));
+        events
+    }
+}
+
+impl Drop for Inbox {
+    /// Senders waiting for bytes learn that nobody will take them.
+    fn drop(&mut self) {
+        self.budget.free.close();
+    }
+}
+
+/// Block this thread on `future` (a sender outside the runtime waiting for an inbox's bytes).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => return v,
+            std::task::Poll::Pending => std::thread::park(),
+        }
     }
 }
 
@@ -157,7 +247,13 @@ impl Output {
         };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
-            fan.sent(target.tx.send(batch).await.is_ok());
+            let w = target.budget.weight(&batch);
+            let reserved = target.budget.reserve(w).await;
+            let ok = reserved && target.tx.send(batch).await.is_ok();
+            if reserved && !ok {
+                target.budget.give_back(w);
+            }
+            fan.sent(ok);
         }
         fan.finish()
     }
@@ -170,7 +266,13 @@ impl Output {
         };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
-            fan.sent(target.tx.blocking_send(batch).is_ok());
+            let w = target.budget.weight(&batch);
+            let reserved = block_on(target.budget.reserve(w));
+            let ok = reserved && target.tx.blocking_send(batch).is_ok();
+            if reserved && !ok {
+                target.budget.give_back(w);
+            }
+            fan.sent(ok);
         }
         fan.finish()
     }
@@ -184,7 +286,16 @@ impl Output {
         };
         let mut fan = FanOut::start(self, events);
         while let Some((target, mut batch)) = fan.next() {
-            let ok = loop {
+            let w = target.budget.weight(&batch);
+            let mut reserved = true;
+            while !target.budget.try_reserve(w) {
+                if target.tx.is_closed() {
+                    reserved = false;
+                    break;
+                }
+                idle();
+            }
+            let ok = reserved && loop {
                 match target.tx.try_send(batch) {
                     Ok(()) => break true,
                     Err(mpsc::error::TrySendError::Full(back)) => {
@@ -194,6 +305,9 @@ impl Output {
                     Err(mpsc::error::TrySendError::Closed(_)) => break false,
                 }
             };
+            if reserved && !ok {
+                target.budget.give_back(w);
+            }
             fan.sent(ok);
         }
         fan.finish()
@@ -208,13 +322,24 @@ impl Output {
         for tap in &self.taps {
             let copy: Events = events.iter().map(|e| Event::new(e.data.clone())).collect();
             let n = copy.len() as i64;
-            match tap.target.tx.try_send(copy) {
-                Ok(()) => tap.target.gauge.add(n),
-                Err(mpsc::error::TrySendError::Full(lost)) => metrics::global()
+            let w = tap.target.budget.weight(&copy);
+            let missed = |lost: usize| {
+                metrics::global()
                     .discarded
                     .with_label_values(&[&tap.id, "alert", tap.kind, "alert_behind"])
-                    .inc_by(lost.len() as u64),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    .inc_by(lost as u64)
+            };
+            if !tap.target.budget.try_reserve(w) {
+                missed(copy.len());
+                continue;
+            }
+            match tap.target.tx.try_send(copy) {
+                Ok(()) => tap.target.gauge.add(n),
+                Err(mpsc::error::TrySendError::Full(lost)) => {
+                    tap.target.budget.give_back(w);
+                    missed(lost.len());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => tap.target.budget.give_back(w),
             }
         }
     }
@@ -396,6 +521,31 @@ mod tests {
         drop(inbox_b);
         assert_eq!(out.blocking_send(batch(2)), Err(Closed));
         assert_eq!(Output::default().blocking_send(batch(1)), Ok(()), "no target: nothing to refuse");
+    }
+
+    #[test]
+    fn an_inbox_is_bounded_in_bytes_too() {
+        // 40 bytes: room for 3 records of 11 bytes ({"i":0} etc. are 7; these are padded).
+        let rec = |i: usize| Event::new(Bytes::from(format!("{{\"i\":{i:05}}}")));
+        let (a, mut inbox_a) = inbox_with_bytes("fanout-test-bytes", 100, 40);
+        let out = Output::new(vec![a], vec![]);
+        out.blocking_send(vec![rec(1), rec(2)]).unwrap();
+        let gauge = metrics::global().buffer_bytes.with_label_values(&["fanout-test-bytes"]);
+        assert_eq!(gauge.get(), 22);
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = sent.clone();
+        let sender = std::thread::spawn(move || {
+            out.blocking_send(vec![rec(3), rec(4)]).unwrap(); // 22 more: over 40, waits
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            out.blocking_send((0..10).map(rec).collect()).unwrap(); // 110 > 40: waits for an empty inbox
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!sent.load(std::sync::atomic::Ordering::SeqCst), "the sender waits for room in bytes");
+        assert_eq!(inbox_a.blocking_recv().unwrap().len(), 2);
+        assert_eq!(inbox_a.blocking_recv().unwrap().len(), 2);
+        assert_eq!(inbox_a.blocking_recv().unwrap().len(), 10);
+        sender.join().unwrap();
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub calibration_state: GaugeVec,
     pub score_drift_psi: GaugeVec,
     pub buffer_events: IntGaugeVec,
+    pub buffer_bytes: IntGaugeVec,
     pub sink_retries: IntCounterVec,
     pub alerts_sent: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
@@ -105,6 +106,12 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(buffer_events.clone())).expect("registered once");
+        let buffer_bytes = IntGaugeVec::new(
+            Opts::new("flowtag_buffer_bytes", "Bytes of the events waiting in a component's input buffer."),
+            &["component_id"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(buffer_bytes.clone())).expect("registered once");
         let up = IntGauge::new("flowtag_up", "1 while the pipeline is running.").expect("valid metric");
         r.register(Box::new(up.clone())).expect("registered once");
         Metrics {
@@ -167,6 +174,7 @@ impl Metrics {
             calibration_state,
             score_drift_psi,
             buffer_events,
+            buffer_bytes,
             sink_retries: counter(
                 &r,
                 "flowtag_sink_retries_total",
