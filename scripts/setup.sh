@@ -21,8 +21,8 @@ fi
 # prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
 # Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs);
 # softflowd and pmacct (NetFlow/IPFIX exporters) and nfdump (nfcapd, a reference collector) for
-# the netflow source's tests.
-APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump)
+# the netflow source's tests; nginx-light writes real access logs for the `combined` decoder's.
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump nginx-light)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -42,6 +42,7 @@ if ((${#missing[@]})); then
     $SUDO pkill -x nfcapd 2>/dev/null || true
     $SUDO pkill -x softflowd 2>/dev/null || true
     $SUDO pkill -f 'pmacctd|nfacctd|sfacctd|uacctd' 2>/dev/null || true
+    $SUDO pkill -x nginx 2>/dev/null || true
 fi
 
 # --- Python ----------------------------------------------------------------------------------

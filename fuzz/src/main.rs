@@ -244,6 +244,10 @@ fn targets() -> Vec<Target> {
             4,
             "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tproto\tduration\tservice\ttunnel_parents\n#types\ttime\tstring\taddr\tport\tenum\tinterval\tstring\tset[string]\n1.5\tCx\t10.0.0.1\t53\tudp\t0.1\t-\t(empty)\n",
         ),
+        lines(
+            5,
+            "127.0.0.1 - - [05/Dec/2026:10:41:07 +0000] \"GET /s?q=%27+or+1 HTTP/1.1\" 200 615 \"-\" \"curl/7.88\"\nwww:443 1.2.3.4 - bob [t] \"\\x16\\x03\" 400 - \"a\\\"b\" \"-\"\n",
+        ),
     ];
     vec![
         Target { name: "json", seeds: json_seeds.clone(), tokens: JSON_TOKENS, check: check_json },
@@ -448,7 +452,7 @@ fn is_object(record: &[u8]) -> Result<(), String> {
 fn check_decode(input: &[u8]) -> Result<(), String> {
     let Some((&kind, text)) = input.split_first() else { return Ok(()) };
     let kind =
-        [Decoding::Json, Decoding::Csv, Decoding::Unsw, Decoding::Cicflowmeter, Decoding::Zeek][usize::from(kind % 5)];
+        [Decoding::Json, Decoding::Csv, Decoding::Unsw, Decoding::Cicflowmeter, Decoding::Zeek, Decoding::Combined][usize::from(kind % 6)];
     let mut decoder = Decoder::new(kind);
     let mut out = Vec::new();
     for line in text.split(|&b| b == b'\n') {

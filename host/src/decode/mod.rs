@@ -8,6 +8,8 @@
 //! * `cicflowmeter`: CICFlowMeter's CSV (as `csv`), or its JSON lines.
 //! * `unsw`: UNSW-NB15/Argus CSV, with a header (the partitioned files) or without one (the raw
 //!   49-column `UNSW-NB15_*.csv` files, named as in `NUSW-NB15_features.csv`).
+//! * `combined` (or `common`): web server access logs in the Common or Combined Log Format,
+//!   nginx's and Apache's, with or without a leading vhost (see `access.rs`), or JSON lines.
 //! * `zeek`: Zeek logs, TSV (`#separator`, `#fields`, `#types`, unset and empty markers; fields are
 //!   typed from `#types`, unset fields left out as Zeek's JSON writer does) or JSON lines.
 //!
@@ -16,6 +18,7 @@
 //! when something reads the source's `ID.dead_letter`, it goes there instead (see
 //! [`crate::sources::SourceContext::outlets`]).
 
+mod access;
 mod csv;
 mod zeek;
 
@@ -33,6 +36,9 @@ pub enum Decoding {
     Zeek,
     Cicflowmeter,
     Unsw,
+    /// Web server access logs, Common or Combined Log Format (`common` is the same decoder).
+    Combined,
+    Common,
 }
 
 impl std::str::FromStr for Decoding {
@@ -44,7 +50,11 @@ impl std::str::FromStr for Decoding {
             "zeek" => Decoding::Zeek,
             "cicflowmeter" => Decoding::Cicflowmeter,
             "unsw" => Decoding::Unsw,
-            other => return Err(format!("unknown format {other:?}: use json, csv, zeek, cicflowmeter or unsw")),
+            "combined" => Decoding::Combined,
+            "common" => Decoding::Common,
+            other => {
+                return Err(format!("unknown format {other:?}: use json, csv, zeek, cicflowmeter, unsw, combined or common"))
+            }
         })
     }
 }
@@ -109,6 +119,8 @@ impl Decoder {
             Decoding::Json => json_object(line, out, check),
             Decoding::Cicflowmeter if json_line => json_object(line, out, check),
             Decoding::Zeek if json_line => json_object(line, out, check),
+            Decoding::Combined | Decoding::Common if json_line => json_object(line, out, check),
+            Decoding::Combined | Decoding::Common => access::decode(line, out),
             Decoding::Csv | Decoding::Cicflowmeter | Decoding::Unsw => self.csv.decode(line, out),
             Decoding::Zeek => self.zeek.decode(line, out),
         };
