@@ -21,8 +21,9 @@ fi
 # prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
 # Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs);
 # softflowd and pmacct (NetFlow/IPFIX exporters) and nfdump (nfcapd, a reference collector) for
-# the netflow source's tests; nginx-light writes real access logs for the `combined` decoder's.
-APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump nginx-light)
+# the netflow source's tests; nginx-light and apache2 write real access logs for the `combined`
+# decoder's.
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump nginx-light apache2)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -43,6 +44,7 @@ if ((${#missing[@]})); then
     $SUDO pkill -x softflowd 2>/dev/null || true
     $SUDO pkill -f 'pmacctd|nfacctd|sfacctd|uacctd' 2>/dev/null || true
     $SUDO pkill -x nginx 2>/dev/null || true
+    $SUDO pkill -x apache2 2>/dev/null || true
 fi
 
 # --- Python ----------------------------------------------------------------------------------
