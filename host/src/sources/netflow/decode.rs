@@ -128,6 +128,9 @@ pub struct Report {
     pub no_template: usize,
     /// Templates refused because `max_templates` were held.
     pub template_limit: usize,
+    /// Packets dropped because `max_templates` exporter sessions (address, port, version,
+    /// domain) were already known.
+    pub session_limit: usize,
     /// Options records read (not emitted).
     pub options_records: usize,
 }
@@ -287,11 +290,8 @@ impl Collector {
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.limits.template_timeout;
         self.templates.retain(|_, t| now.saturating_duration_since(t.received) < timeout);
-        let templates = &self.templates;
-        self.sessions.retain(|k, s| {
-            s.seen.is_some_and(|seen| now.saturating_duration_since(seen) < timeout)
-                || templates.keys().any(|t| (t.0, t.1, t.2) == *k)
-        });
+        // A session's templates are never newer than its last packet.
+        self.sessions.retain(|_, s| s.seen.is_some_and(|seen| now.saturating_duration_since(seen) < timeout));
         while let Some(h) = self.held.front() {
             if now.saturating_duration_since(h.at) < self.limits.hold_timeout {
                 break;
@@ -403,7 +403,16 @@ impl Collector {
         batch: &mut Batch,
     ) -> Result<(), Fault> {
         let (template_set, options_set) = if header.version == 9 { (0, 1) } else { (2, 3) };
-        self.sessions.entry((from, header.version, header.domain)).or_default().seen = Some(now);
+        let key = (from, header.version, header.domain);
+        if !self.sessions.contains_key(&key) && self.sessions.len() >= self.limits.max_templates {
+            // Exporters are bounded like templates: spoofed source addresses cannot grow memory.
+            self.expire(now);
+            if self.sessions.len() >= self.limits.max_templates {
+                self.report.session_limit += 1;
+                return Ok(());
+            }
+        }
+        self.sessions.entry(key).or_default().seen = Some(now);
         while !body.is_empty() {
             if body.len() < 4 {
                 if header.version == 9 && body.iter().all(|&b| b == 0) {

@@ -213,10 +213,26 @@ fn template_limit_refuses_new_templates() {
     let limits = Limits { max_templates: 1, ..Limits::default() };
     let mut c = Collector::new(limits);
     decode(&mut c, R1, &v9(0, P::default().set(0, v9_template())));
-    decode(&mut c, R2, &v9(0, P::default().set(0, v9_template())));
+    let mut other = v9_template();
+    other.0[..2].copy_from_slice(&257u16.to_be_bytes());
+    decode(&mut c, R1, &v9(0, P::default().set(0, other)));
     assert_eq!((c.templates(), c.report.template_limit), (1, 1));
     decode(&mut c, R1, &v9(0, P::default().set(0, v9_template())));
     assert_eq!(c.report.template_limit, 1, "refreshing a held template is not a new one");
+}
+
+#[test]
+fn exporter_sessions_are_bounded_too() {
+    let limits = Limits { max_templates: 2, template_timeout: Duration::from_secs(60), ..Limits::default() };
+    let mut c = Collector::new(limits);
+    let packet = v9(0, P::default().set(0, v9_template()).set(256, v9_record(P::default(), [10, 0, 0, 1], 3)));
+    assert_eq!(decode(&mut c, R1, &packet).len(), 1);
+    assert_eq!(decode(&mut c, R2, &packet).len(), 1);
+    assert!(decode(&mut c, "192.0.2.3:2055", &packet).is_empty(), "a third exporter is over the bound");
+    assert_eq!(c.report.session_limit, 1);
+    assert_eq!(decode(&mut c, R1, &packet).len(), 1, "known exporters go on");
+    c.expire(Instant::now() + Duration::from_secs(61));
+    assert_eq!(decode(&mut c, "192.0.2.3:2055", &packet).len(), 1, "room again once the others expired");
 }
 
 #[test]

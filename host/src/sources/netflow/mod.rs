@@ -6,7 +6,7 @@
 //! type = "netflow"
 //! address = "0.0.0.0:2055"
 //! template_timeout = "30m"     # a template not sent again within this is forgotten
-//! max_templates = 4096         # templates held over all exporters; more are refused, counted
+//! max_templates = 4096         # templates (and exporter sessions) held; more are refused, counted
 //! hold_timeout = "10s"         # data that came before its template waits this long
 //! hold_max_bytes = 4194304     # and at most this many bytes of it in all
 //! receive_buffer_bytes = 8388608   # optional: SO_RCVBUF, for bursts
@@ -21,7 +21,8 @@
 //! (`flowtag_component_errors_total{error_type="malformed"}`, and an error record with the
 //! packet in base64, to `ID.dead_letter` when something reads it), data whose template never
 //! came (`flowtag_component_discarded_events_total{reason="no_template"}`, one per data set), a
-//! template over `max_templates` (`errors_total{error_type="template_limit"}`).
+//! template over `max_templates` (`errors_total{error_type="template_limit"}`), a packet from a
+//! new exporter when `max_templates` exporter sessions are known (`error_type="session_limit"`).
 
 pub mod decode;
 mod elements;
@@ -206,6 +207,11 @@ fn count(ctx: &SourceContext, now: &Report, reported: &mut Report) {
     if limit > 0 {
         ctx.metrics.error("template_limit", limit);
         tracing::warn!(templates = limit, "templates refused: max_templates reached");
+    }
+    let sessions = delta(now.session_limit, reported.session_limit);
+    if sessions > 0 {
+        ctx.metrics.error("session_limit", sessions);
+        tracing::warn!(packets = sessions, "packets from new exporters dropped: max_templates exporter sessions known");
     }
     *reported = now.clone();
 }
