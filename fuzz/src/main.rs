@@ -322,7 +322,16 @@ fn targets() -> Vec<Target> {
         Target {
             name: "netflow",
             seeds: netflow_seeds(),
-            tokens: &[b"\x00\x09", b"\x00\x0a", b"\x00\x05", b"\xff", b"\xff\xff", b"\x01\x00", b"\x80", b"\x00\x00\x72\x79"],
+            tokens: &[
+                b"\x00\x09",
+                b"\x00\x0a",
+                b"\x00\x05",
+                b"\xff",
+                b"\xff\xff",
+                b"\x01\x00",
+                b"\x80",
+                b"\x00\x00\x72\x79",
+            ],
             check: check_netflow,
         },
     ]
@@ -351,7 +360,12 @@ fn netflow_seeds() -> Vec<Vec<u8>> {
                      0002 0024 0190 0005 0008 0004 0001 0004 8001 0008 00007279 0052 ffff 804d 0002 00000009
                      0190 0033 0a010101 000005dc 0000000000000063 04 65746830 beef
                                0a020202 00000063 0000000000000001 02 6162 cafe 000000");
-    vec![framed(&[v5.clone()]), framed(&[v9.clone(), v9[..40].to_vec()]), framed(&[ipfix.clone()]), framed(&[v5, v9, ipfix])]
+    vec![
+        framed(&[v5.clone()]),
+        framed(&[v9.clone(), v9[..40].to_vec()]),
+        framed(&[ipfix.clone()]),
+        framed(&[v5, v9, ipfix]),
+    ]
 }
 
 fn check_netflow(input: &[u8]) -> Result<(), String> {
@@ -452,7 +466,8 @@ fn is_object(record: &[u8]) -> Result<(), String> {
 fn check_decode(input: &[u8]) -> Result<(), String> {
     let Some((&kind, text)) = input.split_first() else { return Ok(()) };
     let kind =
-        [Decoding::Json, Decoding::Csv, Decoding::Unsw, Decoding::Cicflowmeter, Decoding::Zeek, Decoding::Combined][usize::from(kind % 6)];
+        [Decoding::Json, Decoding::Csv, Decoding::Unsw, Decoding::Cicflowmeter, Decoding::Zeek, Decoding::Combined]
+            [usize::from(kind % 6)];
     let mut decoder = Decoder::new(kind);
     let mut out = Vec::new();
     for line in text.split(|&b| b == b'\n') {
@@ -626,7 +641,12 @@ mod tests {
         let mut rest = &all[..];
         while rest.len() >= 2 {
             let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-            collector.packet("192.0.2.1:2055".parse().unwrap(), &rest[2..2 + len], std::time::Instant::now(), &mut batch);
+            collector.packet(
+                "192.0.2.1:2055".parse().unwrap(),
+                &rest[2..2 + len],
+                std::time::Instant::now(),
+                &mut batch,
+            );
             rest = &rest[2 + len..];
         }
         assert!(batch.bad.is_empty(), "{:?}", batch.bad);

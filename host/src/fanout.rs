@@ -97,7 +97,8 @@ pub fn inbox_with_bytes(id: &str, batches: usize, bytes: usize) -> (Target, Inbo
     let m = metrics::global();
     let gauge = m.buffer_events.with_label_values(&[id]);
     let max = bytes.clamp(1, u32::MAX as usize) as u32;
-    let budget = Budget { free: Arc::new(Semaphore::new(max as usize)), max, gauge: m.buffer_bytes.with_label_values(&[id]) };
+    let budget =
+        Budget { free: Arc::new(Semaphore::new(max as usize)), max, gauge: m.buffer_bytes.with_label_values(&[id]) };
     (Target { tx, gauge: gauge.clone(), budget: budget.clone() }, Inbox { rx, gauge, budget })
 }
 
@@ -295,16 +296,17 @@ impl Output {
                 }
                 idle();
             }
-            let ok = reserved && loop {
-                match target.tx.try_send(batch) {
-                    Ok(()) => break true,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        batch = back;
-                        idle();
+            let ok = reserved
+                && loop {
+                    match target.tx.try_send(batch) {
+                        Ok(()) => break true,
+                        Err(mpsc::error::TrySendError::Full(back)) => {
+                            batch = back;
+                            idle();
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break false,
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break false,
-                }
-            };
+                };
             if reserved && !ok {
                 target.budget.give_back(w);
             }

@@ -16,7 +16,8 @@ fn write_shifted(path: &Path, n: usize, first_seq: usize) {
     let fixture = std::fs::read_to_string(repo().join("plugin/tests/fixtures/records.jsonl")).unwrap();
     let mut text = String::new();
     // The fixture's well-formed records (it also holds malformed ones, for other tests).
-    let good: Vec<serde_json::Map<String, Value>> = fixture.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let good: Vec<serde_json::Map<String, Value>> =
+        fixture.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     for (i, mut v) in good.into_iter().cycle().take(n).enumerate() {
         for x in v.values_mut() {
             if let Some(f) = x.as_f64() {
@@ -58,7 +59,12 @@ fn run(runtime: &str) {
     let label = |t: &Value| t["calibration"].as_str().unwrap_or("none").to_string();
     assert!(tags[..1000].iter().all(|t| label(t) == "warming_up"), "{:?}", tags[..3].to_vec());
     let late: Vec<String> = tags[1300..].iter().map(label).filter(|l| l != "local").collect();
-    assert!(late.is_empty(), "the calibration switched after the warm-up: {} not local, e.g. {:?}", late.len(), tags[1300..].iter().find(|t| label(t) != "local"));
+    assert!(
+        late.is_empty(),
+        "the calibration switched after the warm-up: {} not local, e.g. {:?}",
+        late.len(),
+        tags[1300..].iter().find(|t| label(t) != "local")
+    );
     let anomalous = |ts: &[Value]| ts.iter().filter(|t| t["verdict"] == "anomalous").count() as f64 / ts.len() as f64;
     let (bundle, local) = (anomalous(&tags[..1000]), anomalous(&tags[1300..]));
     assert!(bundle > 0.2, "the bundle's calibration flags much of this node's traffic: {bundle}");
@@ -71,7 +77,9 @@ fn run(runtime: &str) {
     wait_until(Duration::from_secs(60), "500 more", || read_jsonl(&out).len() >= 6500);
     assert!(ft.terminate().success());
     let again = read_jsonl(&out);
-    assert!(again[6000..].iter().all(|r| r["anomaly"]["calibration"] == "local" || r["anomaly"]["verdict"] == "unscored"));
+    assert!(again[6000..]
+        .iter()
+        .all(|r| r["anomaly"]["calibration"] == "local" || r["anomaly"]["verdict"] == "unscored"));
     assert!(data.join("transforms/tag/calibration.json").exists());
 }
 

@@ -174,7 +174,10 @@ impl Tagger {
         match local {
             Some((q, threshold)) => {
                 if q.len() < 2 || q.windows(2).any(|w| !(w[0] <= w[1])) || !threshold.is_finite() {
-                    return Err("calibration: expected at least 2 non-decreasing finite quantiles and a finite threshold".into());
+                    return Err(
+                        "calibration: expected at least 2 non-decreasing finite quantiles and a finite threshold"
+                            .into(),
+                    );
                 }
                 self.quantiles =
                     if self.higher_is_anomalous { q.to_vec() } else { q.iter().rev().map(|v| -v).collect() };

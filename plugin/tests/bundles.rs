@@ -234,9 +234,14 @@ fn a_local_calibration_replaces_the_manifests_and_can_be_lifted() {
     let text = String::from_utf8(local_tags).unwrap();
     assert_eq!(text.matches(r#""calibration":"local""#).count(), raws.len(), "every scored tag says so");
     // Warming up: the manifest's calibration, with the label.
-    filter.set_calibration(&Calibration { quantiles: None, threshold: None, label: Some("warming_up".into()) }).unwrap();
+    filter
+        .set_calibration(&Calibration { quantiles: None, threshold: None, label: Some("warming_up".into()) })
+        .unwrap();
     let (warm, _) = tag(&mut filter);
-    assert_eq!(String::from_utf8(warm).unwrap().replace(r#","calibration":"warming_up""#, ""), String::from_utf8(bundle_tags.clone()).unwrap());
+    assert_eq!(
+        String::from_utf8(warm).unwrap().replace(r#","calibration":"warming_up""#, ""),
+        String::from_utf8(bundle_tags.clone()).unwrap()
+    );
     filter.set_calibration(&Calibration::default()).unwrap();
     assert_eq!(tag(&mut filter).0, bundle_tags, "lifted: the manifest's calibration, no label");
     for bad in [

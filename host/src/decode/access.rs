@@ -179,15 +179,22 @@ mod tests {
 
     #[test]
     fn nginx_combined() {
-        let r = one(r#"127.0.0.1 - - [05/Dec/2026:10:41:07 +0000] "GET /search?q=%27+or+1%3D1--&x=1 HTTP/1.1" 200 615 "-" "curl/7.88.1""#);
+        let r = one(
+            r#"127.0.0.1 - - [05/Dec/2026:10:41:07 +0000] "GET /search?q=%27+or+1%3D1--&x=1 HTTP/1.1" 200 615 "-" "curl/7.88.1""#,
+        );
         assert_eq!(r["client_address"], "127.0.0.1");
         assert_eq!(r["time"], "05/Dec/2026:10:41:07 +0000");
-        assert_eq!((&r["method"], &r["path"], &r["query"]), (&"GET".into(), &"/search".into(), &"q=%27+or+1%3D1--&x=1".into()));
+        assert_eq!(
+            (&r["method"], &r["path"], &r["query"]),
+            (&"GET".into(), &"/search".into(), &"q=%27+or+1%3D1--&x=1".into())
+        );
         assert_eq!((r["status"].as_u64(), r["bytes"].as_u64()), (Some(200), Some(615)));
         assert_eq!(r["user_agent"], "curl/7.88.1");
         assert!(r.get("referrer").is_none() && r.get("user").is_none() && r.get("vhost").is_none());
         // nginx escapes a quote in a field as \x22.
-        let r = one(r#"10.0.0.9 - - [05/Dec/2026:10:41:07 +0000] "GET /a\x22b HTTP/1.1" 404 0 "http://x/?a=\x22" "Mozilla/5.0 (X11)""#);
+        let r = one(
+            r#"10.0.0.9 - - [05/Dec/2026:10:41:07 +0000] "GET /a\x22b HTTP/1.1" 404 0 "http://x/?a=\x22" "Mozilla/5.0 (X11)""#,
+        );
         assert_eq!((&r["target"], &r["referrer"]), (&"/a\"b".into(), &"http://x/?a=\"".into()));
     }
 
@@ -195,7 +202,9 @@ mod tests {
     fn apache_common_and_vhost_combined_with_escapes() {
         let r = one(r#"192.0.2.7 - alice [05/Dec/2026:10:41:07 +0100] "POST /login HTTP/1.0" 302 -"#);
         assert_eq!((&r["user"], &r["bytes"], &r["method"]), (&"alice".into(), &0.into(), &"POST".into()));
-        let r = one(r#"www.example.com:443 192.0.2.7 - - [05/Dec/2026:10:41:07 +0100] "GET /q?x=\"<script>\" HTTP/1.1" 200 12 "-" "a \\ b""#);
+        let r = one(
+            r#"www.example.com:443 192.0.2.7 - - [05/Dec/2026:10:41:07 +0100] "GET /q?x=\"<script>\" HTTP/1.1" 200 12 "-" "a \\ b""#,
+        );
         assert_eq!((&r["vhost"], &r["client_address"]), (&"www.example.com:443".into(), &"192.0.2.7".into()));
         assert_eq!((&r["query"], &r["user_agent"]), (&"x=\"<script>\"".into(), &"a \\ b".into()));
     }

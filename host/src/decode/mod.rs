@@ -53,7 +53,9 @@ impl std::str::FromStr for Decoding {
             "combined" => Decoding::Combined,
             "common" => Decoding::Common,
             other => {
-                return Err(format!("unknown format {other:?}: use json, csv, zeek, cicflowmeter, unsw, combined or common"))
+                return Err(format!(
+                    "unknown format {other:?}: use json, csv, zeek, cicflowmeter, unsw, combined or common"
+                ))
             }
         })
     }

@@ -371,11 +371,8 @@ impl Collector {
         if p.len() < HEADER {
             return fault(format!("NetFlow v9: {} bytes is shorter than the 20-byte header", p.len()));
         }
-        let header = Header {
-            version: 9,
-            clock: Some((u32_at(p, 8) as i64 * 1000, u32_at(p, 4))),
-            domain: u32_at(p, 16),
-        };
+        let header =
+            Header { version: 9, clock: Some((u32_at(p, 8) as i64 * 1000, u32_at(p, 4))), domain: u32_at(p, 16) };
         self.sets(from, header, &p[HEADER..], HEADER, now, batch)
     }
 
@@ -473,7 +470,9 @@ impl Collector {
             if n_fields == 0 && !v9 {
                 // IPFIX template withdrawal: one template, or (id 2 or 3) all of the session's.
                 if id == 2 || id == 3 {
-                    self.templates.retain(|k, t| (k.0, k.1, k.2) != (from, header.version, header.domain) || t.options != (id == 3));
+                    self.templates.retain(|k, t| {
+                        (k.0, k.1, k.2) != (from, header.version, header.domain) || t.options != (id == 3)
+                    });
                 } else {
                     self.templates.remove(&key);
                 }
@@ -552,7 +551,8 @@ impl Collector {
         if !self.held.iter().any(|h| h.key == key) {
             return Ok(());
         }
-        let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held).into_iter().partition(|h| h.key == key);
+        let (mine, rest): (Vec<Held>, Vec<Held>) =
+            std::mem::take(&mut self.held).into_iter().partition(|h| h.key == key);
         self.held = rest.into();
         for h in mine {
             self.held_bytes -= h.data.len();
@@ -631,7 +631,14 @@ impl Collector {
 
     /// One record at the start of `b`: written to `batch.out` (a data record) or read into the
     /// session (an options record); returns the bytes it took.
-    fn record(&mut self, t: &Template, from: SocketAddr, header: Header, b: &[u8], batch: &mut Batch) -> Result<usize, Fault> {
+    fn record(
+        &mut self,
+        t: &Template,
+        from: SocketAddr,
+        header: Header,
+        b: &[u8],
+        batch: &mut Batch,
+    ) -> Result<usize, Fault> {
         let mut at = 0;
         let mut start: Option<i64> = None;
         let mut end: Option<i64> = None;
@@ -667,11 +674,19 @@ impl Collector {
                         (None, Some(init), Some(up)) => Some(init + up as i64),
                         _ => None,
                     };
-                    if f.role == Role::StartUptime { start = start.or(ms) } else { end = end.or(ms) }
+                    if f.role == Role::StartUptime {
+                        start = start.or(ms)
+                    } else {
+                        end = end.or(ms)
+                    }
                 }
                 Role::Start | Role::End => {
                     let ms = millis(f.kind, v);
-                    if f.role == Role::Start { start = ms.or(start) } else { end = ms.or(end) }
+                    if f.role == Role::Start {
+                        start = ms.or(start)
+                    } else {
+                        end = ms.or(end)
+                    }
                 }
                 Role::SystemInit => session.system_init_ms = uint(v).map(|v| v as i64),
                 Role::SamplingInterval => interval = uint(v),
@@ -746,7 +761,13 @@ fn field(ie: u16, pen: Option<u32>, len: u16, v9_scope: bool, names: &mut HashMa
         _ => None,
     };
     let mut name = match (pen, known) {
-        _ if v9_scope => format!("scope{}", ["System", "Interface", "LineCard", "Cache", "Template"].get(ie.wrapping_sub(1) as usize).copied().unwrap_or("Field")),
+        _ if v9_scope => format!(
+            "scope{}",
+            ["System", "Interface", "LineCard", "Cache", "Template"]
+                .get(ie.wrapping_sub(1) as usize)
+                .copied()
+                .unwrap_or("Field")
+        ),
         (Some(REVERSE_PEN), Some((n, _))) => {
             let mut c = n.chars();
             let first = c.next().map(|f| f.to_ascii_uppercase()).unwrap_or_default();

@@ -144,7 +144,9 @@ fn v5_count_beyond_the_packet_is_an_error_record() {
 
 #[test]
 fn v9_template_and_data_in_one_packet() {
-    let sets = P::default().set(0, v9_template()).set(256, v9_record(v9_record(P::default(), [10, 0, 0, 1], 3), [10, 0, 0, 2], 4));
+    let sets = P::default()
+        .set(0, v9_template())
+        .set(256, v9_record(v9_record(P::default(), [10, 0, 0, 1], 3), [10, 0, 0, 2], 4));
     let mut c = Collector::new(Limits::default());
     let r = decode(&mut c, R1, &v9(0, sets));
     assert_eq!(r.len(), 2);
@@ -158,9 +160,16 @@ fn v9_template_and_data_in_one_packet() {
     assert_eq!(r[0]["flowDurationMilliseconds"], 5_500);
     assert!(r[0].get("observationDomainId").is_none(), "domain 0 is not written");
     let mut batch = Batch::default();
-    c.packet(from(R1), &v9(0, P::default().set(256, v9_record(P::default(), [10, 0, 0, 1], 3))), Instant::now(), &mut batch);
+    c.packet(
+        from(R1),
+        &v9(0, P::default().set(256, v9_record(P::default(), [10, 0, 0, 1], 3))),
+        Instant::now(),
+        &mut batch,
+    );
     assert!(
-        batch.record(0).starts_with(r#"{"sourceIPv4Address":"10.0.0.1","destinationIPv4Address":"10.0.0.9","sourceTransportPort":40000,"#),
+        batch.record(0).starts_with(
+            r#"{"sourceIPv4Address":"10.0.0.1","destinationIPv4Address":"10.0.0.9","sourceTransportPort":40000,"#
+        ),
         "template order: {}",
         batch.record(0)
     );
@@ -240,7 +249,11 @@ fn v9_options_give_the_sampling_interval() {
     // Options template 300: scope System (4 bytes); samplingInterval (4), samplingAlgorithm (1).
     let options = P::default().u16(300).u16(4).u16(8).u16(1).u16(4).u16(34).u16(4).u16(35).u16(1).u16(0);
     let option_data = P::default().u32(0).u32(64).u8(2).bytes(&[0, 0, 0]);
-    let sets = P::default().set(1, options).set(300, option_data).set(0, v9_template()).set(256, v9_record(P::default(), [10, 0, 0, 1], 3));
+    let sets = P::default()
+        .set(1, options)
+        .set(300, option_data)
+        .set(0, v9_template())
+        .set(256, v9_record(P::default(), [10, 0, 0, 1], 3));
     let mut c = Collector::new(Limits::default());
     let r = decode(&mut c, R1, &v9(0, sets));
     assert_eq!(r.len(), 1, "options records are read, not emitted: {r:?}");
@@ -278,7 +291,8 @@ fn ipfix_template() -> P {
 }
 
 fn ipfix_record(p: P, name: &[u8]) -> P {
-    let p = p.bytes(&[10, 1, 1, 1]).u32(1500).u64(99).u8(name.len() as u8).bytes(name).u16(0xbeef).bytes(&[10, 2, 2, 2]);
+    let p =
+        p.bytes(&[10, 1, 1, 1]).u32(1500).u64(99).u8(name.len() as u8).bytes(name).u16(0xbeef).bytes(&[10, 2, 2, 2]);
     p.u32(2_000).u64(1_700_000_003_000).u16(0x0012)
 }
 
@@ -335,7 +349,12 @@ fn faults_keep_the_records_before_them() {
     c.packet(from(R1), &p, Instant::now(), &mut batch);
     assert_eq!((batch.len(), batch.bad.len()), (1, 1));
     assert!(batch.bad[0].1.contains("cut short"), "{}", batch.bad[0].1);
-    for bad in [&b"\x00\x07"[..], b"\x00", b"\x00\x0a\x00\x05abc", &v9(0, P::default().set(0, P::default().u16(256).u16(1).u16(8).u16(0)))] {
+    for bad in [
+        &b"\x00\x07"[..],
+        b"\x00",
+        b"\x00\x0a\x00\x05abc",
+        &v9(0, P::default().set(0, P::default().u16(256).u16(1).u16(8).u16(0))),
+    ] {
         let mut batch = Batch::default();
         c.packet(from(R1), bad, Instant::now(), &mut batch);
         assert_eq!(batch.bad.len(), 1, "{bad:?}");
@@ -371,6 +390,10 @@ fn ipv4_mapped_exporters_are_ipv4() {
     let data = v9(0, P::default().set(0, v9_template()).set(256, v9_record(P::default(), [10, 0, 0, 1], 3)));
     let r = decode(&mut c, "[::ffff:192.0.2.9]:2055", &data);
     assert_eq!(r[0]["exporterIPv4Address"], "192.0.2.9");
-    let r = decode(&mut c, "[2001:db8::1]:2055", &v9(0, P::default().set(0, v9_template()).set(256, v9_record(P::default(), [10, 0, 0, 1], 3))));
+    let r = decode(
+        &mut c,
+        "[2001:db8::1]:2055",
+        &v9(0, P::default().set(0, v9_template()).set(256, v9_record(P::default(), [10, 0, 0, 1], 3))),
+    );
     assert_eq!(r[0]["exporterIPv6Address"], "2001:db8::1");
 }

@@ -54,7 +54,12 @@ pub struct CalibrationConfig {
 
 impl Default for CalibrationConfig {
     fn default() -> Self {
-        CalibrationConfig { mode: Mode::Bundle, warmup_records: default_warmup(), window_records: default_window(), target_fpr: None }
+        CalibrationConfig {
+            mode: Mode::Bundle,
+            warmup_records: default_warmup(),
+            window_records: default_window(),
+            target_fpr: None,
+        }
     }
 }
 
@@ -69,7 +74,10 @@ fn default_window() -> u64 {
 impl CalibrationConfig {
     pub fn check(&self, key: &str) -> Result<(), String> {
         if self.warmup_records < 100 {
-            return Err(format!("{key}.warmup_records: {} is too few to calibrate on (at least 100)", self.warmup_records));
+            return Err(format!(
+                "{key}.warmup_records: {} is too few to calibrate on (at least 100)",
+                self.warmup_records
+            ));
         }
         if self.window_records < self.warmup_records {
             return Err(format!("{key}.window_records: must be at least warmup_records ({})", self.warmup_records));
@@ -153,15 +161,21 @@ impl Calibrator {
         };
         if let Some(saved) = c.path.as_deref().and_then(|p| std::fs::read(p).ok()) {
             match serde_json::from_slice::<Saved>(&saved) {
-                Ok(s) if s.model == c.model.id && s.sample.len() <= SAMPLE && s.sample.iter().all(|v| v.is_finite()) => {
+                Ok(s)
+                    if s.model == c.model.id && s.sample.len() <= SAMPLE && s.sample.iter().all(|v| v.is_finite()) =>
+                {
                     c.seen = s.seen;
                     c.sample = s.sample;
                     if c.cfg.mode == Mode::Local && c.seen >= c.cfg.warmup_records && !c.sample.is_empty() {
                         c.state = State::Local;
                     }
                 }
-                Ok(s) => tracing::info!(saved = %s.model, model = %c.model.id, "calibration: the saved sample is another model's; starting a new one"),
-                Err(e) => tracing::warn!(error = %e, "calibration: the saved sample cannot be read; starting a new one"),
+                Ok(s) => {
+                    tracing::info!(saved = %s.model, model = %c.model.id, "calibration: the saved sample is another model's; starting a new one")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "calibration: the saved sample cannot be read; starting a new one")
+                }
             }
         }
         c
@@ -184,10 +198,16 @@ impl Calibrator {
     pub fn calibration(&self) -> Option<Calibration> {
         match self.state {
             State::Bundle => None,
-            State::WarmingUp => Some(Calibration { quantiles: None, threshold: None, label: Some("warming_up".into()) }),
+            State::WarmingUp => {
+                Some(Calibration { quantiles: None, threshold: None, label: Some("warming_up".into()) })
+            }
             State::Local => {
                 let (quantiles, threshold) = self.local();
-                Some(Calibration { quantiles: Some(quantiles), threshold: Some(threshold), label: Some("local".into()) })
+                Some(Calibration {
+                    quantiles: Some(quantiles),
+                    threshold: Some(threshold),
+                    label: Some("local".into()),
+                })
             }
         }
     }
@@ -292,7 +312,12 @@ mod tests {
 
     fn facts(id: &str) -> ModelFacts {
         // The bundle's normal traffic: raw scores uniform on [0, 1].
-        ModelFacts { id: id.into(), higher_is_anomalous: true, quantiles: (0..=1000).map(|i| i as f64 / 1000.0).collect(), target_fpr: Some(0.01) }
+        ModelFacts {
+            id: id.into(),
+            higher_is_anomalous: true,
+            quantiles: (0..=1000).map(|i| i as f64 / 1000.0).collect(),
+            target_fpr: Some(0.01),
+        }
     }
 
     fn results(raws: impl Iterator<Item = f32>) -> Vec<RecordResult> {
@@ -318,7 +343,8 @@ mod tests {
         let t = set.threshold.unwrap();
         assert!((19.8..19.9).contains(&t), "1 % of this node's scores above it: {t}");
         // Unscored records do not count.
-        let unscored = vec![RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None }; 50];
+        let unscored =
+            vec![RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None }; 50];
         assert!(c.observe(&unscored).is_none());
         assert!(c.drift_psi().unwrap() > 5.0, "everything above the bundle's top decile");
     }
@@ -363,7 +389,10 @@ mod tests {
     #[test]
     fn config_checks_name_the_key() {
         let mut cfg = local(50);
-        assert!(cfg.check("transforms.tag.calibration").unwrap_err().starts_with("transforms.tag.calibration.warmup_records"));
+        assert!(cfg
+            .check("transforms.tag.calibration")
+            .unwrap_err()
+            .starts_with("transforms.tag.calibration.warmup_records"));
         cfg.warmup_records = 1000;
         cfg.window_records = 10;
         assert!(cfg.check("k").unwrap_err().starts_with("k.window_records"));

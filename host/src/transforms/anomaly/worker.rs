@@ -70,7 +70,19 @@ impl Worker {
             runtime.set_calibration(&c).map_err(|e| format!("transforms.{id}.calibration: {e}"))?;
         }
         metrics::global().calibration_state.with_label_values(&[&id]).set(calibrator.state().gauge());
-        Ok(Worker { id, cfg, inbox, out, dead_letters, metrics, runtime, manager, tag_bytes: 256, calibrator, since_drift: 0 })
+        Ok(Worker {
+            id,
+            cfg,
+            inbox,
+            out,
+            dead_letters,
+            metrics,
+            runtime,
+            manager,
+            tag_bytes: 256,
+            calibrator,
+            since_drift: 0,
+        })
     }
 
     /// Feed the last batch's scores to the calibrator; set what it decides; update the gauges.
@@ -308,7 +320,9 @@ mod tests {
                 .unwrap();
         let (in_target, inbox) = fanout::inbox(id, 4);
         let (out_target, mut out_inbox) = fanout::inbox("worker-test-out", 64);
-        let worker = Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), None, manager, None).unwrap();
+        let worker =
+            Worker::new(id.into(), cfg, inbox, fanout::Output::new(vec![out_target], vec![]), None, manager, None)
+                .unwrap();
         let model = worker.model_id().to_string();
         let thread = spawn(worker).unwrap();
 
