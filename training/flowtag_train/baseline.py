@@ -142,7 +142,6 @@ def infer_columns(frame: pd.DataFrame, drop: list[str], label: str | None) -> tu
     numeric, categorical, left_out = [], [], {}
     for col in frame.columns:
         values = frame[col]
-        present = values[values.map(lambda v: v is not None and v is not NESTED and str(v).strip().lower() not in _MISSING)]
         if col == label:
             continue
         if col in drop:
@@ -155,6 +154,7 @@ def infer_columns(frame: pd.DataFrame, drop: list[str], label: str | None) -> tu
         if why:
             left_out[col] = why
             continue
+        present = values[values.map(lambda v: v is not None and str(v).strip().lower() not in _MISSING)]
         if len(present) == 0:
             left_out[col] = "no values"
             continue

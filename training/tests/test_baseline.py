@@ -3,6 +3,7 @@ that `flowtag score` runs, figures with `--label`, and errors that name the prob
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 
@@ -76,7 +77,7 @@ def test_errors_name_the_problem(tmp_path, capsys):
         (["--format", "json", "--drop", "a"], "no column can be a feature"),
     ]
     for args, message in cases:
-        with pytest.raises(SystemExit) if "invalid choice" in message else _nothing():
+        with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
             code = cli.main(["baseline", "--input", str(data), "--out", str(tmp_path / "b"), *args])
             assert code == 2
         assert message in capsys.readouterr().err, args
@@ -84,11 +85,3 @@ def test_errors_name_the_problem(tmp_path, capsys):
     bad.write_text('{"a": 1}\n[1, 2]\n')
     assert cli.main(["baseline", "--format", "json", "--input", str(bad), "--out", str(tmp_path / "b")]) == 2
     assert "bad.jsonl:2: not a JSON object" in capsys.readouterr().err
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -13,6 +13,8 @@
 //! `\"` and `\\` and both servers' `\xHH` escapes; bytes that are not UTF-8 become U+FFFD. Fields
 //! after the user agent (custom formats) are ignored.
 
+use std::io::Write as _;
+
 use flowtag_plugin::json as js;
 
 /// One field of a log line: bare, `[bracketed]` or `"quoted"` (unescaped).
@@ -152,7 +154,7 @@ pub(super) fn decode(line: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
         }
         _ => member(out, &mut first, "request", request),
     }
-    out.extend_from_slice(format!(",\"status\":{status},\"bytes\":{bytes}").as_bytes());
+    let _ = write!(out, ",\"status\":{status},\"bytes\":{bytes}");
     for (key, field) in [("referrer", f.get(7)), ("user_agent", f.get(8))] {
         match field {
             Some(Field::Quoted(v)) if v != b"-" => member(out, &mut first, key, v),

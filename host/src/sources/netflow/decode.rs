@@ -120,7 +120,7 @@ impl Batch {
 }
 
 /// What happened to things that did not become records, for the source's metrics.
-#[derive(Default, Debug, Clone, PartialEq, Eq)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
     /// Packets that could not be read to their end.
     pub malformed: usize,
@@ -151,8 +151,8 @@ enum Role {
     None,
     StartUptime,
     EndUptime,
-    /// An absolute start or end time, in milliseconds per unit (s: 1000, ms: 1) or, for
-    /// micro- and nanoseconds, handled by kind.
+    /// An absolute start or end time (`flowStart/End` seconds, milliseconds, micro- or
+    /// nanoseconds; see [`millis`]).
     Start,
     End,
     SystemInit,
@@ -605,9 +605,11 @@ impl Collector {
         mut b: &[u8],
         batch: &mut Batch,
     ) -> Result<(), Fault> {
+        // One session lookup per set, not per record.
+        let session = self.sessions.entry((from, header.version, header.domain)).or_default();
         while b.len() >= t.min_len {
             let mark = batch.out.len();
-            match self.record(t, from, header, b, batch) {
+            match record(t, session, from, header, b, batch) {
                 Ok(used) => b = &b[used..],
                 Err(_) if b.iter().all(|&x| x == 0) => {
                     batch.out.truncate(mark);
@@ -628,136 +630,134 @@ impl Collector {
         // bytes, and nfdump skips them too.
         Ok(())
     }
+}
 
-    /// One record at the start of `b`: written to `batch.out` (a data record) or read into the
-    /// session (an options record); returns the bytes it took.
-    fn record(
-        &mut self,
-        t: &Template,
-        from: SocketAddr,
-        header: Header,
-        b: &[u8],
-        batch: &mut Batch,
-    ) -> Result<usize, Fault> {
-        let mut at = 0;
-        let mut start: Option<i64> = None;
-        let mut end: Option<i64> = None;
-        let mut interval: Option<u64> = None;
-        let mut space: Option<u64> = None;
-        let mut sampler: Option<u64> = None;
-        let session = self.sessions.entry((from, header.version, header.domain)).or_default();
-        let out = &mut batch.out;
-        if !t.options {
-            out.push(b'{');
-        }
-        for (i, f) in t.fields.iter().enumerate() {
-            let len = if f.len == VARIABLE {
-                let Some(&first) = b.get(at) else { return fault("a record is cut short") };
-                at += 1;
-                if first < 255 {
-                    first as usize
-                } else {
-                    let Some(two) = b.get(at..at + 2) else { return fault("a record is cut short") };
-                    at += 2;
-                    u16_at(two, 0) as usize
-                }
+/// One record at the start of `b`: written to `batch.out` (a data record) or read into the
+/// exporter's `session` (an options record); returns the bytes it took.
+fn record(
+    t: &Template,
+    session: &mut Session,
+    from: SocketAddr,
+    header: Header,
+    b: &[u8],
+    batch: &mut Batch,
+) -> Result<usize, Fault> {
+    let mut at = 0;
+    let mut start: Option<i64> = None;
+    let mut end: Option<i64> = None;
+    let mut interval: Option<u64> = None;
+    let mut space: Option<u64> = None;
+    let mut sampler: Option<u64> = None;
+    let out = &mut batch.out;
+    if !t.options {
+        out.push(b'{');
+    }
+    for (i, f) in t.fields.iter().enumerate() {
+        let len = if f.len == VARIABLE {
+            let Some(&first) = b.get(at) else { return fault("a record is cut short") };
+            at += 1;
+            if first < 255 {
+                first as usize
             } else {
-                f.len as usize
-            };
-            let Some(v) = b.get(at..at + len) else { return fault("a record is cut short") };
-            at += len;
-            match f.role {
-                Role::None => {}
-                Role::StartUptime | Role::EndUptime => {
-                    let ms = match (header.clock, session.system_init_ms, uint(v)) {
-                        (Some(clock), _, Some(up)) => Some(at_uptime(clock, up as u32)),
-                        (None, Some(init), Some(up)) => Some(init + up as i64),
-                        _ => None,
-                    };
-                    if f.role == Role::StartUptime {
-                        start = start.or(ms)
-                    } else {
-                        end = end.or(ms)
-                    }
+                let Some(two) = b.get(at..at + 2) else { return fault("a record is cut short") };
+                at += 2;
+                u16_at(two, 0) as usize
+            }
+        } else {
+            f.len as usize
+        };
+        let Some(v) = b.get(at..at + len) else { return fault("a record is cut short") };
+        at += len;
+        match f.role {
+            Role::None => {}
+            Role::StartUptime | Role::EndUptime => {
+                let ms = match (header.clock, session.system_init_ms, uint(v)) {
+                    (Some(clock), _, Some(up)) => Some(at_uptime(clock, up as u32)),
+                    (None, Some(init), Some(up)) => Some(init + up as i64),
+                    _ => None,
+                };
+                if f.role == Role::StartUptime {
+                    start = start.or(ms)
+                } else {
+                    end = end.or(ms)
                 }
-                Role::Start | Role::End => {
-                    let ms = millis(f.kind, v);
-                    if f.role == Role::Start {
-                        start = ms.or(start)
-                    } else {
-                        end = ms.or(end)
-                    }
+            }
+            Role::Start | Role::End => {
+                let ms = millis(f.kind, v);
+                if f.role == Role::Start {
+                    start = ms.or(start)
+                } else {
+                    end = ms.or(end)
                 }
-                Role::SystemInit => session.system_init_ms = uint(v).map(|v| v as i64),
-                Role::SamplingInterval => interval = uint(v),
-                Role::SamplingSpace => space = uint(v),
-                Role::SamplerId => sampler = uint(v),
             }
-            if t.options {
-                continue;
-            }
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&f.key);
-            write_value(out, f.kind, v);
+            Role::SystemInit => session.system_init_ms = uint(v).map(|v| v as i64),
+            Role::SamplingInterval => interval = uint(v),
+            Role::SamplingSpace => space = uint(v),
+            Role::SamplerId => sampler = uint(v),
         }
         if t.options {
-            // An options record: remember the sampling it states (per sampler, when scoped).
-            let n = interval.map(|i| match space {
-                Some(s) if i > 0 => (i + s) / i,
-                _ => i,
-            });
-            if let Some(n) = n {
-                match sampler {
-                    Some(id) if session.samplers.len() < MAX_SAMPLERS || session.samplers.contains_key(&id) => {
-                        session.samplers.insert(id, n);
-                    }
-                    Some(_) => {}
-                    None => session.sampling = Some(n),
-                }
-            }
-            return Ok(at);
+            continue;
         }
-        if !t.has_start {
-            if let Some(s) = start {
-                let _ = write!(out, ",\"flowStartMilliseconds\":{s}");
-            }
+        if i > 0 {
+            out.push(b',');
         }
-        if !t.has_end {
-            if let Some(e) = end {
-                let _ = write!(out, ",\"flowEndMilliseconds\":{e}");
-            }
-        }
-        if !t.has_duration {
-            if let (Some(s), Some(e)) = (start, end) {
-                if e >= s {
-                    let _ = write!(out, ",\"flowDurationMilliseconds\":{}", e - s);
-                }
-            }
-        }
-        if !t.has_sampling {
-            let n = sampler.and_then(|id| session.samplers.get(&id).copied()).or(session.sampling);
-            if let Some(n) = n.filter(|&n| n > 1) {
-                let _ = write!(out, ",\"samplingInterval\":{n}");
-            }
-        }
-        if !t.has_exporter {
-            write_exporter(out, from);
-        }
-        if !t.has_domain && header.domain != 0 {
-            let _ = write!(out, ",\"observationDomainId\":{}", header.domain);
-        }
-        out.push(b'}');
-        Ok(at)
+        out.extend_from_slice(&f.key);
+        write_value(out, f.kind, v);
     }
+    if t.options {
+        // An options record: remember the sampling it states (per sampler, when scoped).
+        let n = interval.map(|i| match space {
+            Some(s) if i > 0 => (i + s) / i,
+            _ => i,
+        });
+        if let Some(n) = n {
+            match sampler {
+                Some(id) if session.samplers.len() < MAX_SAMPLERS || session.samplers.contains_key(&id) => {
+                    session.samplers.insert(id, n);
+                }
+                Some(_) => {}
+                None => session.sampling = Some(n),
+            }
+        }
+        return Ok(at);
+    }
+    if !t.has_start {
+        if let Some(s) = start {
+            let _ = write!(out, ",\"flowStartMilliseconds\":{s}");
+        }
+    }
+    if !t.has_end {
+        if let Some(e) = end {
+            let _ = write!(out, ",\"flowEndMilliseconds\":{e}");
+        }
+    }
+    if !t.has_duration {
+        if let (Some(s), Some(e)) = (start, end) {
+            if e >= s {
+                let _ = write!(out, ",\"flowDurationMilliseconds\":{}", e - s);
+            }
+        }
+    }
+    if !t.has_sampling {
+        let n = sampler.and_then(|id| session.samplers.get(&id).copied()).or(session.sampling);
+        if let Some(n) = n.filter(|&n| n > 1) {
+            let _ = write!(out, ",\"samplingInterval\":{n}");
+        }
+    }
+    if !t.has_exporter {
+        write_exporter(out, from);
+    }
+    if !t.has_domain && header.domain != 0 {
+        let _ = write!(out, ",\"observationDomainId\":{}", header.domain);
+    }
+    out.push(b'}');
+    Ok(at)
 }
 
 /// A template field: its JSON key (deduplicated within the template), kind and role.
 fn field(ie: u16, pen: Option<u32>, len: u16, v9_scope: bool, names: &mut HashMap<String, usize>) -> Field {
     let known = match pen {
-        None if !v9_scope => element(ie),
-        Some(REVERSE_PEN) => element(ie),
+        None | Some(REVERSE_PEN) if !v9_scope => element(ie),
         _ => None,
     };
     let mut name = match (pen, known) {
@@ -848,7 +848,7 @@ fn write_hex(out: &mut Vec<u8>, v: &[u8]) {
 /// One value as JSON, by its kind and length (see the module doc).
 fn write_value(out: &mut Vec<u8>, kind: Kind, v: &[u8]) {
     let _ = match (kind, v.len()) {
-        (Kind::Unsigned, 1..=8) => write!(out, "{}", uint(v).unwrap_or(0)),
+        (Kind::Unsigned | Kind::Seconds | Kind::Milliseconds, 1..=8) => write!(out, "{}", uint(v).unwrap_or(0)),
         (Kind::Signed, n @ 1..=8) => {
             let raw = uint(v).unwrap_or(0);
             let shift = 64 - 8 * n as u32;
@@ -871,7 +871,6 @@ fn write_value(out: &mut Vec<u8>, kind: Kind, v: &[u8]) {
             write_string(out, &String::from_utf8_lossy(&v[..end]));
             Ok(())
         }
-        (Kind::Seconds | Kind::Milliseconds, 1..=8) => write!(out, "{}", uint(v).unwrap_or(0)),
         (Kind::Microseconds, 8) => write!(out, "{}", ntp_nanos(v) / 1000),
         (Kind::Nanoseconds, 8) => write!(out, "{}", ntp_nanos(v)),
         _ => {

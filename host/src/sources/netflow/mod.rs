@@ -213,5 +213,5 @@ fn count(ctx: &SourceContext, now: &Report, reported: &mut Report) {
         ctx.metrics.error("session_limit", sessions);
         tracing::warn!(packets = sessions, "packets from new exporters dropped: max_templates exporter sessions known");
     }
-    *reported = now.clone();
+    *reported = *now;
 }

@@ -223,7 +223,7 @@ struct Live {
     results: TypedFunc<(), u64>,
     last_error: TypedFunc<(), u64>,
     /// Kept for the optional exports called after loading (`flowtag_calibrate`).
-    instance: Option<Instance>,
+    instance: Instance,
 }
 
 impl Live {
@@ -243,7 +243,7 @@ impl Live {
             tag: export(&instance, &mut store, "flowtag_tag")?,
             results: export(&instance, &mut store, "flowtag_results")?,
             last_error: export(&instance, &mut store, "flowtag_last_error")?,
-            instance: None,
+            instance,
             memory,
             stderr,
             store,
@@ -259,15 +259,14 @@ impl Live {
             return Err(format!("the module refused the bundle: {}", live.error_message()));
         }
         if let Some(c) = calibration {
-            live.calibrate(&instance, c, limits.load_timeout)?;
+            live.calibrate(c, limits.load_timeout)?;
         }
-        live.instance = Some(instance);
         Ok(live)
     }
 
     /// `flowtag_calibrate` with `c` (modules built before it refuse, naming the export).
-    fn calibrate(&mut self, instance: &Instance, c: &Calibration, deadline: Duration) -> Result<(), String> {
-        let calibrate: TypedFunc<(u32, u32), i32> = export(instance, &mut self.store, "flowtag_calibrate")
+    fn calibrate(&mut self, c: &Calibration, deadline: Duration) -> Result<(), String> {
+        let calibrate: TypedFunc<(u32, u32), i32> = export(&self.instance, &mut self.store, "flowtag_calibrate")
             .map_err(|e| format!("{e} (a module older than local calibration; rebuild it)"))?;
         let json = serde_json::to_vec(c).expect("a calibration serializes");
         if self.call_with(&calibrate, &json, deadline)? != 0 {
@@ -541,8 +540,7 @@ impl TagRuntime for Wasm {
         self.calibration = Some(c.clone());
         let deadline = self.limits.load_timeout;
         let live = self.live()?;
-        let instance = live.instance.expect("set when started");
-        live.calibrate(&instance, c, deadline)
+        live.calibrate(c, deadline)
     }
 
     fn manifest(&self) -> &flowtag_plugin::manifest::Manifest {
