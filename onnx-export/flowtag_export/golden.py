@@ -70,15 +70,17 @@ def fixture_spec(train: pd.DataFrame) -> FeatureSpec:
 
     return FeatureSpec(
         features=[
-            Feature("dur", ["dur", "Dur", " Flow Duration"], transforms=[Transform("clip", min=0.0, max=3600.0), Transform("log1p")], fill=0.0),
+            Feature("dur", ["dur", "Dur", " Flow Duration", {"name": "flow_ms", "scale": 0.001}], transforms=[Transform("clip", min=0.0, max=3600.0), Transform("log1p")], fill=0.0),
             Feature("spkts", ["spkts", "Spkts", "orig_pkts"], transforms=[Transform("log1p")]),
             Feature("dpkts", ["dpkts", "Dpkts", "resp_pkts"], transforms=[Transform("log1p")]),
             Feature("sbytes", ["sbytes", "orig_bytes"], transforms=[Transform("log1p")]),
             Feature("dbytes", ["dbytes", "resp_bytes"], transforms=[Transform("log1p")]),
             Feature("rate", ["rate", "Flow Packets/s"], transforms=[Transform("clip", min=0.0, max=1e7), Transform("log1p"), scale_of(normal.rate.replace(np.inf, 1e7))], fill=0.0),
             Feature("sttl", ["sttl"], required=False, fill=62.0),
-            Feature("proto", ["proto"], type="categorical", categories=["tcp", "udp", "icmp"]),
-            Feature("service", ["service"], type="categorical", categories=["-", "http", "dns", "smtp", "ssh", "ftp"]),
+            Feature("proto", ["proto", {"name": "protocolIdentifier", "map": {"6": "tcp", "17": "udp", "1": "icmp", "47": "gre"}}],
+                    type="categorical", categories=["tcp", "udp", "icmp"]),
+            Feature("service", ["service", {"name": "dst_port", "map": {"80": "http", "53": "dns", " 22 ": "ssh"}, "default": "-"}],
+                    type="categorical", categories=["-", "http", "dns", "smtp", "ssh", "ftp"]),
             Feature("state", ["state"], type="categorical", encoding="index", categories=["FIN", "CON", "INT", "REQ"]),
         ],
         missing=MissingRule(infinity="clip", policy="fill"),
@@ -134,6 +136,19 @@ def awkward_lines(rng: np.random.Generator) -> list[str]:
         '{"dur":0.2,"proto":"t\\u0063p","service":"http","state":"FIN","spkts":4,"dpkts":4,"sbytes":400,"dbytes":800,"rate":40}',
         '{"dur":0.2,"proto":"tcp","service":"http","state":"FIN","spkts":4,"dpkts":4,"sbytes":400,"dbytes":800,"rate":40,}',  # trailing comma
         '{"dur":01,"proto":"tcp","service":"http","state":"FIN","spkts":4,"dpkts":4,"sbytes":400,"dbytes":800,"rate":40}',  # leading zero
+        # Converting aliases: milliseconds scaled, protocol numbers and ports mapped.
+        with_(dur=_DROP, proto=_DROP, service=_DROP, flow_ms=1500, protocolIdentifier=6, dst_port=80),
+        with_(dur=_DROP, flow_ms=" 250.5 ", proto=_DROP, protocolIdentifier="17"),
+        with_(dur=_DROP, flow_ms="-", proto=_DROP, protocolIdentifier=47),  # a missing value stays missing; gre is not a category
+        with_(dur=_DROP, flow_ms="Infinity", proto=_DROP, protocolIdentifier="tcp"),  # not in the map: read as it is
+        with_(dur=_DROP, flow_ms=True, proto=_DROP, protocolIdentifier=99),  # unknown number: unknown category
+        with_(service=_DROP, dst_port=8080),  # not in the map: the default
+        with_(service=_DROP, dst_port="22"),  # the map's key is trimmed
+        with_(service=_DROP, dst_port=None),  # null is not mapped
+        with_(service=_DROP, dst_port={"port": 80}),
+        with_(flow_ms="abc"),
+        json.dumps({"flow_ms": 100, "dur": 0.3, "protocolIdentifier": 1, "proto": "udp", "service": "dns", "dst_port": 80, "state": "FIN",
+                    "spkts": 2, "dpkts": 2, "sbytes": 100, "dbytes": 100, "rate": 10}),  # the last field of a feature wins
     ]
     return lines
 

@@ -96,7 +96,38 @@ def synthesize_canaries(spec: FeatureSpec, raw_quantiles: dict[str, list[float]]
         records[-2][numeric[-1].fields[0]] = repr(records[-2][numeric[-1].fields[0]])
     if n >= 3 and categorical:
         records[-3][categorical[0].fields[0]] = "flowtag-canary-unknown"
+    aliased = _through_aliases(spec, records[0]) if records else None
+    if aliased is not None:
+        records.append(aliased)
     return records
+
+
+def _through_aliases(spec: FeatureSpec, record: dict) -> dict | None:
+    """`record` with each value that an alias converts written under that alias instead (a
+    numeric value divided by the alias's scale, a category under a map key that gives it), so
+    the consumer's canary check runs the conversions too; `None` when no alias converts."""
+    out, converted = dict(record), False
+    for feat in spec.features:
+        canonical = feat.fields[0]
+        for entry in feat.fields[1:]:
+            if isinstance(entry, str) or canonical not in out:
+                continue
+            value = out[canonical]
+            if feat.type == "numeric" and "scale" in entry and isinstance(value, (int, float)):
+                # The expected score is computed from this record as written, so the division
+                # need not be exact.
+                out[entry["name"]] = _clean_number(value / float(entry["scale"]))
+            elif feat.type == "categorical" and "map" in entry:
+                key = next((k for k, c in entry["map"].items() if c == value), None)
+                if key is None:
+                    continue
+                out[entry["name"]] = int(key) if key.isdigit() else key
+            else:
+                continue
+            del out[canonical]
+            converted = True
+            break
+    return out if converted else None
 
 
 def _clean_number(v: float) -> float | int:

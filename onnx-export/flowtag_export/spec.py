@@ -97,12 +97,45 @@ class Transform:
         return (x - self.mean) / self.std
 
 
+def field_name(entry: str | dict) -> str:
+    """The name of one entry of a feature's `fields` (a name, or an alias object)."""
+    return entry if isinstance(entry, str) else entry["name"]
+
+
+def _check_alias(entry: Any, kind: str, where: str) -> None:
+    """An entry of `fields`: a name, or `{"name", "scale"}` (numeric) / `{"name", "map", "default"}`
+    (categorical), as `docs/bundle-format.md` states."""
+    if isinstance(entry, str):
+        return
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise SpecError(f"{where}: expected a field name, or an object with a string `name`")
+    unknown = set(entry) - {"name", "scale", "map", "default"}
+    if unknown:
+        raise SpecError(f"{where}: unknown keys {sorted(unknown)}")
+    if kind == "numeric" and ("map" in entry or "default" in entry):
+        raise SpecError(f"{where}: map and default apply to categorical features only; a numeric one takes scale")
+    if kind == "categorical" and "scale" in entry:
+        raise SpecError(f"{where}: scale applies to numeric features only; a categorical one takes map")
+    if "scale" in entry:
+        k = entry["scale"]
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k == 0:
+            raise SpecError(f"{where}: scale {k} is not a finite, non-zero number")
+    if "map" in entry and not (isinstance(entry["map"], dict) and all(isinstance(v, str) for v in entry["map"].values())):
+        raise SpecError(f"{where}: map must be an object of strings")
+    if "default" in entry and not isinstance(entry["default"], str):
+        raise SpecError(f"{where}: default must be a string")
+
+
 @dataclass
 class Feature:
-    """One manifest feature: where its value comes from and how it becomes columns."""
+    """One manifest feature: where its value comes from and how it becomes columns.
+
+    `fields`: the canonical name first, then aliases; an alias from another tool may be an
+    object that converts its values (`{"name": ..., "scale": k}` for a numeric feature,
+    `{"name": ..., "map": {...}, "default": ...}` for a categorical one)."""
 
     name: str
-    fields: list[str]
+    fields: list[str | dict]
     type: str = "numeric"  # numeric | categorical
     required: bool = True
     fill: float = 0.0
@@ -117,13 +150,22 @@ class Feature:
             return len(self.categories) + 1
         return 1
 
+    @property
+    def names(self) -> list[str]:
+        """The field names, canonical first."""
+        return [field_name(f) for f in self.fields]
+
+    def entry(self, name: str) -> str | dict:
+        """The first entry of `fields` whose name is `name` (compared trimmed)."""
+        return next(f for f in self.fields if _trim(field_name(f)) == _trim(name))
+
     def column_names(self) -> list[str]:
         if self.type == "categorical" and self.encoding == "onehot":
             return [f"{self.name}={c}" for c in self.categories] + [f"{self.name}=<other>"]
         return [self.name]
 
     def to_manifest(self) -> dict:
-        d: dict[str, Any] = {"name": self.name, "fields": list(self.fields), "type": self.type, "required": self.required}
+        d: dict[str, Any] = {"name": self.name, "fields": [f if isinstance(f, str) else dict(f) for f in self.fields], "type": self.type, "required": self.required}
         if self.type == "numeric":
             d["fill"] = self.fill
             d["transforms"] = [t.to_manifest() for t in self.transforms]
@@ -139,10 +181,14 @@ class Feature:
         for key in ("name", "fields", "type"):
             if key not in d:
                 raise SpecError(f"{where}: missing key {key!r}")
-        if not d["fields"] or not all(isinstance(f, str) for f in d["fields"]):
+        if not isinstance(d["fields"], list) or not d["fields"]:
             raise SpecError(f"{where}.fields: expected a non-empty list of field names")
         kind = d["type"]
-        f = cls(name=d["name"], fields=list(d["fields"]), type=kind, required=bool(d.get("required", True)))
+        if not isinstance(d["fields"][0], str):
+            raise SpecError(f"{where}.fields[0]: the canonical name must be a plain name, not an alias object")
+        for k, entry in enumerate(d["fields"]):
+            _check_alias(entry, kind, f"{where}.fields[{k}]")
+        f = cls(name=d["name"], fields=[e if isinstance(e, str) else dict(e) for e in d["fields"]], type=kind, required=bool(d.get("required", True)))
         if kind == "numeric":
             f.fill = float(d.get("fill", 0.0))
             f.transforms = [Transform.from_manifest(t, f"{where}.transforms[{i}]") for i, t in enumerate(d.get("transforms", []))]
@@ -217,22 +263,25 @@ class FeatureSpec:
 
     # -- whole frames (training) -------------------------------------------------------------
 
-    def _column(self, df: pd.DataFrame, feat: Feature) -> pd.Series | None:
+    def column(self, df: pd.DataFrame, feat: Feature) -> tuple[pd.Series | None, str | dict | None]:
+        """The frame's column for `feat` (the first of its fields the frame has) and that entry."""
         stripped = {_trim(str(c)): c for c in df.columns}
-        for name in feat.fields:
+        for entry in feat.fields:
+            name = field_name(entry)
             if name in df.columns:
-                return df[name]
+                return df[name], entry
             if _trim(name) in stripped:
-                return df[stripped[_trim(name)]]
-        return None
+                return df[stripped[_trim(name)]], entry
+        return None, None
 
     def numeric_values(self, df: pd.DataFrame, feat: Feature) -> np.ndarray:
         """Raw float64 values of a numeric feature with the missing rule applied (before the
         transforms), as the plugin reads them."""
-        col = self._column(df, feat)
+        col, entry = self.column(df, feat)
+        scale = entry.get("scale") if isinstance(entry, dict) else None
         if col is None:
             if feat.required:
-                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+                raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
             values = np.full(len(df), np.nan)
         elif pd.api.types.is_bool_dtype(col):
             values = col.astype(np.float64).to_numpy()
@@ -242,6 +291,8 @@ class FeatureSpec:
             values = self._parse_text_column(col, feat)
         else:
             values = np.array([self._parse_number(v, feat) for v in col.tolist()], dtype=np.float64)
+        if scale is not None:
+            values = values * float(scale)
         return self._resolve_missing(values, feat)
 
     def _parse_text_column(self, col: pd.Series, feat: Feature) -> np.ndarray:
@@ -252,7 +303,7 @@ class FeatureSpec:
         bad = ~missing & ~valid
         if bad.any():
             first = col[bad].iloc[0]
-            raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {first!r} ({int(bad.sum())} rows)")
+            raise RecordError(f"field {feat.names[0]!r}: expected a number, got {first!r} ({int(bad.sum())} rows)")
         values = np.full(len(col), np.nan)
         # Python's float() rounds correctly, like Rust's parser; pandas' own parser may not.
         values[valid] = np.fromiter((float(v) for v in text[valid]), dtype=np.float64, count=int(valid.sum()))
@@ -271,8 +322,8 @@ class FeatureSpec:
                 return math.nan
             if _NUMBER.fullmatch(s):
                 return float(s)
-            raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {v!r}")
-        raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {type(v).__name__}")
+            raise RecordError(f"field {feat.names[0]!r}: expected a number, got {v!r}")
+        raise RecordError(f"field {feat.names[0]!r}: expected a number, got {type(v).__name__}")
 
     @property
     def _tokens(self) -> set[str]:
@@ -285,7 +336,7 @@ class FeatureSpec:
         missing = np.isnan(values)
         if missing.any():
             if self.missing.policy == "unscored":
-                raise RecordError(f"field {feat.fields[0]!r} has no value")
+                raise RecordError(f"field {feat.names[0]!r} has no value")
             values[missing] = feat.fill
         return values
 
@@ -297,7 +348,7 @@ class FeatureSpec:
         bad = ~np.isfinite(x)
         if bad.any():
             if self.missing.policy == "unscored":
-                raise RecordError(f"field {feat.fields[0]!r} has no usable value")
+                raise RecordError(f"field {feat.names[0]!r} has no usable value")
             filled = np.array([feat.fill], dtype=np.float64)
             for t in feat.transforms:
                 filled = t.apply(filled)
@@ -305,19 +356,19 @@ class FeatureSpec:
         return x
 
     def category_codes(self, df: pd.DataFrame, feat: Feature) -> np.ndarray:
-        col = self._column(df, feat)
+        col, entry = self.column(df, feat)
         index = {c: i for i, c in enumerate(feat.categories)}
         unknown = len(feat.categories)
         absent = index.get(feat.fill_category, unknown) if feat.fill_category is not None else unknown
         if col is None:
             if feat.required:
-                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+                raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
             return np.full(len(df), absent, dtype=np.int64)
-        keys = [self._category_key(v) for v in col.tolist()]
+        keys = [recode(entry, self.category_key(v)) for v in col.tolist()]
         return np.array([absent if k is None else index.get(k, unknown) for k in keys], dtype=np.int64)
 
     @staticmethod
-    def _category_key(v: Any) -> str | None:
+    def category_key(v: Any) -> str | None:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return None
         if isinstance(v, bool):
@@ -354,20 +405,23 @@ class FeatureSpec:
             raise RecordError("record is not a JSON object")
         row: list[float] = []
         for feat in self.features:
-            present = [record[k] for k in self._record_keys(record, feat)]
-            value = present[-1] if present else _ABSENT
+            present = self._record_keys(record, feat)
+            value = record[present[-1]] if present else _ABSENT
+            entry = feat.entry(present[-1]) if present else None
             if value is _ABSENT and feat.required:
-                raise RecordError(f"missing field {feat.fields[0]!r} (feature {feat.name!r})")
+                raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
             if feat.type == "numeric":
                 if isinstance(value, (dict, list)):
-                    raise RecordError(f"field {feat.fields[0]!r}: expected a number, got {'an object' if isinstance(value, dict) else 'an array'}")
+                    raise RecordError(f"field {feat.names[0]!r}: expected a number, got {'an object' if isinstance(value, dict) else 'an array'}")
                 raw = math.nan if value is _ABSENT else self._parse_number(value, feat)
+                if isinstance(entry, dict) and "scale" in entry:
+                    raw *= float(entry["scale"])
                 x = self._finish_numeric(self._resolve_missing(np.array([raw]), feat), feat)
                 row.append(float(x[0]))
             else:
                 if isinstance(value, (dict, list)):
-                    raise RecordError(f"field {feat.fields[0]!r}: expected a category, got {'an object' if isinstance(value, dict) else 'an array'}")
-                key = None if value is _ABSENT else self._category_key(value)
+                    raise RecordError(f"field {feat.names[0]!r}: expected a category, got {'an object' if isinstance(value, dict) else 'an array'}")
+                key = None if value is _ABSENT else recode(entry, self.category_key(value))
                 if key is None and feat.fill_category is not None:
                     key = feat.fill_category
                 code = feat.categories.index(key) if key in feat.categories else len(feat.categories)
@@ -382,7 +436,7 @@ class FeatureSpec:
     def _record_keys(self, record: dict, feat: Feature) -> list[str]:
         """Keys of `record` that name this feature, in record order (the last one wins, as
         for duplicate keys in JSON)."""
-        names = {_trim(f) for f in feat.fields}
+        names = {_trim(f) for f in feat.names}
         return [k for k in record if _trim(k) in names]
 
     def featurize_records(self, records: Iterable[Any]) -> tuple[np.ndarray, list[str | None]]:
@@ -404,4 +458,13 @@ _ABSENT = object()
 def check_fields(spec: FeatureSpec, columns: Sequence[str]) -> list[str]:
     """Required feature fields that none of `columns` provides (after trimming)."""
     have = {_trim(c) for c in columns}
-    return [f.fields[0] for f in spec.features if f.required and not any(_trim(n) in have for n in f.fields)]
+    return [f.names[0] for f in spec.features if f.required and not any(_trim(n) in have for n in f.names)]
+
+
+def recode(entry: str | dict | None, key: str | None) -> str | None:
+    """A categorical value through its alias's map: mapped, else the alias's default, else as
+    it is (`None`, absent or null, stays `None`)."""
+    if key is None or not isinstance(entry, dict) or ("map" not in entry and "default" not in entry):
+        return key
+    mapped = {_trim(k): v for k, v in entry.get("map", {}).items()}
+    return mapped.get(key, entry.get("default", key))

@@ -13,13 +13,36 @@ use rustc_hash::FxHashMap;
 use crate::json::{self, Kind, Span};
 use crate::manifest::{Encoding, FeatureKind, Infinity, Manifest, Policy, Transform};
 
+/// Where a record holds a feature's value, and which of the feature's `fields` named it.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub span: Span,
+    pub field: u16,
+}
+
 /// What a record's field holds for one feature, as found by the scan.
-pub type Slot = Option<Span>;
+pub type Slot = Option<Found>;
 
 #[derive(Clone, Debug)]
 enum Reader {
-    Numeric { fill: f64, transforms: Vec<Transform> },
-    Categorical { index: FxHashMap<Box<[u8]>, u32>, unknown: u32, onehot: bool, absent: u32 },
+    /// `scales`: per entry of `fields`, the factor its values are multiplied by (1 for a plain name).
+    Numeric { fill: f64, transforms: Vec<Transform>, scales: Box<[f64]> },
+    /// `recode`: per entry of `fields`, the alias's value map, if it has one.
+    Categorical {
+        index: FxHashMap<Box<[u8]>, u32>,
+        unknown: u32,
+        onehot: bool,
+        absent: u32,
+        recode: Box<[Option<Recode>]>,
+    },
+}
+
+/// An alias's value map, as category codes: a value the map lacks takes `default`, or without
+/// one is looked up as it is.
+#[derive(Clone, Debug)]
+struct Recode {
+    codes: FxHashMap<Box<[u8]>, u32>,
+    default: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,8 +58,8 @@ struct FeatureReader {
 #[derive(Clone, Debug)]
 pub struct Featurizer {
     features: Vec<FeatureReader>,
-    /// Trimmed field name or alias -> feature index.
-    lookup: FxHashMap<Box<[u8]>, u32>,
+    /// Trimmed field name or alias -> feature index and the entry of its `fields`.
+    lookup: FxHashMap<Box<[u8]>, (u32, u16)>,
     /// Missing-value tokens, ASCII-lowercased.
     tokens: Vec<Box<[u8]>>,
     infinity: Infinity,
@@ -53,7 +76,7 @@ pub struct Featurizer {
 #[derive(Clone, Debug)]
 struct CachedKey {
     raw: Box<[u8]>,
-    feature: Option<u32>,
+    feature: Option<(u32, u16)>,
     reserved: bool,
 }
 
@@ -134,25 +157,45 @@ impl Featurizer {
         let mut features = Vec::with_capacity(manifest.features.len());
         let mut column = 0;
         for (i, f) in manifest.features.iter().enumerate() {
-            for name in &f.fields {
-                // First feature to claim a name keeps it.
-                lookup.entry(trim(name).as_bytes().into()).or_insert(i as u32);
+            for (k, field) in f.fields.iter().enumerate() {
+                // First feature (and first entry) to claim a name keeps it; the manifest has at
+                // most 65535 entries per feature.
+                lookup.entry(trim(field.name()).as_bytes().into()).or_insert((i as u32, k as u16));
             }
             let reader = match &f.kind {
-                FeatureKind::Numeric { fill, transforms } => {
-                    Reader::Numeric { fill: *fill, transforms: transforms.clone() }
-                }
-                FeatureKind::Categorical { encoding, categories, fill } => Reader::Categorical {
-                    index: categories.iter().enumerate().map(|(k, c)| (c.as_bytes().into(), k as u32)).collect(),
-                    unknown: categories.len() as u32,
-                    onehot: *encoding == Encoding::Onehot,
-                    absent: fill
-                        .as_ref()
-                        .and_then(|f| categories.iter().position(|c| c == f))
-                        .unwrap_or(categories.len()) as u32,
+                FeatureKind::Numeric { fill, transforms } => Reader::Numeric {
+                    fill: *fill,
+                    transforms: transforms.clone(),
+                    scales: f.fields.iter().map(|a| a.alias().and_then(|a| a.scale).unwrap_or(1.0)).collect(),
                 },
+                FeatureKind::Categorical { encoding, categories, fill } => {
+                    let code = |c: &str| categories.iter().position(|k| k == c).unwrap_or(categories.len()) as u32;
+                    let recode = f
+                        .fields
+                        .iter()
+                        .map(|a| {
+                            let a = a.alias()?;
+                            let map = a.map.as_ref();
+                            (map.is_some() || a.default.is_some()).then(|| Recode {
+                                codes: map
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|(from, to)| (trim(from).as_bytes().into(), code(to)))
+                                    .collect(),
+                                default: a.default.as_deref().map(code),
+                            })
+                        })
+                        .collect();
+                    Reader::Categorical {
+                        index: categories.iter().enumerate().map(|(k, c)| (c.as_bytes().into(), k as u32)).collect(),
+                        unknown: categories.len() as u32,
+                        onehot: *encoding == Encoding::Onehot,
+                        absent: fill.as_deref().map_or(categories.len() as u32, code),
+                        recode,
+                    }
+                }
             };
-            features.push(FeatureReader { field: f.fields[0].as_str().into(), column, required: f.required, reader });
+            features.push(FeatureReader { field: f.fields[0].name().into(), column, required: f.required, reader });
             column += f.width();
         }
         Featurizer {
@@ -240,8 +283,8 @@ impl Featurizer {
                 };
                 position += 1;
                 has_reserved |= reserved_here;
-                if let Some(f) = feature {
-                    slots[f as usize] = Some(m.value);
+                if let Some((f, field)) = feature {
+                    slots[f as usize] = Some(Found { span: m.value, field });
                 }
             },
         )
@@ -267,17 +310,20 @@ impl Featurizer {
             return Err(RecordError(format!("missing field `{}`", f.field)));
         }
         match &f.reader {
-            Reader::Numeric { .. } => {
+            Reader::Numeric { scales, .. } => {
                 let raw = match slot {
                     None => None,
-                    Some(span) => self.number(i, span, record)?,
+                    Some(Found { span, field }) => {
+                        let scale = scales[usize::from(field)];
+                        self.number(i, span, record)?.map(|v| v * scale)
+                    }
                 };
                 let raw = match raw {
                     Some(v) if v.is_infinite() && self.infinity == Infinity::Missing => None,
                     v => v,
                 };
                 let (column, f) = (self.features[i].column, &self.features[i]);
-                let Reader::Numeric { fill, transforms } = &f.reader else { unreachable!() };
+                let Reader::Numeric { fill, transforms, .. } = &f.reader else { unreachable!() };
                 let value = match raw {
                     Some(v) => apply(transforms, v),
                     None => None,
@@ -296,7 +342,7 @@ impl Featurizer {
                 let (unknown, onehot, absent, column) = (*unknown, *onehot, *absent, f.column);
                 let code = match slot {
                     None => absent,
-                    Some(span) => self.category(i, span, record)?.unwrap_or(absent),
+                    Some(found) => self.category(i, found, record)?.unwrap_or(absent),
                 };
                 if onehot {
                     let cols = &mut row[column..=column + unknown as usize];
@@ -351,8 +397,9 @@ impl Featurizer {
 
     /// The category code a field holds: `None` for null; unknown categories get the
     /// unknown bucket.
-    fn category(&mut self, i: usize, span: Span, record: &[u8]) -> Result<Option<u32>, RecordError> {
-        let Reader::Categorical { index, unknown, .. } = &self.features[i].reader else {
+    fn category(&mut self, i: usize, found: Found, record: &[u8]) -> Result<Option<u32>, RecordError> {
+        let span = found.span;
+        let Reader::Categorical { index, unknown, recode, .. } = &self.features[i].reader else {
             unreachable!("category() is only called for categorical features")
         };
         let key: &[u8] = match span.kind {
@@ -372,6 +419,11 @@ impl Featurizer {
                 )));
             }
         };
+        if let Some(r) = &recode[usize::from(found.field)] {
+            if let Some(code) = r.codes.get(key).copied().or(r.default) {
+                return Ok(Some(code));
+            }
+        }
         Ok(Some(index.get(key).copied().unwrap_or(*unknown)))
     }
 }
@@ -424,8 +476,79 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{plain_number, same_bytes};
+    use super::{plain_number, same_bytes, Featurizer};
+    use crate::manifest::Manifest;
     use crate::test_rng::Rng;
+
+    /// A manifest of `features` (index-encoded categoricals), with what validation needs.
+    fn manifest(features: serde_json::Value) -> Result<Manifest, String> {
+        let n = features.as_array().unwrap().len();
+        let doc = serde_json::json!({
+            "format": 1, "name": "t", "version": "1", "kind": "isolation_forest",
+            "input": {"name": "input", "width": n}, "output": {"name": "score"},
+            "features": features, "threshold": 0.5, "calibration": {"quantiles": [0.0, 1.0]},
+            "reference": features.as_array().unwrap().iter().map(|f| match f["categories"].as_array() {
+                Some(c) => serde_json::json!({"frequencies": vec![0.0; c.len() + 1]}),
+                None => serde_json::json!({"mean": 0.0, "std": 1.0}),
+            }).collect::<Vec<_>>(),
+            "model_sha256": "0".repeat(64),
+        });
+        Manifest::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn row(f: &mut Featurizer, record: &str) -> Result<Vec<f32>, String> {
+        let mut slots = vec![None; f.n_features()];
+        let mut row = vec![0.0; f.width()];
+        f.scan(record.as_bytes(), &mut slots, "tags").map_err(|e| e.0)?;
+        f.fill(record.as_bytes(), &slots, &mut row).map_err(|e| e.0)?;
+        Ok(row)
+    }
+
+    #[test]
+    fn aliases_scale_numbers_and_map_categories() {
+        let m = manifest(serde_json::json!([
+            {"name": "dur", "type": "numeric", "fields": ["dur", {"name": "Flow Duration", "scale": 1e-6},
+                                                          {"name": "flowDurationMilliseconds", "scale": 0.001}]},
+            {"name": "proto", "type": "categorical", "encoding": "index", "categories": ["tcp", "udp"],
+             "fields": ["proto", {"name": "protocolIdentifier", "map": {"6": "tcp", "17": "udp", "1": "icmp"}}]},
+            {"name": "service", "type": "categorical", "encoding": "index", "categories": ["-", "http"], "required": false,
+             "fields": ["service", {"name": "destinationTransportPort", "map": {"80": "http"}, "default": "-"}]},
+        ]))
+        .unwrap();
+        // Reference rows: (dur, proto code, service code).
+        let mut f = Featurizer::new(&m);
+        assert_eq!(row(&mut f, r#"{"dur": 1.5, "proto": "udp", "service": "http"}"#).unwrap(), [1.5, 1.0, 1.0]);
+        assert_eq!(row(&mut f, r#"{"Flow Duration": 1500000, "protocolIdentifier": 6}"#).unwrap(), [1.5, 0.0, 2.0]);
+        let netflow = r#"{"flowDurationMilliseconds": 1500, "protocolIdentifier": 17, "destinationTransportPort": 80}"#;
+        assert_eq!(row(&mut f, netflow).unwrap(), [1.5, 1.0, 1.0]);
+        // Unmapped: a port outside the map takes the default; a protocol outside it is read as
+        // it is (here unknown); "icmp" is mapped to but not a category: unknown.
+        let other = r#"{"dur": 0, "protocolIdentifier": "tcp", "destinationTransportPort": 8080}"#;
+        assert_eq!(row(&mut f, other).unwrap(), [0.0, 0.0, 0.0]);
+        assert_eq!(row(&mut f, r#"{"dur": 0, "protocolIdentifier": 1}"#).unwrap(), [0.0, 2.0, 2.0]);
+        // A string number is scaled too; a missing value stays missing (the fill, unscaled).
+        assert_eq!(row(&mut f, r#"{"Flow Duration": " 2e6 ", "proto": "tcp"}"#).unwrap(), [2.0, 0.0, 2.0]);
+        assert_eq!(row(&mut f, r#"{"Flow Duration": "-", "proto": "tcp"}"#).unwrap(), [0.0, 0.0, 2.0]);
+    }
+
+    #[test]
+    fn alias_conversions_must_fit_the_feature() {
+        let numeric_map = serde_json::json!([{"name": "dur", "type": "numeric", "fields": ["dur", {"name": "d", "map": {"1": "x"}}]}]);
+        let e = manifest(numeric_map).unwrap_err();
+        assert!(e.contains("features[0].fields[1]") && e.contains("numeric one takes scale"), "{e}");
+        let first = serde_json::json!([{"name": "dur", "type": "numeric", "fields": [{"name": "d", "scale": 2}]}]);
+        let e = manifest(first).unwrap_err();
+        assert!(e.contains("features[0].fields[0]") && e.contains("canonical name must be a plain name"), "{e}");
+        let cat_scale = serde_json::json!([{"name": "p", "type": "categorical", "encoding": "index", "fields": ["p", {"name": "q", "scale": 2}]}]);
+        let e = manifest(cat_scale).unwrap_err();
+        assert!(e.contains("features[0].fields[1]") && e.contains("categorical one takes map"), "{e}");
+        let zero =
+            serde_json::json!([{"name": "dur", "type": "numeric", "fields": ["dur", {"name": "d", "scale": 0}]}]);
+        assert!(manifest(zero).unwrap_err().contains("not a finite, non-zero number"));
+        let unknown =
+            serde_json::json!([{"name": "dur", "type": "numeric", "fields": ["dur", {"name": "d", "unit": "ms"}]}]);
+        assert!(manifest(unknown).is_err(), "an alias with an unknown key is refused");
+    }
 
     #[test]
     fn plain_numbers_parse_as_std_does() {

@@ -225,7 +225,7 @@ impl Filter {
                             };
                             let slots = &self.slots[i * n_features..(i + 1) * n_features];
                             self.tagger.write_scored(out, raw, score, verdict, reasons, |f| {
-                                slots[f].map(|s| &record[s.start..s.end])
+                                slots[f].map(|s| &record[s.span.start..s.span.end])
                             });
                             let top_reason = reasons.and_then(|r| r.first()).map(|r| r.feature as u16);
                             self.results.push(RecordResult { verdict, score, raw, top_reason });

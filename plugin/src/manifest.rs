@@ -110,10 +110,51 @@ pub enum Encoding {
     Index,
 }
 
+/// One entry of a feature's `fields`: a field name, or a name with how that field's value is
+/// converted to the feature's own units or categories (an alias from another flow tool).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Field {
+    Name(String),
+    Alias(Alias),
+}
+
+/// A field that needs converting: `scale` multiplies a numeric value (milliseconds to
+/// seconds: 0.001); `map` replaces a categorical value (protocol number `"6"` to `"tcp"`),
+/// and `default` is the category of a value the map lacks (without it, such a value is read
+/// as it is).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alias {
+    pub name: String,
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub map: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+impl Field {
+    pub fn name(&self) -> &str {
+        match self {
+            Field::Name(n) => n,
+            Field::Alias(a) => &a.name,
+        }
+    }
+
+    pub fn alias(&self) -> Option<&Alias> {
+        match self {
+            Field::Name(_) => None,
+            Field::Alias(a) => Some(a),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Feature {
     pub name: String,
-    pub fields: Vec<String>,
+    pub fields: Vec<Field>,
     #[serde(default = "yes")]
     pub required: bool,
     #[serde(flatten)]
@@ -227,6 +268,34 @@ impl Manifest {
             }
             if f.fields.is_empty() {
                 return bad(format!("features[{i}].fields"), "expected at least one field name".into());
+            }
+            if f.fields.len() > usize::from(u16::MAX) {
+                return bad(format!("features[{i}].fields"), "expected at most 65535 field names".into());
+            }
+            if f.fields[0].alias().is_some() {
+                return bad(
+                    format!("features[{i}].fields[0]"),
+                    "the canonical name must be a plain name, not an alias object".into(),
+                );
+            }
+            let numeric = matches!(f.kind, FeatureKind::Numeric { .. });
+            for (k, a) in f.fields.iter().enumerate().filter_map(|(k, f)| Some((k, f.alias()?))) {
+                let key = format!("features[{i}].fields[{k}]");
+                match (numeric, a) {
+                    (true, Alias { map: Some(_), .. } | Alias { default: Some(_), .. }) => {
+                        return bad(
+                            key,
+                            "map and default apply to categorical features only; a numeric one takes scale".into(),
+                        )
+                    }
+                    (false, Alias { scale: Some(_), .. }) => {
+                        return bad(key, "scale applies to numeric features only; a categorical one takes map".into())
+                    }
+                    (_, Alias { scale: Some(k), .. }) if !(k.is_finite() && *k != 0.0) => {
+                        return bad(key, format!("scale {k} is not a finite, non-zero number"))
+                    }
+                    _ => {}
+                }
             }
             match &f.kind {
                 FeatureKind::Numeric { fill, transforms } => {
