@@ -237,7 +237,7 @@ fn the_fluent_bit_module_runs_every_shipped_bundle_as_native_does() {
     assert!(cic.status.success());
     let cic: Vec<Vec<u8>> = cic.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     let unsw = unsw_records(300);
-    for name in ["unsw-supervised", "unsw-unsupervised", "unsw-portable", "cicids2017"] {
+    for name in ["unsw-supervised", "unsw-unsupervised", "flows-portable", "cicids2017"] {
         let dir = tempfile::tempdir().unwrap();
         let model = repo().join("models").join(name);
         copy_bundle(&model, &dir.path().join("flowtag-bundle"));

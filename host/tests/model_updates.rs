@@ -22,7 +22,7 @@ use ed25519_dalek::{Signer, SigningKey};
 /// The shipped portable bundle with its version set to `version` (and optionally a flipped
 /// model byte), written to `dir`.
 fn bundle_version(dir: &Path, version: &str, tamper: bool) -> PathBuf {
-    let src = repo().join("models/unsw-portable");
+    let src = repo().join("models/flows-portable");
     std::fs::create_dir_all(dir).unwrap();
     let manifest = std::fs::read_to_string(src.join("manifest.json")).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&manifest).unwrap();
@@ -216,7 +216,7 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     }
     wait_until(Duration::from_secs(10), "v1 to be refused", || reloads(&ft, "refused") >= 2.0);
     assert!(serving(&ft, "2") && !serving(&ft, "1"));
-    assert!(ft.log().contains("older than the live unsw-portable@2"), "{}", ft.log());
+    assert!(ft.log().contains("older than the live flows-portable@2"), "{}", ft.log());
 
     // A newer v4 without canary rows: the node cannot check it, refused.
     let v4 = bundle_version(&dir.path().join("v4"), "4", false);
@@ -228,7 +228,7 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     }
     wait_until(Duration::from_secs(10), "v4 to be refused", || reloads(&ft, "refused") >= 3.0);
     assert!(serving(&ft, "2") && !serving(&ft, "4"));
-    assert!(ft.log().contains("unsw-portable@4 has no canary rows"), "{}", ft.log());
+    assert!(ft.log().contains("flows-portable@4 has no canary rows"), "{}", ft.log());
 
     // Restart without the source: the kept v2 serves, not the configured v1.
     assert!(ft.terminate().success());
@@ -248,7 +248,7 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     let auth = [("Authorization", "Bearer second-token")];
     let (status, body) = http_post(api, "/model/rollback", &auth, b"").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("unsw-portable@2 -> unsw-portable@1"), "{body}");
+    assert!(body.contains("flows-portable@2 -> flows-portable@1"), "{body}");
     assert!(serving(&ft, "1") && !serving(&ft, "2"));
     std::fs::create_dir_all(&push).unwrap();
     for f in ["model.onnx", "manifest.json"] {
@@ -267,7 +267,7 @@ fn directory_updates_half_written_tampered_restart_and_rollback() {
     let models = models_in_order(&dir.path().join("out.jsonl"), written);
     assert_eq!(
         runs(&models),
-        ["unsw-portable@1", "unsw-portable@2", "unsw-portable@1"],
+        ["flows-portable@1", "flows-portable@2", "flows-portable@1"],
         "versions follow the swaps in order"
     );
 
@@ -367,7 +367,7 @@ fn http_updates_with_etags_and_signatures_under_wasm() {
     let cache = repo().join("target/test-wasm-cache");
     let seeded = Command::new(flowtag())
         .args(["model", "verify"])
-        .arg(repo().join("models/unsw-portable"))
+        .arg(repo().join("models/flows-portable"))
         .arg("--plugin")
         .arg(&wasm)
         .arg("--data-dir")
@@ -432,13 +432,13 @@ fn http_updates_with_etags_and_signatures_under_wasm() {
     });
     assert!(ft.terminate().success());
     let models = models_in_order(&dir.path().join("out.jsonl"), written);
-    assert_eq!(runs(&models), ["unsw-portable@1", "unsw-portable@2"]);
+    assert_eq!(runs(&models), ["flows-portable@1", "flows-portable@2"]);
 }
 
 #[test]
 fn bad_updates_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let v1 = repo().join("models/unsw-portable");
+    let v1 = repo().join("models/flows-portable");
     let check = |updates: &str| {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, config(dir.path(), 1, &v1, "", updates)).unwrap();

@@ -86,7 +86,7 @@ fn native_and_wasm_tag_real_rows_byte_for_byte_for_every_shipped_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let unsw = head(dir.path(), "unsw-nb15/UNSW_NB15_dev.csv", 10_000);
     let unsw_raw = head(dir.path(), "unsw-nb15/UNSW-NB15_1.head3500.csv", 3_500);
-    for model in ["unsw-supervised", "unsw-unsupervised", "unsw-portable"] {
+    for model in ["unsw-supervised", "unsw-unsupervised", "flows-portable"] {
         assert_identical(model, "unsw", &unsw, 10_000);
         assert_identical(model, "unsw", &unsw_raw, 3_500);
     }
@@ -101,7 +101,7 @@ fn native_and_wasm_tag_real_rows_byte_for_byte_for_every_shipped_bundle() {
     }
     // Zeek conn.log (TSV and JSON) through the bundle that reads Zeek names.
     for rel in ["zeek/slips-port-scans/horizontal_conn.log", "zeek/slips-port-scans/vertical_conn.log"] {
-        assert_identical("unsw-portable", "zeek", &datasets().join(rel), 10);
+        assert_identical("flows-portable", "zeek", &datasets().join(rel), 10);
     }
 }
 

@@ -20,7 +20,7 @@ from flowtag_export.signing import keygen, sign, verify
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["cicids2017", "unsw-portable", "unsw-supervised", "unsw-unsupervised"])
+@pytest.mark.parametrize("name", ["cicids2017", "flows-portable", "unsw-supervised", "unsw-unsupervised"])
 def test_shipped_manifest_is_complete_and_pins_its_model(shipped, name):
     b = read(shipped[name])
     m = b.manifest
@@ -38,12 +38,18 @@ def test_shipped_manifest_is_complete_and_pins_its_model(shipped, name):
     q = m["calibration"]["quantiles"]
     assert len(q) >= 100 and q == sorted(q)
     assert len(m["reference"]) == len(m["features"])
-    assert 0.0 < m["metrics"]["fpr"] < 0.05 and m["metrics"]["roc_auc"] > 0.9
+    # A floor that catches a broken model, not the figures (models/README.md has those): the
+    # portable bundle's test split mixes two networks' normal traffic (0.80 there).
+    assert 0.0 < m["metrics"]["fpr"] < 0.05 and m["metrics"]["roc_auc"] > (0.75 if name == "flows-portable" else 0.9)
     t = m["training"]
     assert t["dataset"] == m["schema"] and t["files"] and t["code_revision"] and t["seed"]
     assert len(m["canaries"]) >= 4
     for c in m["canaries"]:
         assert set(c) >= {"record", "raw_score", "score", "verdict"}
+    converting = {e["name"] for f in m["features"] for e in f["fields"] if isinstance(e, dict)}
+    if converting:
+        # One canary writes converted values under their aliases, so consumers check the conversions.
+        assert any(converting & set(c["record"]) for c in m["canaries"]), converting
 
 
 def test_canaries_are_not_dataset_rows(datasets, shipped):
@@ -51,7 +57,7 @@ def test_canaries_are_not_dataset_rows(datasets, shipped):
     import pandas as pd
 
     frame = pd.read_csv(datasets / "unsw-nb15/UNSW_NB15_dev.csv", dtype=str)
-    for name in ("unsw-supervised", "unsw-unsupervised", "unsw-portable"):
+    for name in ("unsw-supervised", "unsw-unsupervised", "flows-portable"):
         for c in read(shipped[name]).manifest["canaries"]:
             rec = {k: str(v) for k, v in c["record"].items()}
             cols = [k for k in rec if k in frame.columns]
@@ -60,14 +66,14 @@ def test_canaries_are_not_dataset_rows(datasets, shipped):
 
 
 def test_tar_round_trip(shipped, tmp_path):
-    tar = to_tar(shipped["unsw-portable"], tmp_path / "b.tar")
-    a, b = read(shipped["unsw-portable"]), read(tar)
+    tar = to_tar(shipped["flows-portable"], tmp_path / "b.tar")
+    a, b = read(shipped["flows-portable"]), read(tar)
     assert a.manifest == b.manifest and a.model_bytes == b.model_bytes
 
 
 def test_sign_verify_and_refusals(shipped, tmp_path):
     bundle = tmp_path / "bundle"
-    shutil.copytree(shipped["unsw-portable"], bundle)
+    shutil.copytree(shipped["flows-portable"], bundle)
     keygen(tmp_path / "k", tmp_path / "k.pub")
     keygen(tmp_path / "other", tmp_path / "other.pub")
     assert oct((tmp_path / "k").stat().st_mode & 0o777) == "0o600"

@@ -17,7 +17,7 @@ CIC = "cicids2017/original-subsets"
 CASES = {
     "unsw-supervised": [("unsw_nb15", "unsw-nb15/UNSW_NB15_dev.csv", "unsw"), ("unsw_nb15_raw", "unsw-nb15/UNSW-NB15_1.head3500.csv", "unsw")],
     "unsw-unsupervised": [("unsw_nb15", "unsw-nb15/UNSW_NB15_dev.csv", "unsw"), ("unsw_nb15_raw", "unsw-nb15/UNSW-NB15_1.head3500.csv", "unsw")],
-    "unsw-portable": [
+    "flows-portable": [
         ("unsw_nb15", "unsw-nb15/UNSW_NB15_dev.csv", "unsw"),
         ("unsw_nb15_raw", "unsw-nb15/UNSW-NB15_1.head3500.csv", "unsw"),
         ("zeek_conn", "zeek/slips-test9-mixed/conn.log", "zeek"),

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("defaults", help="train the shipped default bundles into a folder (seeded, reproducible)")
     d.add_argument("--out", default="models")
     d.add_argument("--no-mlflow", action="store_true")
+    d.add_argument("--only", action="append", default=None, metavar="RUN",
+                   help="retrain only this run (repeatable; `cross` for the cross-dataset runs); the others keep their figures")
 
     cmp_ = sub.add_parser("compare", help="runs of an experiment side by side")
     cmp_.add_argument("--experiment", default="flowtag")
@@ -121,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         r = pipeline.train(cfg)
         print(json.dumps(r.to_dict(), indent=2, default=str))
     elif a.cmd == "defaults":
-        defaults.build_all(a.out, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow)
+        try:
+            defaults.build_all(a.out, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow, only=a.only)
+        except ValueError as e:
+            print(f"flowtag-train defaults: {e}", file=sys.stderr)
+            return 2
     elif a.cmd == "compare":
         metrics = a.metric or ["roc_auc", "pr_auc", "f1", "fpr", "detection_at_fpr_1e-3"]
         rows = tracking.compare(a.experiment, metrics, uri=a.tracking_uri, limit=a.limit)

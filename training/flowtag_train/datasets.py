@@ -275,6 +275,10 @@ def load(schema: Schema | str, files: list[str] | None = None, root: Path | None
     `limit` keeps a random sample of that many rows (stratified by family when there is one):
     small real subsets for smoke tests and pipeline tests.
     """
+    if isinstance(schema, str) and schema.startswith("flows_portable") and not files:
+        from .portable import load_portable  # it loads datasets through this function
+
+        return load_portable(schema, limit=limit, seed=seed)
     if isinstance(schema, str):
         schema = Schema.load(schema)
     frames, info = [], []

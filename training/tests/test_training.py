@@ -137,7 +137,7 @@ def test_evaluate_scores_a_shipped_bundle_on_raw_argus_records_as_the_node_does(
 
 
 def test_evaluate_refuses_a_dataset_without_labels_or_without_the_bundles_fields(datasets, shipped, capsys):
-    assert cli.main(["evaluate", "--bundle", str(shipped["unsw-portable"]), "--dataset", "zeek_conn"]) == 2
+    assert cli.main(["evaluate", "--bundle", str(shipped["flows-portable"]), "--dataset", "zeek_conn"]) == 2
     assert "no labels" in capsys.readouterr().err
     assert cli.main(["evaluate", "--bundle", str(shipped["cicids2017"]), "--dataset", "unsw_nb15_raw"]) == 2
     err = capsys.readouterr().err

@@ -104,7 +104,7 @@ def am_alerts(port: int) -> list[dict]:
 
 
 def anomalous_record() -> dict:
-    m = json.loads((REPO / "models/unsw-portable/manifest.json").read_text())
+    m = json.loads((REPO / "models/flows-portable/manifest.json").read_text())
     return next(c["record"] for c in m["canaries"] if c["verdict"] == "anomalous")
 
 
@@ -126,7 +126,7 @@ poll_interval = "50ms"
 [transforms.tag]
 type = "anomaly"
 inputs = ["flows"]
-model = "{REPO / 'models/unsw-portable'}"
+model = "{REPO / 'models/flows-portable'}"
 [sinks.out]
 type = "file"
 inputs = ["tag"]

@@ -476,7 +476,7 @@ mod downgrade_tests {
 
     fn bundle(name: &str, version: &str, created: &str) -> Bundle {
         let mut b =
-            Bundle::read_path(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/unsw-portable"))
+            Bundle::read_path(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/flows-portable"))
                 .unwrap();
         b.manifest.name = name.into();
         b.manifest.version = version.into();
