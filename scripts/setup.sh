@@ -20,10 +20,11 @@ fi
 # --- Debian packages -------------------------------------------------------------------------
 # prometheus (+ promtool) and prometheus-alertmanager (+ amtool) for the monitoring tests;
 # Node.js and npm for schema-check/ (Grafana's dashboard schema, prometheus-operator's CRDs);
-# softflowd and pmacct (NetFlow/IPFIX exporters) and nfdump (nfcapd, a reference collector) for
-# the netflow source's tests; nginx-light and apache2 write real access logs for the `combined`
+# softflowd, pmacct and fprobe (NetFlow/IPFIX exporters; fprobe captures in a network namespace
+# the test makes with iproute2's `ip netns`) and nfdump (nfcapd, a reference collector) for the
+# netflow source's tests; nginx-light and apache2 write real access logs for the `combined`
 # decoder's.
-APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct nfdump nginx-light apache2)
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct fprobe iproute2 nfdump nginx-light apache2)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -42,6 +43,7 @@ if ((${#missing[@]})); then
     $SUDO pkill -f prometheus-alertmanager 2>/dev/null || true
     $SUDO pkill -x nfcapd 2>/dev/null || true
     $SUDO pkill -x softflowd 2>/dev/null || true
+    $SUDO pkill -x fprobe 2>/dev/null || true
     $SUDO pkill -f 'pmacctd|nfacctd|sfacctd|uacctd' 2>/dev/null || true
     $SUDO pkill -x nginx 2>/dev/null || true
     $SUDO pkill -x apache2 2>/dev/null || true

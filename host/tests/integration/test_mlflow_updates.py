@@ -6,17 +6,15 @@ in comes out once, tagged by exactly one version, versions in order."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Flowtag, FlowWriter, file_source_head, free_port, http_ok, read_jsonl, wait_until
+from conftest import Flowtag, FlowWriter, file_source_head, free_port, read_jsonl, wait_until
 from flowtag_train import tracking
+from testkit import mlflow as testkit_mlflow
 
 REPO = Path(__file__).resolve().parents[3]
 INTERVAL = 1.0
@@ -24,30 +22,12 @@ INTERVAL = 1.0
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "mlflow.log", "wb")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        wait_until(lambda: proc.poll() is not None or http_ok(f"http://127.0.0.1:{port}/health"), 120, "the MLflow server")
-        assert proc.poll() is None, (tmp_path / "mlflow.log").read_text()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with testkit_mlflow.mlflow_server(tmp_path) as uri:
+        yield uri
 
 
 def bundle(dst: Path, version: str, tamper: bool = False) -> Path:
-    shutil.copytree(REPO / "models/unsw-portable", dst)
+    shutil.copytree(REPO / "models/flows-portable", dst)
     m = json.loads((dst / "manifest.json").read_text())
     m["version"] = version
     (dst / "manifest.json").write_text(json.dumps(m, indent=1) + "\n")
@@ -125,4 +105,4 @@ path = "{tmp_path / 'out.jsonl'}"
         if not order or order[-1] != by_seq[s]:
             order.append(by_seq[s])
     # The first check runs at start, so v1 may already serve the first record.
-    assert order in (["unsw-portable@0", "unsw-portable@1", "unsw-portable@2"], ["unsw-portable@1", "unsw-portable@2"]), order
+    assert order in (["flows-portable@0", "flows-portable@1", "flows-portable@2"], ["flows-portable@1", "flows-portable@2"]), order

@@ -2,13 +2,17 @@
 
 Packets written with scapy (TCP conversations, UDP request/answer pairs, ICMP, IPv6) are read
 by Debian's softflowd, which exports them as NetFlow v5, v9 or IPFIX (IPFIX also as RFC 5103
-biflows), and by pmacct's pmacctd, whose nfprobe plugin exports v9 or IPFIX. A small UDP tee in this test sends each datagram both to flowtag and to nfdump's
+biflows), by pmacct's pmacctd, whose nfprobe plugin exports v9 or IPFIX, and by fprobe (v5),
+which captures them sent onto `lo` in a network namespace of the test's own. A small UDP tee
+in this test sends each datagram both to flowtag and to nfdump's
 collector `nfcapd`, so both decode the same packets; every flow flowtag writes is compared
 field by field with what `nfdump -o json` reads from nfcapd's file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -16,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,6 +88,11 @@ def softflowd(pcap: Path, port: int, version: str, tmp: Path, *extra: str):
     text = out.decode(errors="replace")
     assert "Flows exported" in text, text
     return text
+
+
+def exported_count(log: str) -> int:
+    """The records softflowd exported: M in its log's "Flows exported: N (M records)"."""
+    return int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))
 
 
 def nfdump_flows(capdir: Path) -> list[dict]:
@@ -193,7 +203,7 @@ def test_exported_flows_match_nfdump(flowtag, pcap, tmp_path, exporter, version,
             assert exported >= directions - 12, "about one flow per direction (pmacct keeps ICMP echoes apart)"
         else:
             log = softflowd(pcap_path, tee.port, version, tmp_path, *extra)
-            exported = int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))  # "N (M records)"
+            exported = exported_count(log)
         if exporter == "pmacct":
             expected = None
         elif version == "5":
@@ -216,6 +226,13 @@ def test_exported_flows_match_nfdump(flowtag, pcap, tmp_path, exporter, version,
     ours = read_jsonl(out)
     theirs = nfdump_flows(capdir)
     assert len(ours) == len(theirs) == exported, (len(ours), len(theirs), exported)
+    assert_same_flows(ours, theirs, tcp_flags, biflows="-b" in extra)
+    assert errors == 0
+
+
+def assert_same_flows(ours: list[dict], theirs: list[dict], tcp_flags: dict, biflows: bool = False) -> None:
+    """flowtag's records and nfdump's flows of the same export agree field by field, and TCP
+    flags agree with the packets' own."""
     assert not [r for r in ours if "decode_error" in r]
     by_key = {key_nfdump(r): r for r in theirs}
     assert len(by_key) == len(theirs), "flows are unique by 5-tuple"
@@ -230,7 +247,7 @@ def test_exported_flows_match_nfdump(flowtag, pcap, tmp_path, exporter, version,
         assert r["flowDurationMilliseconds"] == ms(n["last"]) - ms(n["first"]), (r, n)
         if r["protocolIdentifier"] == 6:
             assert r["tcpControlBits"] == tcp_flags[key_flowtag(r)], (r, "the packets' flags")
-        if "-b" in extra:
+        if biflows:
             # nfdump 1.7.1 shows a biflow's reverse flags (and ToS) as its own; we keep both.
             reverse = r.get("reverseTcpControlBits", r.get("tcpControlBits", 0))
             assert reverse == flags(n.get("tcp_flags", "........")), (r, n)
@@ -239,18 +256,17 @@ def test_exported_flows_match_nfdump(flowtag, pcap, tmp_path, exporter, version,
                 assert reverse == tcp_flags[(k[1], k[0], 6, k[4], k[3])], (r, "the answers' flags")
         else:
             assert r.get("tcpControlBits", 0) == flags(n.get("tcp_flags", "........")), (r, n)
-        tos = r.get("reverseIpClassOfService", r.get("ipClassOfService")) if "-b" in extra else r.get("ipClassOfService")
+        tos = r.get("reverseIpClassOfService", r.get("ipClassOfService")) if biflows else r.get("ipClassOfService")
         assert tos == n.get("src_tos", 0), (r, n)
         assert r["exporterIPv4Address"] == n["ip4_router"] == "127.0.0.1"
-        if "-b" in extra:
+        if biflows:
             assert r.get("reversePacketDeltaCount", 0) == n.get("out_packets", 0), (r, n)
             assert r.get("reverseOctetDeltaCount", 0) == n.get("out_bytes", 0), (r, n)
         compared += 1
     assert not by_key, f"nfdump has flows flowtag does not: {list(by_key.values())[:3]}"
     assert compared >= 50
-    if "-b" in extra:
+    if biflows:
         assert sum(1 for r in ours if r.get("reversePacketDeltaCount", 0) > 0) >= 100, "biflows carry the answer"
-    assert errors == 0
 
 
 def test_malformed_and_early_data_are_counted_not_lost(flowtag, tmp_path):
@@ -288,6 +304,27 @@ path = "{dead}"
     assert bad["packet_base64"] == "R0VUIC8gSFRUUC8xLjENCg0K"
 
 
+def tagged_by(flowtag: Path, work: Path, model: Path, pcap: Path, version: str, *extra: str) -> tuple[list[dict], int]:
+    """softflowd exports the pcap in `version` to a netflow source whose records `model` tags;
+    the tagged records, and how many flows softflowd exported."""
+    work.mkdir()
+    api, port = free_port(), free_port()
+    tagged = work / "tagged.jsonl"
+    config = netflow_config(work, api, port, tagged).replace('inputs = ["exporters"]', 'inputs = ["tag"]') + f"""[transforms.tag]
+type = "anomaly"
+inputs = ["exporters"]
+model = "{model}"
+"""
+    ft = Flowtag(flowtag, work, config, api)
+    try:
+        log = softflowd(pcap, port, version, work, *extra)
+        exported = exported_count(log)
+        wait_until(lambda: len(read_jsonl(tagged)) >= exported, 30, "tagged records")
+    finally:
+        assert ft.stop() == 0, ft.log()
+    return read_jsonl(tagged), exported
+
+
 def test_a_baseline_learned_from_netflow_records_scores_them_at_the_edge(flowtag, pcap, tmp_path):
     """Records archived from the netflow source train a bundle with `flowtag-train baseline`
     (no schema file: IANA names read as they come); the host then scores NetFlow with it."""
@@ -297,7 +334,7 @@ def test_a_baseline_learned_from_netflow_records_scores_them_at_the_edge(flowtag
     ft = Flowtag(flowtag, tmp_path, netflow_config(tmp_path, api, port, archive), api)
     try:
         log = softflowd(pcap_path, port, "9", tmp_path, "-a")
-        exported = int(log.split("Flows exported: ")[1].split(" ")[1].strip("("))
+        exported = exported_count(log)
         wait_until(lambda: len(read_jsonl(archive)) >= exported, 30, "the archive")
     finally:
         assert ft.stop() == 0, ft.log()
@@ -315,23 +352,113 @@ def test_a_baseline_learned_from_netflow_records_scores_them_at_the_edge(flowtag
     assert kinds["destinationTransportPort"] == kinds["protocolIdentifier"] == "categorical"
 
     # The host tags NetFlow with it: every record scored, IPv4 and IPv6, ICMP (no ports) too.
-    api, port = free_port(), free_port()
-    tagged = tmp_path / "tagged.jsonl"
-    work = tmp_path / "edge"
-    work.mkdir()
-    config = netflow_config(work, api, port, tagged).replace('inputs = ["exporters"]', 'inputs = ["tag"]') + f"""[transforms.tag]
-type = "anomaly"
-inputs = ["exporters"]
-model = "{bundle}"
-"""
-    ft = Flowtag(flowtag, work, config, api)
-    try:
-        softflowd(pcap_path, port, "10", work, "-A", "milli")
-        wait_until(lambda: len(read_jsonl(tagged)) >= exported, 30, "tagged records")
-    finally:
-        assert ft.stop() == 0, ft.log()
-    records = read_jsonl(tagged)
-    assert len(records) == exported
+    records, tagged_count = tagged_by(flowtag, tmp_path / "edge", bundle, pcap_path, "10", "-A", "milli")
+    assert len(records) == tagged_count == exported
     assert all(r["anomaly"]["verdict"] in ("normal", "anomalous") for r in records), [r["anomaly"] for r in records][:3]
     assert any("sourceIPv6Address" in r for r in records) and any(r["protocolIdentifier"] == 1 for r in records)
     assert sum(r["anomaly"]["verdict"] == "anomalous" for r in records) <= len(records) * 0.2
+
+
+def test_the_portable_bundle_scores_netflow_as_training_reads_it(flowtag, pcap, tmp_path):
+    """The shipped `flows-portable` bundle on the netflow source, with no bundle of its own:
+    softflowd's IPFIX biflows are all scored, each exactly as the Python twin of the featurizer
+    scores the same record (the bundle's aliases turn milliseconds into seconds, protocol
+    numbers into names and server ports into services); unidirectional v9 flows, which carry no
+    answer direction, are tagged unscored with the field they lack."""
+    sys.path.insert(0, str(REPO / "onnx-export"))
+    from flowtag_export.parity import onnx_raw
+    from flowtag_export.spec import FeatureSpec, loads_record
+
+    bundle = REPO / "models/flows-portable"
+    spec = FeatureSpec.from_manifest(json.loads((bundle / "manifest.json").read_text()))
+    pcap_path, _, _ = pcap
+    runs = {version: tagged_by(flowtag, tmp_path / f"v{version}", bundle, pcap_path, version, *extra)[0]
+            for version, extra in (("10", ("-b", "-A", "milli")), ("9", ()))}
+
+    biflows = runs["10"]
+    assert all(r["anomaly"]["verdict"] in ("normal", "anomalous") for r in biflows), [r["anomaly"] for r in biflows][:3]
+    assert any(r.get("destinationTransportPort") == 80 for r in biflows) and any(r["protocolIdentifier"] == 17 for r in biflows)
+    lines = [json.dumps({k: v for k, v in r.items() if k != "anomaly"}) for r in biflows]
+    X, errors = spec.featurize_records([loads_record(line) for line in lines])
+    assert errors == [None] * len(lines)
+    expected = onnx_raw(bundle, X)
+    got = [r["anomaly"]["raw_score"] for r in biflows]
+    for e, g, line in zip(expected, got, lines):
+        assert abs(e - g) <= 1e-5 * max(1.0, abs(e)), (e, g, line)
+
+    oneway = runs["9"]
+    assert oneway and all(r["anomaly"]["verdict"] == "unscored" for r in oneway)
+    assert all("dpkts" in r["anomaly"]["error"] for r in oneway), oneway[0]["anomaly"]
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def own_network_namespace():
+    """This thread (and what it starts) in a network namespace of its own, with only `lo`: a
+    capture there sees only what the test sends. Needs CAP_SYS_ADMIN (root), as CI has."""
+    name = f"flowtag-test-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {made.stderr.strip()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+        yield
+    finally:
+        libc.setns(original, CLONE_NEWNET)
+        os.close(original)
+        os.close(target)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
+
+
+def test_fprobe_flows_match_nfdump(flowtag, pcap, tmp_path):
+    """fprobe captures from an interface only: in a namespace of the test's own, it captures
+    the pcap's packets sent onto `lo` with scapy and exports NetFlow v5 (it speaks v1, v5 and v7)
+    to flowtag and nfcapd alike."""
+    from scapy.all import rdpcap, sendp
+
+    pcap_path, _, tcp_flags = pcap
+    with own_network_namespace():
+        api, port, nf_port = free_port(), free_port(), free_port()
+        out = tmp_path / "flows.jsonl"
+        capdir = tmp_path / "nfcapd"
+        capdir.mkdir()
+        nfcapd = subprocess.Popen(["nfcapd", "-w", str(capdir), "-p", str(nf_port), "-b", "127.0.0.1", "-t", "3600"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        ft = Flowtag(flowtag, tmp_path, netflow_config(tmp_path, api, port, out), api)
+        tee = Tee([port, nf_port])
+        # Only the pcap's own addresses; a pending-packet queue that holds the whole burst (its
+        # default of 100 drops most of it); idle flows expire after 1 s, and SIGTERM emits the rest.
+        fprobe = subprocess.Popen(["fprobe", "-i", "lo", "-p", "-f", "net 10.0.0.0/8", "-q", "10000", "-d", "1", "-s", "1",
+                                   "-e", "60", "-n", "5", "-l", "2", f"127.0.0.1:{tee.port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(1.0)  # the capture is open
+            assert fprobe.poll() is None, fprobe.communicate()[0]
+            packets = [p for p in rdpcap(str(pcap_path)) if p.haslayer("IP")]
+            sendp(packets, iface="lo", verbose=False)
+            flows = len({(p["IP"].src, p["IP"].dst, p["IP"].proto) + ((p.sport, p.dport) if p["IP"].proto in (6, 17) else ())
+                         for p in packets})
+            time.sleep(1.5)
+            fprobe.terminate()
+            assert "Emitting flows cache" in fprobe.communicate(timeout=30)[0].decode()
+            wait_until(lambda: len(read_jsonl(out)) >= flows, 30, f"{flows} flows from fprobe")
+            time.sleep(0.5)
+            errors = ft.metric("flowtag_component_errors_total", component_id="exporters")
+        finally:
+            if fprobe.poll() is None:
+                fprobe.kill()
+            tee.close()
+            ft_status = ft.stop()
+            nfcapd.send_signal(signal.SIGTERM)
+            nfcapd.wait(timeout=30)
+        assert ft_status == 0, ft.log()
+        ours, theirs = read_jsonl(out), nfdump_flows(capdir)
+    assert len(ours) == len(theirs) == flows, (len(ours), len(theirs), flows)
+    assert_same_flows(ours, theirs, tcp_flags)
+    assert errors == 0
