@@ -33,15 +33,19 @@ use tokio::sync::mpsc;
 pub struct Event {
     pub data: Bytes,
     pub ack: Option<Arc<BatchAck>>,
+    /// Where the tag filter wrote its tags in `data` (start and end of the value of the
+    /// record's last member), so conditions on the tags read no other byte. Set by the anomaly
+    /// transform's native runtime; a component that changes `data` drops it.
+    pub tags: Option<(u32, u32)>,
 }
 
 impl Event {
     pub fn new(data: Bytes) -> Event {
-        Event { data, ack: None }
+        Event { data, ack: None, tags: None }
     }
 
     pub fn with_ack(data: Bytes, ack: &Arc<BatchAck>) -> Event {
-        Event { data, ack: Some(ack.clone()) }
+        Event { data, ack: Some(ack.clone()), tags: None }
     }
 
     /// Whether `sink` must skip this event because it was delivered there before a restart.

@@ -417,7 +417,7 @@ impl DeadLetters {
                 Some((at, why)) if *at == i => {
                     next.next();
                     let data = crate::event::dead_letter(&e.data, &self.metrics.id, cause, why);
-                    dead.push(Event { data: data.into(), ack: e.ack });
+                    dead.push(Event { data: data.into(), ack: e.ack, tags: None });
                 }
                 _ => keep.push(e),
             }

@@ -58,6 +58,10 @@ pub struct RecordResult {
     /// The index (in the manifest's `features`) of the record's first reason, when its tag
     /// carries reasons.
     pub top_reason: Option<u16>,
+    /// Where the tags object is in the tagged record (start and end offsets from the record's
+    /// first byte): the value of its last member, so readers of the tags need not find them.
+    /// `None` where the runtime does not say (the WASM ABI carries no offsets).
+    pub tags: Option<(u32, u32)>,
 }
 
 /// Counts for one batch.
@@ -202,11 +206,16 @@ impl Filter {
             },
         };
         self.results.clear();
+        let prefix = self.tagger.key_prefix_len();
         for (i, record) in records.iter().enumerate() {
+            let record_start = out.len();
+            // Where the tags object will start: after the record's members and the key.
+            let tags_at;
             let verdict = match &self.prepared[i] {
                 Prepared::Row { shape, row } => {
                     let raw = scores.as_ref().map(|s| s.raw[*row]);
                     open_record(out, record, *shape, &self.key);
+                    tags_at = out.len() + prefix;
                     match (raw, &stats.model_error) {
                         (Some(raw), _) if raw.is_finite() => {
                             let (score, verdict) = self.tagger.assess(raw);
@@ -228,7 +237,7 @@ impl Filter {
                                 slots[f].map(|s| &record[s.span.start..s.span.end])
                             });
                             let top_reason = reasons.and_then(|r| r.first()).map(|r| r.feature as u16);
-                            self.results.push(RecordResult { verdict, score, raw, top_reason });
+                            self.results.push(RecordResult { verdict, score, raw, top_reason, tags: None });
                             verdict
                         }
                         (Some(_), _) => self.unscored(out, "model returned a non-finite score"),
@@ -241,15 +250,20 @@ impl Filter {
                 }
                 Prepared::Unscorable { shape, error } => {
                     open_record(out, record, *shape, &self.key);
+                    tags_at = out.len() + prefix;
                     let error = error.clone();
                     self.unscored(out, &error)
                 }
                 Prepared::NotObject { error } => {
                     wrap_line(out, record);
+                    tags_at = out.len() + prefix;
                     let error = error.clone();
                     self.unscored(out, &error)
                 }
             };
+            if let Some(r) = self.results.last_mut() {
+                r.tags = Some(((tags_at - record_start) as u32, (out.len() - record_start) as u32));
+            }
             out.push(b'}');
             if newline {
                 out.push(b'\n');
@@ -311,7 +325,13 @@ impl Filter {
 
     fn unscored(&mut self, out: &mut Vec<u8>, error: &str) -> Verdict {
         self.tagger.write_unscored(out, error);
-        self.results.push(RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None });
+        self.results.push(RecordResult {
+            verdict: Verdict::Unscored,
+            score: 0.0,
+            raw: f32::NAN,
+            top_reason: None,
+            tags: None,
+        });
         Verdict::Unscored
     }
 }

@@ -296,6 +296,11 @@ impl Tagger {
     }
 
     /// Write the tag member of a record that could not be scored.
+    /// Bytes of the quoted key and colon written before the tags object.
+    pub fn key_prefix_len(&self) -> usize {
+        self.key_prefix.len()
+    }
+
     pub fn write_unscored(&self, out: &mut Vec<u8>, error: &str) {
         write_unscored_tag(out, &self.key_prefix, &self.model_member, error);
     }

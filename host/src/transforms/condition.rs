@@ -339,6 +339,17 @@ pub struct Scratch {
 impl Condition {
     /// Whether `record` (a JSON object's bytes) satisfies the condition.
     pub fn eval(&self, record: &[u8], scratch: &mut Scratch) -> bool {
+        self.eval_at(record, None, scratch)
+    }
+
+    /// Whether an event satisfies the condition: where the tag filter said its tags are, a
+    /// field under the tag key is read there without a search.
+    pub fn eval_event(&self, event: &crate::event::Event, scratch: &mut Scratch) -> bool {
+        self.eval_at(&event.data, event.tags, scratch)
+    }
+
+    /// `last`: the span of the value of `record`'s last member, when known.
+    fn eval_at(&self, record: &[u8], last: Option<(u32, u32)>, scratch: &mut Scratch) -> bool {
         scratch.tops.clear();
         scratch.tops.resize(self.tops.len(), None);
         let tops = &self.tops;
@@ -346,7 +357,12 @@ impl Condition {
         let mut left = tops.len();
         // The tag filter appends its tags as the last member: look there first.
         for (slot, finder) in slots.iter_mut().zip(&self.quoted) {
-            if let Some(span) = finder.as_ref().and_then(|f| last_member(record, f)) {
+            let Some(finder) = finder else { continue };
+            let span = match last {
+                Some(span) => known_last_member(record, span, finder.needle()),
+                None => last_member(record, finder),
+            };
+            if let Some(span) = span {
                 *slot = Some(span);
                 left -= 1;
             }
@@ -532,6 +548,19 @@ fn last_member(s: &[u8], quoted: &memchr::memmem::Finder<'_>) -> Option<Span> {
     (ws(s, value.end) == end).then_some(value)
 }
 
+/// The last member's value, given where it is (`start..end` of `s`), if that member's key is
+/// `quoted` (the key in quotes, as the tag filter writes it: no space before the colon).
+fn known_last_member(s: &[u8], (start, end): (u32, u32), quoted: &[u8]) -> Option<Span> {
+    let (start, end) = (start as usize, end as usize);
+    let key_at = start.checked_sub(quoted.len() + 1)?;
+    let value = s.get(start..end)?;
+    let kind = match value.first()? {
+        b'{' => Kind::Object,
+        _ => return None,
+    };
+    (s[start - 1] == b':' && &s[key_at..start - 1] == quoted).then_some(Span { kind, start, end })
+}
+
 /// Walk the top-level members of the JSON object `s` without validating it (records reaching a
 /// condition were checked upstream: by the tag filter, or as JSON by their source), calling
 /// `member(key, key_escaped, value)` until it returns false. `None` if `s` does not even look
@@ -652,6 +681,58 @@ mod tests {
 
     const R: &str = r#"{"proto":"udp","dport":"53","n":7,"ok":true,"nothing":null,"Destination Port":443,
         "anomaly":{"verdict":"anomalous","score":0.995,"reasons":[{"feature":"sbytes"}]},"esc":"a\"b"}"#;
+
+    /// Where the tag filter says its tags are, conditions read them and agree with a search:
+    /// on scored, unscored and non-object records, and on records that had their own tag key.
+    #[test]
+    fn the_tag_filters_offsets_find_what_a_search_finds() {
+        use flowtag_plugin::{Bundle, Filter, FilterOptions};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin/tests/fixtures/iforest");
+        let bundle = Bundle::read_path(&dir).unwrap();
+        let mut filter = Filter::new(&bundle, FilterOptions::default()).unwrap();
+        let fields = r#""proto":"tcp","service":"http","state":"FIN","spkts":10,"dpkts":8,"sbytes":4000,"dbytes":9000,"rate":36"#;
+        let records: Vec<String> = vec![
+            format!(r#"{{"dur":0.5,{fields}}}"#),
+            format!(r#"{{"dur":900,{fields}, "x":{{"anomaly":{{"verdict":"anomalous"}}}} }}"#),
+            format!(r#"{{"anomaly":{{"verdict":"anomalous"}},"dur":0.5,{fields}}}"#),
+            format!(r#"{{"dur":"oops",{fields}}}"#),
+            "not json".to_string(),
+            "{}".to_string(),
+        ];
+        let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        filter.tag_batch(&refs, &mut out, &mut ends);
+        let conditions: Vec<Condition> = [
+            r#"anomaly.verdict == "anomalous""#,
+            r#"anomaly.verdict == "normal" && anomaly.score >= 0"#,
+            "exists(anomaly.error)",
+            r#"proto == "tcp" || anomaly.verdict == "unscored""#,
+            "exists(anomaly)",
+        ]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+        let mut start = 0;
+        let mut scratch = Scratch::default();
+        for (r, &end) in filter.results().iter().zip(&ends) {
+            let data = bytes::Bytes::copy_from_slice(&out[start..end]);
+            start = end;
+            let tags = r.tags.expect("the native filter says where its tags are");
+            let whole: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            let span: serde_json::Value = serde_json::from_slice(&data[tags.0 as usize..tags.1 as usize]).unwrap();
+            assert_eq!(span, whole["anomaly"], "{}", String::from_utf8_lossy(&data));
+            let event = crate::event::Event { data: data.clone(), ack: None, tags: Some(tags) };
+            for c in &conditions {
+                assert_eq!(
+                    c.eval_event(&event, &mut scratch),
+                    c.eval(&data, &mut scratch),
+                    "{}",
+                    String::from_utf8_lossy(&data)
+                );
+            }
+        }
+        assert_eq!(filter.results().len(), records.len());
+    }
 
     #[test]
     fn each_operator_on_each_type() {

@@ -37,7 +37,7 @@ impl super::TransformType for FilterConfig {
         let mut scratch = Scratch::default();
         spawn_loop(&s.id, s.inbox, s.inline, metrics, move |events| {
             let (keep, drop): (Vec<_>, Vec<_>) =
-                events.into_iter().partition(|e| self.condition.eval(&e.data, &mut scratch));
+                events.into_iter().partition(|e| self.condition.eval_event(e, &mut scratch));
             port.pass(keep, drop, &counted, "filtered")
         })
     }

@@ -74,7 +74,7 @@ impl super::TransformType for RouteConfig {
             hits.clear();
             for e in &events {
                 for (c, _) in &routes {
-                    hits.push(c.eval(&e.data, &mut scratch));
+                    hits.push(c.eval_event(e, &mut scratch));
                 }
             }
             let matched = |i: usize| hits[i * k..(i + 1) * k].iter().any(|&h| h);

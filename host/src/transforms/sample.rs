@@ -178,11 +178,15 @@ impl super::TransformType for SampleConfig {
             let mut keep = Vec::with_capacity(events.len() / self.rate.max(1) as usize + 8);
             let mut drop = Vec::new();
             for e in events {
-                if self.exclude.as_ref().is_some_and(|c| c.eval(&e.data, &mut scratch)) {
+                if self.exclude.as_ref().is_some_and(|c| c.eval_event(&e, &mut scratch)) {
                     keep.push(e);
                 } else if keyer.hash(&e.data).is_multiple_of(self.rate) {
                     let data = with_member(&e.data, &self.rate_field, &rate_text).map(bytes::Bytes::from);
-                    keep.push(Event { data: data.unwrap_or(e.data), ack: e.ack });
+                    keep.push(match data {
+                        // The rate written into the record moves its members.
+                        Some(data) => Event { data, ack: e.ack, tags: None },
+                        None => e,
+                    });
                 } else {
                     drop.push(e);
                 }

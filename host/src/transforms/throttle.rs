@@ -111,7 +111,7 @@ impl super::TransformType for ThrottleConfig {
             let now = Instant::now();
             let (mut keep, mut drop) = (Vec::with_capacity(events.len()), Vec::new());
             for e in events {
-                let excluded = self.exclude.as_ref().is_some_and(|c| c.eval(&e.data, &mut scratch));
+                let excluded = self.exclude.as_ref().is_some_and(|c| c.eval_event(&e, &mut scratch));
                 // An excluded record is neither keyed nor counted.
                 if excluded || budget.admit(keyer.as_mut().map_or(0, |k| k.hash(&e.data)), now) {
                     keep.push(e);

@@ -321,7 +321,8 @@ mod tests {
     }
 
     fn results(raws: impl Iterator<Item = f32>) -> Vec<RecordResult> {
-        raws.map(|raw| RecordResult { verdict: Verdict::Normal, score: 0.0, raw, top_reason: None }).collect()
+        raws.map(|raw| RecordResult { verdict: Verdict::Normal, score: 0.0, raw, top_reason: None, tags: None })
+            .collect()
     }
 
     fn local(warmup: u64) -> CalibrationConfig {
@@ -344,7 +345,10 @@ mod tests {
         assert!((19.8..19.9).contains(&t), "1 % of this node's scores above it: {t}");
         // Unscored records do not count.
         let unscored =
-            vec![RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None }; 50];
+            vec![
+                RecordResult { verdict: Verdict::Unscored, score: 0.0, raw: f32::NAN, top_reason: None, tags: None };
+                50
+            ];
         assert!(c.observe(&unscored).is_none());
         assert!(c.drift_psi().unwrap() > 5.0, "everything above the bundle's top decile");
     }

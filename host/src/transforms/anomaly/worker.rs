@@ -261,11 +261,14 @@ impl Worker {
         self.tag_bytes = out_buf.len().saturating_sub(input).div_ceil(records.len().max(1));
         let data = Bytes::from(std::mem::take(out_buf));
         let mut start = 0;
+        let results = self.runtime.results();
         let tagged = batch
             .iter()
             .zip(ends.iter())
-            .map(|(e, &end)| {
-                let ev = Event { data: data.slice(start..end), ack: e.ack.clone() };
+            .enumerate()
+            .map(|(i, (e, &end))| {
+                let tags = results.get(i).and_then(|r| r.tags);
+                let ev = Event { data: data.slice(start..end), ack: e.ack.clone(), tags };
                 start = end;
                 ev
             })

@@ -491,7 +491,7 @@ impl Wasm {
             let score = f64::from_le_bytes(e[8..16].try_into().expect("8"));
             let top = u16::from_le_bytes([e[1], e[2]]);
             let top_reason = top.checked_sub(1).filter(|&f| usize::from(f) < self.features.len());
-            self.results.push(RecordResult { verdict, score, raw, top_reason });
+            self.results.push(RecordResult { verdict, score, raw, top_reason, tags: None });
         }
         Ok((failed != 0).then(|| live.error_message()))
     }
@@ -557,6 +557,7 @@ impl Wasm {
             score: 0.0,
             raw: f32::NAN,
             top_reason: None,
+            tags: None,
         }));
         Tagged { unscored: records.len(), failure: Some(why.to_string()), ..Tagged::default() }
     }
