@@ -22,6 +22,11 @@ pub trait ComponentConfig: serde::de::DeserializeOwned + Clone + std::fmt::Debug
         &[]
     }
 
+    /// Where its events wait (sinks only: `[sinks.ID.buffer]`).
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        None
+    }
+
     /// Named outputs, which inputs name as `ID.NAME` (a `route`'s routes); empty for a
     /// component with its one output `ID`.
     fn outputs(&self) -> Vec<String> {
@@ -91,6 +96,12 @@ macro_rules! component_types {
             pub fn inputs(&self) -> &[String] {
                 match self {
                     $($name::$variant(c) => $crate::component::ComponentConfig::inputs(c)),+
+                }
+            }
+
+            pub fn buffer(&self) -> Option<&$crate::buffer::BufferConfig> {
+                match self {
+                    $($name::$variant(c) => $crate::component::ComponentConfig::buffer(c)),+
                 }
             }
 

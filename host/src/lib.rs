@@ -20,6 +20,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod buffer;
 pub mod cli;
 pub mod component;
 pub mod config;

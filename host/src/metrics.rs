@@ -30,6 +30,8 @@ pub struct Metrics {
     pub score_drift_psi: GaugeVec,
     pub buffer_events: IntGaugeVec,
     pub buffer_bytes: IntGaugeVec,
+    pub disk_buffer_bytes: IntGaugeVec,
+    pub disk_buffer_events: IntGaugeVec,
     pub sink_retries: IntCounterVec,
     pub alerts_sent: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
@@ -112,6 +114,21 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(buffer_bytes.clone())).expect("registered once");
+        let disk_buffer_bytes = IntGaugeVec::new(
+            Opts::new("flowtag_disk_buffer_bytes", "Bytes a sink's disk buffer holds on disk."),
+            &["component_id"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(disk_buffer_bytes.clone())).expect("registered once");
+        let disk_buffer_events = IntGaugeVec::new(
+            Opts::new(
+                "flowtag_disk_buffer_events",
+                "Events in a sink's disk buffer that its far end has not confirmed.",
+            ),
+            &["component_id"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(disk_buffer_events.clone())).expect("registered once");
         let up = IntGauge::new("flowtag_up", "1 while the pipeline is running.").expect("valid metric");
         r.register(Box::new(up.clone())).expect("registered once");
         Metrics {
@@ -175,6 +192,8 @@ impl Metrics {
             score_drift_psi,
             buffer_events,
             buffer_bytes,
+            disk_buffer_bytes,
+            disk_buffer_events,
             sink_retries: counter(
                 &r,
                 "flowtag_sink_retries_total",

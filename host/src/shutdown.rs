@@ -58,6 +58,11 @@ impl Shutdown {
         self.drain
     }
 
+    /// Whether the drain timeout has passed since stopping started (for threads that poll).
+    pub fn is_drained(&self) -> bool {
+        self.triggered_at.get().is_some_and(|at| at.elapsed() >= self.drain)
+    }
+
     /// Resolves once the drain timeout has passed since stopping started: time to give up.
     pub async fn drained(&self) {
         self.stopped().await;

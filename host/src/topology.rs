@@ -90,7 +90,8 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
     let consumers = config.transforms.keys().chain(config.sinks.keys()).cloned().collect::<Vec<_>>();
     for id in &consumers {
-        let (target, inbox) = fanout::inbox(id, INBOX_BATCHES);
+        let bytes = config.sinks.get(id).and_then(|s| s.buffer()).map_or(fanout::INBOX_BYTES, |b| b.inbox_bytes());
+        let (target, inbox) = fanout::inbox_with_bytes(id, INBOX_BATCHES, bytes);
         inboxes.insert(id.clone(), inbox);
         targets.insert(id.clone(), target);
     }
@@ -167,6 +168,7 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
             dead_letters: dead_letters_of(id, ComponentMetrics::new(id, "sink", cfg.type_name())),
             shutdown: shutdown.clone(),
             health: shared.health.clone(),
+            data_dir: config.data_dir.clone(),
         };
         running.tasks.push(cfg.clone().start(start)?);
     }

@@ -84,6 +84,9 @@ impl Config {
         }
         for (id, s) in &self.sinks {
             s.check(id)?;
+            if let Some(b) = s.buffer() {
+                b.check(id)?;
+            }
         }
         for (id, a) in &self.alerts {
             a.check(id)?;

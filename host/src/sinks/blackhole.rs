@@ -21,6 +21,9 @@ use crate::event::Event;
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Log the events and bytes taken so far at this interval (no log when unset).
     pub print_interval: Option<Dur>,
     #[serde(default)]
@@ -31,6 +34,10 @@ impl ComponentConfig for BlackholeConfig {
     const TYPE: &'static str = "blackhole";
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
     fn check(&self, id: &str) -> Result<(), String> {
         match self.print_interval {

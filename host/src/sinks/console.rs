@@ -13,6 +13,9 @@ use crate::event::Event;
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     #[serde(default)]
     pub batch: BatchConfig,
 }
@@ -21,6 +24,10 @@ impl ComponentConfig for ConsoleConfig {
     const TYPE: &'static str = "console";
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
 }
 

@@ -27,6 +27,9 @@ use crate::event::Event;
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     pub path: PathBuf,
     #[serde(default)]
     pub fsync: bool,
@@ -38,6 +41,10 @@ impl ComponentConfig for FileSinkConfig {
     const TYPE: &'static str = "file";
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
 }
 

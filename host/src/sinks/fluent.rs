@@ -38,6 +38,9 @@ use crate::net::tls::{self, Stream, TlsConfig};
 #[serde(deny_unknown_fields)]
 pub struct FluentSinkConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// `host:port` of the forward input.
     pub address: String,
     #[serde(default = "default_tag")]
@@ -63,6 +66,10 @@ impl ComponentConfig for FluentSinkConfig {
     const TYPE: &'static str = "fluent";
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
     fn check(&self, id: &str) -> Result<(), String> {
         match self.address.rsplit_once(':') {

@@ -29,6 +29,9 @@ use crate::net::tls::TlsConfig;
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     pub uri: String,
     #[serde(default)]
     pub compression: Compression,
@@ -47,6 +50,10 @@ impl ComponentConfig for HttpSinkConfig {
     const DEAD_LETTER: bool = true;
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
     fn check(&self, id: &str) -> Result<(), String> {
         crate::net::check_url(&format!("sinks.{id}.uri"), &self.uri)?;

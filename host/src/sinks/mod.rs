@@ -33,6 +33,7 @@ pub mod splunk_hec;
 
 use std::time::Duration;
 
+use crate::buffer::{start_disk, BufferKind, DiskStart};
 use crate::component::ComponentConfig;
 use crate::fanout::{DeadLetters, Inbox};
 use crate::health::Health;
@@ -81,23 +82,50 @@ pub struct SinkStart {
     pub shutdown: Shutdown,
     /// Where the sink says whether it delivers (`/ready`).
     pub health: Health,
+    /// The pipeline's `data_dir` (disk buffers live in `buffers/<id>/` there).
+    pub data_dir: std::path::PathBuf,
 }
 
 fn start_sink<C: SinkType>(cfg: C, s: SinkStart) -> Result<tokio::task::JoinHandle<()>, String> {
     let service = cfg.build(&s.id)?;
+    let metrics = ComponentMetrics::new(&s.id, "sink", C::TYPE);
+    let (inbox, buffer_threads) = match cfg.buffer() {
+        Some(b) if b.kind == BufferKind::Disk => {
+            let dir = s.data_dir.join("buffers").join(&s.id);
+            let start = DiskStart {
+                id: &s.id,
+                index: s.index,
+                n_sinks: s.n_sinks,
+                dir: &dir,
+                max_size: b.max_size.unwrap_or(crate::buffer::MIN_DISK),
+                when_full: b.when_full,
+                shutdown: s.shutdown.clone(),
+                metrics: metrics.clone(),
+            };
+            start_disk(start, s.inbox)?
+        }
+        _ => (s.inbox, Vec::new()),
+    };
     let ctx = SinkContext {
-        metrics: ComponentMetrics::new(&s.id, "sink", C::TYPE),
+        metrics,
         id: s.id,
         index: s.index,
         n_sinks: s.n_sinks,
         dead_letters: s.dead_letters,
-        inbox: s.inbox,
+        inbox,
         shutdown: s.shutdown,
         health: s.health,
         batching: cfg.batch().with_defaults(C::BATCH),
         request: cfg.request(),
     };
-    Ok(tokio::spawn(drive(service, ctx)))
+    Ok(tokio::spawn(async move {
+        drive(service, ctx).await;
+        // A disk buffer's threads end once the sink is done with what they handed it; the
+        // last one writes the ledger.
+        if !buffer_threads.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || buffer_threads.into_iter().for_each(|t| drop(t.join()))).await;
+        }
+    }))
 }
 
 /// The usual limits of a sink that sends over the network: 1,000 events or 1 MiB, or what

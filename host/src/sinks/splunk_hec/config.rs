@@ -14,6 +14,9 @@ use crate::sinks::{BatchConfig, RequestConfig};
 #[serde(deny_unknown_fields)]
 pub struct HecConfig {
     pub inputs: Vec<String>,
+    /// Where events wait for this sink ([`crate::buffer`]).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
     /// Base URL of the collector, e.g. `https://splunk:8088`.
     pub endpoint: String,
     pub token: Option<String>,
@@ -105,6 +108,10 @@ impl ComponentConfig for HecConfig {
 
     fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    fn buffer(&self) -> Option<&crate::buffer::BufferConfig> {
+        Some(&self.buffer)
     }
 
     fn check(&self, id: &str) -> Result<(), String> {
