@@ -6,17 +6,23 @@ though a lost event is reported as LOST and makes the exit status 1).
 
 - connections: 10,000 short-lived connections to each of the tcp, http and fluent sources (one
   record each), flowtag's RSS before (after 100 of each to warm up) and after.
-- kill9: a file written at about 20,000 records/s, flowtag (file -> http sink into a peer that
-  records every seq) killed with SIGKILL at 5 random moments and restarted; at the end every
-  seq must have reached the peer. Duplicates are counted.
-- outage: the same pipeline with the peer answering 503 for --outage seconds while the file
-  keeps growing; flowtag's peak RSS sampled every 0.2 s, then every seq counted after it is back.
+- kill9: records at about 20,000 a second into a source, flowtag (source -> http sink with a
+  disk buffer, into a peer that records every seq) killed with SIGKILL at 5 random moments and
+  restarted; at the end every seq must have reached the peer. Duplicates are counted. Run for
+  each of `--sources` (file: a growing file, one line in ten malformed, which must arrive as an
+  error record; http: POSTed batches, sent again until answered 200, one line in ten malformed;
+  fluent: forward-protocol chunks, sent again until acknowledged).
+- outage: the same pipelines with the peer answering 503 for --outage seconds while records
+  keep coming; flowtag's peak RSS sampled every 0.2 s, then every seq counted after it is back.
+
+`--buffer memory` runs the same with the sink's memory buffer.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import re
 import http.server
 import json
 import os
@@ -121,8 +127,13 @@ inputs = ["tcp", "web", "fwd"]
         proc.wait(timeout=60)
 
 
+# `"seq":N` in a record, `\"seq\":N` in an error record's `message`.
+SEQ = re.compile(rb'"seq\\?":(\d+)')
+
+
 class Peer:
-    """An HTTP peer that records every seq it accepts; `down` makes it answer 503."""
+    """An HTTP peer that records every seq it accepts (from a record, or from the `message` of
+    an error record that holds a malformed line); `down` makes it answer 503."""
 
     def __init__(self):
         self.seqs: list[int] = []
@@ -141,7 +152,7 @@ class Peer:
                 if peer.down:
                     self.send_response(503)
                 else:
-                    seqs = [json.loads(line)["seq"] for line in body.splitlines() if line.strip()]
+                    seqs = [int(m.group(1)) for line in body.splitlines() if (m := SEQ.search(line))]
                     with peer.lock:
                         peer.seqs.extend(seqs)
                     self.send_response(200)
@@ -156,40 +167,135 @@ class Peer:
         self.server.shutdown()
 
 
-class Writer:
-    """Appends records with a `seq` to a file at about `rate` a second until stopped."""
+def lines(first: int, n: int, malformed_every: int = 10) -> str:
+    """Records `first`..`first + n` as JSON lines; every `malformed_every`-th is cut short."""
+    pad = "x" * 200
+    out = []
+    for seq in range(first, first + n):
+        line = f'{{"seq":{seq},"proto":"udp","pad":"{pad}"}}'
+        out.append(line[:-30] if malformed_every and seq % malformed_every == 0 else line)
+    return "\n".join(out) + "\n"
 
-    def __init__(self, path: Path, rate: int):
-        self.path, self.rate, self.written = path, rate, 0
+
+class Feeder:
+    """Sends records with a `seq` at about `rate` a second until stopped, in batches of a
+    twentieth of that: `send(first, n)` returns once the batch is taken (and is called again
+    with the same batch until it is)."""
+
+    def __init__(self, rate: int):
+        self.rate, self.written, self.malformed = rate, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
-        pad = "x" * 200
-        with open(self.path, "a") as f:
-            while not self._stop.is_set():
-                n = self.rate // 20
-                f.write("".join(f'{{"seq":{self.written + i},"proto":"udp","pad":"{pad}"}}\n' for i in range(n)))
-                f.flush()
-                self.written += n
-                time.sleep(0.05)
+        while not self._stop.is_set():
+            n = self.rate // 20
+            while not self.send(self.written, n):
+                time.sleep(0.1)
+            self.malformed += sum(1 for s in range(self.written, self.written + n) if s % 10 == 0) if self.MALFORMED else 0
+            self.written += n
+            time.sleep(0.05)
+
+    MALFORMED = False
+
+    def send(self, first: int, n: int) -> bool:
+        raise NotImplementedError
 
     def stop(self) -> int:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=120)
         return self.written
 
 
-def pipeline(work: Path, api: int, peer: Peer) -> str:
-    return file_source_head(work / "data", api, work / "flows.jsonl") + f'''read_from = "beginning"
-[sinks.out]
+class FileFeeder(Feeder):
+    """Appends to a file (one line in ten malformed)."""
+
+    MALFORMED = True
+
+    def __init__(self, path: Path, rate: int):
+        self.f = open(path, "a")
+        super().__init__(rate)
+
+    def send(self, first: int, n: int) -> bool:
+        self.f.write(lines(first, n))
+        self.f.flush()
+        return True
+
+
+class HttpFeeder(Feeder):
+    """POSTs each batch to the http source until it answers 200 (one line in ten malformed)."""
+
+    MALFORMED = True
+
+    def __init__(self, port: int, rate: int):
+        self.port = port
+        super().__init__(rate)
+
+    def send(self, first: int, n: int) -> bool:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            c.request("POST", "/", body=lines(first, n).encode())
+            ok = c.getresponse().status == 200
+            c.close()
+            return ok
+        except OSError:
+            return False
+
+
+class FluentFeeder(Feeder):
+    """Sends each batch as a forward-protocol chunk until the fluent source acknowledges it."""
+
+    def __init__(self, port: int, rate: int):
+        self.port = port
+        super().__init__(rate)
+
+    def send(self, first: int, n: int) -> bool:
+        chunk = f"chunk-{first}"
+        now = int(time.time())
+        entries = [[now, {"seq": s, "proto": "udp", "pad": "x" * 200}] for s in range(first, first + n)]
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+                s.sendall(msgpack.packb(["app", entries, {"chunk": chunk}]))
+                unpacker = msgpack.Unpacker(raw=False)
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        return False
+                    unpacker.feed(data)
+                    for answer in unpacker:
+                        return isinstance(answer, dict) and answer.get("ack") == chunk
+        except OSError:
+            return False
+
+
+def pipeline(work: Path, api: int, peer: Peer, source: str, port: int, buffer: str) -> str:
+    if source == "file":
+        head = file_source_head(work / "data", api, work / "flows.jsonl") + 'read_from = "beginning"\n'
+    else:
+        head = f'''data_dir = "{work / 'data'}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.flows]
+type = "{source}"
+address = "127.0.0.1:{port}"
+'''
+    disk = 'buffer.type = "disk"\nbuffer.max_size = 2147483648\n' if buffer == "disk" else ""
+    return head + f'''[sinks.out]
 type = "http"
 inputs = ["flows"]
 uri = "http://127.0.0.1:{peer.port}/"
 request.retry_initial_backoff = "100ms"
 request.retry_max_backoff = "500ms"
-'''
+{disk}'''
+
+
+def feeder(work: Path, source: str, port: int) -> Feeder:
+    if source == "file":
+        return FileFeeder(work / "flows.jsonl", 20_000)
+    if source == "http":
+        return HttpFeeder(port, 20_000)
+    return FluentFeeder(port, 20_000)
 
 
 def count(peer: Peer, written: int) -> tuple[int, int]:
@@ -201,14 +307,16 @@ def count(peer: Peer, written: int) -> tuple[int, int]:
     return lost, len(seqs) - len(got)
 
 
-def kill9(work: Path, kills: int) -> list[str]:
+def kill9(work: Path, kills: int, source: str, buffer: str) -> list[str]:
     peer = Peer()
-    writer = Writer(work / "flows.jsonl", 20_000)
+    port = free_port()
+    writer = None
     rows = []
     try:
         for k in range(kills + 1):
             api = free_port()
-            proc = start(work, pipeline(work, api, peer), api)
+            proc = start(work, pipeline(work, api, peer, source, port, buffer), api)
+            writer = writer or feeder(work, source, port)
             if k == kills:
                 written = writer.stop()
                 wait_until(lambda: count(peer, written)[0] == 0, 120, "every record after the last restart")
@@ -219,21 +327,23 @@ def kill9(work: Path, kills: int) -> list[str]:
             proc.kill()
             proc.wait()
         lost, dups = count(peer, written)
+        bad = f", {writer.malformed:,} of them malformed" if writer.malformed else ""
         rows.append(
-            f"| kill9 | file -> http sink, SIGKILL at {kills} random moments, {written:,} records written at ~20 k/s "
+            f"| kill9 | {source} -> http sink ({buffer} buffer), SIGKILL at {kills} random moments, {written:,} records at ~20 k/s{bad} "
             f"| {'LOST ' if lost else ''}{lost} lost, {dups:,} duplicates ({dups / kills:,.0f} per crash) | |"
         )
     finally:
-        writer.stop()
+        if writer:
+            writer.stop()
         peer.close()
     return rows
 
 
-def outage(work: Path, seconds: int) -> list[str]:
+def outage(work: Path, seconds: int, source: str, buffer: str) -> list[str]:
     peer = Peer()
-    writer = Writer(work / "flows.jsonl", 20_000)
-    api = free_port()
-    proc = start(work, pipeline(work, api, peer), api)
+    port, api = free_port(), free_port()
+    proc = start(work, pipeline(work, api, peer, source, port, buffer), api)
+    writer = feeder(work, source, port)
     peak = 0.0
     try:
         time.sleep(2)
@@ -248,8 +358,8 @@ def outage(work: Path, seconds: int) -> list[str]:
         wait_until(lambda: count(peer, written)[0] == 0, 180, "every record after the outage")
         lost, dups = count(peer, written)
         return [
-            f"| outage | the http sink's peer answers 503 for {seconds} s while the file grows at ~20 k records/s ({written:,} in all) "
-            f"| {'LOST ' if lost else ''}{lost} lost, {dups:,} duplicates | RSS {base:.1f} MiB before, peak {peak:.1f} MiB during |"
+            f"| outage | {source} -> http sink ({buffer} buffer): its peer answers 503 for {seconds} s while ~20 k records/s come in "
+            f"({written:,} in all) | {'LOST ' if lost else ''}{lost} lost, {dups:,} duplicates | RSS {base:.1f} MiB before, peak {peak:.1f} MiB during |"
         ]
     finally:
         writer.stop()
@@ -264,19 +374,23 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--outage", type=int, default=60)
+    ap.add_argument("--sources", default="file,http,fluent")
+    ap.add_argument("--buffer", default="disk", choices=["disk", "memory"])
     a = ap.parse_args()
     rows = []
     for name in a.only.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            if name == "connections":
-                rows += connections(work, a.connections)
-            elif name == "kill9":
-                rows += kill9(work, a.kills)
-            elif name == "outage":
-                rows += outage(work, a.outage)
-            else:
-                sys.exit(f"unknown scenario {name}")
+        for source in a.sources.split(",") if name in ("kill9", "outage") else [None]:
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                if name == "connections":
+                    rows += connections(work, a.connections)
+                elif name == "kill9":
+                    rows += kill9(work, a.kills, source, a.buffer)
+                elif name == "outage":
+                    rows += outage(work, a.outage, source, a.buffer)
+                else:
+                    sys.exit(f"unknown scenario {name}")
+            print(rows[-1], flush=True)
     print("| fault | what | events | memory |")
     print("|---|---|---|---|")
     print("\n".join(rows))

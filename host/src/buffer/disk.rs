@@ -10,7 +10,7 @@
 //! across segments. A segment is a run of records, each `length: u32 LE | crc32: u32 LE |
 //! payload`, the CRC-32 (IEEE) over the length's four bytes and the payload. `ledger` is
 //! `acked: u64 LE | crc32: u32 LE`: every record numbered below `acked` was confirmed by the
-//! sink. It is written to a temporary file, synced and renamed over the old one.
+//! sink. It is rewritten in place (twelve bytes, within one sector) at every confirmation.
 //!
 //! # Invariants
 //!
@@ -21,9 +21,11 @@
 //!    written, each once; a batch handed out stays outstanding until [`Shared::confirm`].
 //! 3. **Deleted only when confirmed.** A segment file is deleted only when every record in it
 //!    is below the confirmed mark (the lowest outstanding record, or the reader's position when
-//!    nothing is outstanding), and only after the ledger holds that mark. Otherwise the ledger
-//!    lags the mark by at most [`LEDGER_EVERY`], so a crash delivers again what was confirmed
-//!    within it (at least once, never lost), and record numbers are never reused.
+//!    nothing is outstanding), and only after the ledger holds that mark, synced (so record
+//!    numbers are never reused). The ledger is written at every confirmation, so a kill -9
+//!    delivers again only what was handed to the sink and not yet confirmed (the requests in
+//!    flight), and synced at least every [`LEDGER_EVERY`], so a power loss delivers again at most
+//!    what was confirmed within it: at least once, never lost.
 //! 4. **Recovery.** [`open`] reads every segment: records whose length and checksum hold are
 //!    kept; a torn tail (a partial record, or one whose checksum fails, at the end of the newest
 //!    segment, as a kill -9 or a power loss mid-write leaves it) is cut off; a bad record inside
@@ -46,7 +48,8 @@ use bytes::Bytes;
 
 /// Bytes before each record's payload.
 pub const HEADER: u64 = 8;
-/// The ledger is written at most this often while confirmations arrive (and at close).
+/// The ledger is synced at least this often while confirmations arrive (and at close, and
+/// before a segment is deleted).
 pub const LEDGER_EVERY: Duration = Duration::from_millis(200);
 
 /// Sizes of a disk buffer.
@@ -98,9 +101,11 @@ struct State {
     outstanding: BTreeMap<u64, u64>,
     /// Every record below this was confirmed.
     acked: u64,
-    /// The mark the ledger file holds.
+    /// The mark the ledger file holds, and when it was last synced.
     ledger: u64,
+    ledger_synced: u64,
     ledger_at: Instant,
+    ledger_file: Option<File>,
     /// The writer is done: once everything is read, the reader ends.
     closed: bool,
 }
@@ -166,7 +171,9 @@ pub fn open(dir: &Path, options: Options) -> io::Result<(Writer, Reader, Arc<Sha
         outstanding: BTreeMap::new(),
         acked: read,
         ledger,
+        ledger_synced: ledger,
         ledger_at: Instant::now(),
+        ledger_file: None,
         closed: false,
     };
     let shared =
@@ -276,8 +283,9 @@ impl Shared {
             s.acked = acked;
             self.reclaim(&mut s)?;
         }
-        if s.acked > s.ledger && s.ledger_at.elapsed() >= LEDGER_EVERY {
-            self.write_ledger(&mut s)?;
+        if s.acked > s.ledger {
+            let sync = s.ledger_at.elapsed() >= LEDGER_EVERY;
+            self.write_ledger(&mut s, sync)?;
         }
         Ok(())
     }
@@ -288,8 +296,8 @@ impl Shared {
         if !s.segments.front().is_some_and(|f| f.sealed && f.end <= acked) {
             return Ok(());
         }
-        if s.ledger < acked {
-            self.write_ledger(s)?;
+        if s.ledger_synced < acked {
+            self.write_ledger(s, true)?;
         }
         while s.segments.front().is_some_and(|f| f.sealed && f.end <= acked) {
             let f = s.segments.pop_front().expect("checked");
@@ -300,23 +308,33 @@ impl Shared {
         Ok(())
     }
 
-    /// Write the ledger now (at close, and in tests).
+    /// Write and sync the ledger now (at close, and in tests).
     pub fn persist(&self) -> io::Result<()> {
         let mut s = self.lock();
-        self.write_ledger(&mut s)
+        self.write_ledger(&mut s, true)
     }
 
-    fn write_ledger(&self, s: &mut State) -> io::Result<()> {
+    /// Rewrite the ledger in place (`sync`: and wait for the disk).
+    fn write_ledger(&self, s: &mut State, sync: bool) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if s.ledger_file.is_none() {
+            let path = self.dir.join("ledger");
+            let existed = path.exists();
+            s.ledger_file = Some(OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?);
+            if !existed {
+                sync_dir(&self.dir)?;
+            }
+        }
         let mut b = s.acked.to_le_bytes().to_vec();
         b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-        let tmp = self.dir.join("ledger.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&b)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join("ledger"))?;
-        sync_dir(&self.dir)?;
+        let f = s.ledger_file.as_ref().expect("opened above");
+        f.write_all_at(&b, 0)?;
         s.ledger = s.acked;
-        s.ledger_at = Instant::now();
+        if sync {
+            f.sync_data()?;
+            s.ledger_synced = s.acked;
+            s.ledger_at = Instant::now();
+        }
         Ok(())
     }
 
