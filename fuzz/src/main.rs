@@ -601,8 +601,22 @@ fn tag_lines(
             return Err(format!("{} records in, {} out, {} results", records.len(), ends.len(), rt.results().len()));
         }
         let mut start = 0;
-        for &end in &ends {
-            is_object(&out[start..end])?;
+        for (&end, r) in ends.iter().zip(rt.results()) {
+            let record = &out[start..end];
+            is_object(record)?;
+            // Where the filter says its tags are, they are: the record's `anomaly` member (where
+            // serde_json reads the record: it refuses lone surrogates that JSON allows).
+            if let (Some((a, b)), Ok(whole)) = (r.tags, serde_json::from_slice::<serde_json::Value>(record)) {
+                let tags: serde_json::Value =
+                    serde_json::from_slice(record.get(a as usize..b as usize).ok_or("tags out of the record")?)
+                        .map_err(|e| format!("the tags span is not JSON: {e}"))?;
+                if whole.get("anomaly") != Some(&tags) {
+                    return Err(format!(
+                        "the tags span {a}..{b} is not the record's tags: {}",
+                        String::from_utf8_lossy(record)
+                    ));
+                }
+            }
             start = end;
         }
         Ok(())
