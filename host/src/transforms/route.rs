@@ -78,23 +78,34 @@ impl super::TransformType for RouteConfig {
                 }
             }
             let matched = |i: usize| hits[i * k..(i + 1) * k].iter().any(|&h| h);
-            let mut sent = 0;
+            // Confirm, for each output's sinks, the records that do not go there.
             for (r, (_, port)) in routes.iter().enumerate() {
-                let mine = |i: usize| hits[i * k + r];
-                sent += deliver(&events, port, mine)?;
+                port.skip(events.iter().enumerate().filter(|(i, _)| !hits[i * k + r]).map(|(_, e)| e));
             }
-            sent += deliver(&events, &unmatched, |i| !matched(i))?;
+            unmatched.skip(events.iter().enumerate().filter(|(i, _)| matched(*i)).map(|(_, e)| e));
+            // Each record moves to the last output it goes to and is copied for the others: a
+            // copy touches the batch's shared reference counts, which the sinks' threads are
+            // releasing at the same time.
+            let mut outs: Vec<Vec<Event>> = (0..=k).map(|_| Vec::new()).collect();
+            for (i, e) in events.into_iter().enumerate() {
+                let row = &hits[i * k..(i + 1) * k];
+                match row.iter().rposition(|&h| h) {
+                    None => outs[k].push(e),
+                    Some(last) => {
+                        for r in (0..last).filter(|&r| row[r]) {
+                            outs[r].push(e.clone());
+                        }
+                        outs[last].push(e);
+                    }
+                }
+            }
+            let mut sent = 0;
+            for (out, port) in outs.into_iter().zip(routes.iter().map(|(_, p)| p).chain([&unmatched])) {
+                sent += out.len();
+                port.send(out)?;
+            }
             counted.sent(sent);
             Ok(())
         })
     }
-}
-
-/// Send the records `take` selects to `port`, confirm the others for its sinks; how many went.
-fn deliver(events: &[Event], port: &Port, take: impl Fn(usize) -> bool) -> Result<usize, crate::fanout::Closed> {
-    let going: Vec<Event> = events.iter().enumerate().filter(|(i, _)| take(*i)).map(|(_, e)| e.clone()).collect();
-    port.skip(events.iter().enumerate().filter(|(i, _)| !take(*i)).map(|(_, e)| e));
-    let n = going.len();
-    port.send(going)?;
-    Ok(n)
 }
