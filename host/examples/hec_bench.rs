@@ -132,7 +132,16 @@ async fn run(records: &[Bytes], delay: Option<Duration>, seconds: f64) -> (f64, 
     let shutdown = Shutdown::new(Duration::from_secs(30));
     let health = flowtag_host::health::Health::default();
     let sink = cfg
-        .start(SinkStart { id: "bench".into(), index: 0, n_sinks: 1, inbox, dead_letters: None, shutdown, health })
+        .start(SinkStart {
+            id: "bench".into(),
+            index: 0,
+            n_sinks: 1,
+            inbox,
+            dead_letters: None,
+            shutdown,
+            health,
+            data_dir: dir.path().to_path_buf(),
+        })
         .unwrap();
     let out = Output::new(vec![target], vec![]);
     let confirmed = Arc::new(AtomicU64::new(0));
