@@ -40,6 +40,59 @@ pub struct Target {
     tx: mpsc::Sender<Events>,
     gauge: prometheus::IntGauge,
     budget: Budget,
+    /// A sink's memory buffer with `when_full = "drop_newest"`: what does not fit is dropped.
+    drop: Option<DropWhenFull>,
+}
+
+/// Drops a batch that does not fit a sink's inbox: confirmed for that sink (it will never see
+/// it), counted as discarded (`buffer_full`).
+#[derive(Clone)]
+pub struct DropWhenFull {
+    pub sink: usize,
+    pub metrics: ComponentMetrics,
+}
+
+impl DropWhenFull {
+    fn drop_batch(&self, events: &Events) {
+        crate::event::confirm_all(events, self.sink, crate::event::Delivery::Delivered);
+        self.metrics.discarded("buffer_full", events.len());
+    }
+}
+
+impl Target {
+    /// Make this target drop what does not fit instead of waiting.
+    pub fn dropping_when_full(mut self, drop: DropWhenFull) -> Target {
+        self.drop = Some(drop);
+        self
+    }
+
+    /// A dropping target takes `batch` without waiting: `Ok(true)` sent or dropped, `Ok(false)`
+    /// the inbox is gone. `Err(batch)` for a target that waits.
+    fn send_or_drop(&self, batch: Events) -> Result<bool, Events> {
+        let Some(d) = &self.drop else { return Err(batch) };
+        if self.tx.is_closed() {
+            return Ok(false);
+        }
+        let w = self.budget.weight(&batch);
+        let batch = if self.budget.try_reserve(w) {
+            match self.tx.try_send(batch) {
+                Ok(()) => return Ok(true),
+                Err(mpsc::error::TrySendError::Full(b)) => {
+                    self.budget.give_back(w);
+                    b
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.budget.give_back(w);
+                    return Ok(false);
+                }
+            }
+        } else {
+            batch
+        };
+        d.drop_batch(&batch);
+        self.gauge.sub(batch.len() as i64);
+        Ok(true)
+    }
 }
 
 /// An inbox's bytes: reserved by senders, given back by the receiver.
@@ -99,7 +152,7 @@ pub fn inbox_with_bytes(id: &str, batches: usize, bytes: usize) -> (Target, Inbo
     let max = bytes.clamp(1, u32::MAX as usize) as u32;
     let budget =
         Budget { free: Arc::new(Semaphore::new(max as usize)), max, gauge: m.buffer_bytes.with_label_values(&[id]) };
-    (Target { tx, gauge: gauge.clone(), budget: budget.clone() }, Inbox { rx, gauge, budget })
+    (Target { tx, gauge: gauge.clone(), budget: budget.clone(), drop: None }, Inbox { rx, gauge, budget })
 }
 
 /// A new inbox for alert `id` of type `kind`, and the tap that feeds it.
@@ -248,6 +301,13 @@ impl Output {
         };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
+            let batch = match target.send_or_drop(batch) {
+                Ok(ok) => {
+                    fan.sent(ok);
+                    continue;
+                }
+                Err(batch) => batch,
+            };
             let w = target.budget.weight(&batch);
             let reserved = target.budget.reserve(w).await;
             let ok = reserved && target.tx.send(batch).await.is_ok();
@@ -267,6 +327,13 @@ impl Output {
         };
         let mut fan = FanOut::start(self, events);
         while let Some((target, batch)) = fan.next() {
+            let batch = match target.send_or_drop(batch) {
+                Ok(ok) => {
+                    fan.sent(ok);
+                    continue;
+                }
+                Err(batch) => batch,
+            };
             let w = target.budget.weight(&batch);
             let reserved = block_on(target.budget.reserve(w));
             let ok = reserved && target.tx.blocking_send(batch).is_ok();
@@ -286,7 +353,14 @@ impl Output {
             Err(done) => return done,
         };
         let mut fan = FanOut::start(self, events);
-        while let Some((target, mut batch)) = fan.next() {
+        while let Some((target, batch)) = fan.next() {
+            let mut batch = match target.send_or_drop(batch) {
+                Ok(ok) => {
+                    fan.sent(ok);
+                    continue;
+                }
+                Err(batch) => batch,
+            };
             let w = target.budget.weight(&batch);
             let mut reserved = true;
             while !target.budget.try_reserve(w) {
@@ -523,6 +597,33 @@ mod tests {
         drop(inbox_b);
         assert_eq!(out.blocking_send(batch(2)), Err(Closed));
         assert_eq!(Output::default().blocking_send(batch(1)), Ok(()), "no target: nothing to refuse");
+    }
+
+    #[test]
+    fn a_dropping_target_drops_what_does_not_fit_confirms_it_for_its_sink_and_counts_it() {
+        use crate::event::{BatchAck, Notifier};
+        let rec = |i: usize| Event::new(Bytes::from(format!("{{\"i\":{i:05}}}")));
+        let metrics = ComponentMetrics::new("fanout-test-drop", "sink", "file");
+        let (a, mut inbox_a) = inbox_with_bytes("fanout-test-drop", 100, 40);
+        let a = a.dropping_when_full(DropWhenFull { sink: 0, metrics });
+        let out = Output::new(vec![a], vec![]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ack = BatchAck::new(1, 4, &[(0, 1)], 1, &[], Notifier::Std(tx));
+        let with_ack = |i| Event { ack: Some(ack.clone()), ..rec(i) };
+        out.blocking_send(vec![with_ack(1), with_ack(2)]).unwrap();
+        // 22 bytes more would pass 40: dropped at once, not waited for.
+        out.blocking_send(vec![with_ack(3), with_ack(4)]).unwrap();
+        let discarded =
+            metrics::global().discarded.with_label_values(&["fanout-test-drop", "sink", "file", "buffer_full"]);
+        assert_eq!(discarded.get(), 2);
+        assert!(rx.try_recv().is_err(), "the two in the inbox are not confirmed yet");
+        assert_eq!(inbox_a.blocking_recv().unwrap().len(), 2);
+        assert!(inbox_a.try_recv().is_err(), "the dropped batch never arrives");
+        // Once the sink confirms the two it has, the batch is done: the dropped two were
+        // confirmed for it when dropped.
+        crate::event::confirm_all(&[with_ack(1), with_ack(2)], 0, crate::event::Delivery::Delivered);
+        assert!(rx.try_recv().unwrap().done);
+        assert_eq!(metrics::global().buffer_events.with_label_values(&["fanout-test-drop"]).get(), 0);
     }
 
     #[test]

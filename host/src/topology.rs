@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::buffer::{BufferKind, WhenFull};
 use crate::component::Shared;
 use crate::config::Config;
 use crate::fanout::{self, DeadLetters, Inbox, Inline, Output, Tap, Target, DEAD_LETTER, INBOX_BATCHES};
@@ -90,8 +91,16 @@ pub async fn start(config: &Config, health: Health, controls: Controls, drain: D
     let mut targets: BTreeMap<String, Target> = BTreeMap::new();
     let consumers = config.transforms.keys().chain(config.sinks.keys()).cloned().collect::<Vec<_>>();
     for id in &consumers {
-        let bytes = config.sinks.get(id).and_then(|s| s.buffer()).map_or(fanout::INBOX_BYTES, |b| b.inbox_bytes());
-        let (target, inbox) = fanout::inbox_with_bytes(id, INBOX_BATCHES, bytes);
+        let buffer = config.sinks.get(id).and_then(|s| s.buffer());
+        let bytes = buffer.map_or(fanout::INBOX_BYTES, |b| b.inbox_bytes());
+        let (mut target, inbox) = fanout::inbox_with_bytes(id, INBOX_BATCHES, bytes);
+        if let (Some(b), Some(sink)) = (buffer, config.sinks.get(id)) {
+            if b.kind == BufferKind::Memory && b.when_full == WhenFull::DropNewest {
+                let index = sink_ids.iter().position(|s| s == id).expect("a sink");
+                let metrics = ComponentMetrics::new(id, "sink", sink.type_name());
+                target = target.dropping_when_full(fanout::DropWhenFull { sink: index, metrics });
+            }
+        }
         inboxes.insert(id.clone(), inbox);
         targets.insert(id.clone(), target);
     }

@@ -117,13 +117,46 @@ fn a_full_buffer_drops_the_newest_and_counts_them_or_holds_the_source() {
 }
 
 #[test]
-fn a_disk_buffer_without_a_size_is_refused_naming_the_key() {
+fn a_full_memory_buffer_that_drops_the_newest_lets_the_source_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flows.jsonl");
+    let n = 10_000;
+    std::fs::write(
+        &input,
+        (0..n).map(|i| format!("{{\"seq\":{i},\"pad\":\"{}\"}}\n", "z".repeat(300))).collect::<String>(),
+    )
+    .unwrap();
+    let siem = free_port(); // nobody listens
+    let api = free_port();
+    let cfg = format!(
+        "{head}[sinks.siem]\ntype = \"http\"\ninputs = [\"flows\"]\nuri = \"http://127.0.0.1:{siem}/\"\n\
+         batch.max_events = 100\nrequest.retry_initial_backoff = \"50ms\"\nrequest.retry_max_backoff = \"200ms\"\n\
+         buffer.max_size = 65536\nbuffer.when_full = \"drop_newest\"\n",
+        head = file_source_head(&dir.path().join("data"), api, &input),
+    );
+    let ft = Flowtag::start(dir.path(), &cfg, api);
+    // The source reads the whole file although the far end is down: what does not fit is dropped.
+    wait_until(Duration::from_secs(30), "the source past the whole file", || {
+        ft.metrics().sum("flowtag_component_sent_events_total", &[("component_id", "flows")]) == n as f64
+    });
+    let m = ft.metrics();
+    // The sink holds what it is retrying and one batch of the source's in its inbox; the rest
+    // was dropped.
+    let dropped =
+        m.sum("flowtag_component_discarded_events_total", &[("component_id", "siem"), ("reason", "buffer_full")]);
+    assert!(dropped > (n - 3000) as f64 && dropped < n as f64, "{dropped} dropped");
+    ft.kill9();
+}
+
+#[test]
+fn bad_buffer_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     for (buffer, expect) in [
         ("buffer.type = \"disk\"\n", "sinks.out.buffer.max_size"),
         ("buffer.type = \"disk\"\nbuffer.max_size = 1000\n", "at least 1048576"),
-        ("buffer.when_full = \"drop_newest\"\n", "sinks.out.buffer.when_full"),
+        ("buffer.when_full = \"drop_oldest\"\n", "drop_oldest"),
+        ("buffer.max_size = 10\n", "a memory buffer needs at least 1024"),
         ("buffer.type = \"tape\"\n", "tape"),
     ] {
         std::fs::write(

@@ -18,7 +18,8 @@
 //!   memory and no source, up to `max_size`.
 //!
 //! `when_full`: `block` (the default) holds the pipeline upstream until there is room, as
-//! Vector does; `drop_newest` (disk buffers only) drops what does not fit, counted in
+//! Vector does; `drop_newest` drops what does not fit (for a memory buffer, each batch that
+//! finds the inbox full), confirmed for that sink so the source goes on, and counted in
 //! `flowtag_component_discarded_events_total{reason="buffer_full"}`.
 
 pub mod disk;
@@ -68,11 +69,6 @@ pub const MIN_DISK: u64 = 1 << 20;
 
 impl BufferConfig {
     pub fn check(&self, id: &str) -> Result<(), String> {
-        if self.kind == BufferKind::Memory && self.when_full == WhenFull::DropNewest {
-            return Err(format!(
-                "sinks.{id}.buffer.when_full: drop_newest is for disk buffers; a memory buffer blocks when full (set buffer.type = \"disk\")"
-            ));
-        }
         match (self.kind, self.max_size) {
             (BufferKind::Disk, None) => Err(format!(
                 "sinks.{id}.buffer.max_size: a disk buffer needs its size in bytes (at least {MIN_DISK}), e.g. 1073741824 for 1 GiB"
