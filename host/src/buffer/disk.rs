@@ -506,28 +506,53 @@ impl Reader {
         let (_, r, at) = self.file.as_mut().expect("opened above");
         let mut records = Vec::new();
         let mut bytes = 0;
+        let mut damaged = false;
         while *at < seg_end && records.len() < max_events.max(1) && (records.is_empty() || bytes < max_bytes) {
-            let mut header = [0u8; HEADER as usize];
-            r.read_exact(&mut header)?;
-            let size = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-            let mut payload = vec![0u8; size];
-            r.read_exact(&mut payload)?;
-            if checksum(&header[..4], &payload) != u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: record {} fails its checksum", path.display(), *at),
-                ));
+            match read_record(r, sh.options.max_size) {
+                Ok(payload) => {
+                    bytes += payload.len();
+                    records.push(Bytes::from(payload));
+                    *at += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => {
+                    damaged = true;
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            bytes += size;
-            records.push(Bytes::from(payload));
-            *at += 1;
         }
         let end = first + records.len() as u64;
         let mut s = sh.lock();
-        s.read = end;
+        // A record damaged on disk since it was written (its length or checksum no longer
+        // holds): the rest of its segment, as written so far, cannot be found and is skipped.
+        s.read = if damaged { seg_end } else { end };
+        if damaged {
+            tracing::error!(segment = %path.display(), lost = seg_end - end, "a record in the disk buffer was damaged after it was written; the rest of its segment is skipped");
+            self.file = None;
+        }
+        if records.is_empty() {
+            return Ok(Next::Empty);
+        }
         s.outstanding.insert(first, end);
         Ok(Next::Batch { first, records })
     }
+}
+
+/// One record at the reader's position: its payload, or `InvalidData` when its length or
+/// checksum does not hold.
+fn read_record(r: &mut impl Read, max_record: u64) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; HEADER as usize];
+    r.read_exact(&mut header)?;
+    let size = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    if u64::from(size) > max_record {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a record longer than the buffer"));
+    }
+    let mut payload = vec![0u8; size as usize];
+    r.read_exact(&mut payload)?;
+    if checksum(&header[..4], &payload) != u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a record fails its checksum"));
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -690,6 +715,34 @@ mod tests {
         }
         assert!(crashes_with_records > 100 && torn_tails > 50 && reclaimed > 50 && full > 50,
             "{crashes_with_records} crashes with records waiting, {torn_tails} torn tails, {reclaimed} after a reclaim, {full} full");
+    }
+
+    #[test]
+    fn a_record_damaged_after_it_was_written_skips_the_rest_of_its_segment_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { max_size: 1 << 20, segment_size: 256 };
+        let (mut w, mut r, sh, _) = open(dir.path(), options).unwrap();
+        let records: Vec<Vec<u8>> =
+            (0..20).map(|i| format!("{{\"i\":{i},\"pad\":\"0123456789abcdef\"}}").into_bytes()).collect();
+        for rec in &records {
+            w.append(&[rec.as_slice()]).unwrap();
+        }
+        let mut segs: Vec<PathBuf> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        segs.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+        segs.sort();
+        // The second record of the first segment goes bad on disk.
+        let mut b = fs::read(&segs[0]).unwrap();
+        b[HEADER as usize + records[0].len() + HEADER as usize + 3] ^= 0x20;
+        fs::write(&segs[0], b).unwrap();
+        let first_segment = fs::metadata(&segs[0]).unwrap().len() / (HEADER + records[0].len() as u64);
+        let mut got = Vec::new();
+        drain(&mut r, &sh, &mut got, true);
+        let numbers: Vec<u64> = got.iter().map(|(k, _)| *k).collect();
+        assert_eq!(numbers[0], 0);
+        assert_eq!(numbers[1], first_segment, "the rest of the damaged segment is skipped, the next one read");
+        assert_eq!(*numbers.last().unwrap(), 19);
+        let (_, waiting) = sh.usage();
+        assert_eq!(waiting, 0, "the skipped records do not hold the buffer");
     }
 
     #[test]

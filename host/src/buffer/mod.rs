@@ -97,10 +97,7 @@ impl BufferConfig {
 const READ_EVENTS: usize = 1000;
 const READ_BYTES: usize = 1 << 20;
 
-/// Put a disk buffer between `inbox` (what the pipeline sends sink `index`) and the sink: the
-/// returned inbox is what the sink reads. Threads: a writer (inbox to disk, then confirms to
-/// the sources), a reader (disk to the sink, each batch with an acknowledgement of its own) and
-/// one that records the sink's confirmations.
+/// What [`start_disk`] needs of the sink.
 pub struct DiskStart<'a> {
     pub id: &'a str,
     pub index: usize,
@@ -112,6 +109,10 @@ pub struct DiskStart<'a> {
     pub metrics: ComponentMetrics,
 }
 
+/// Put a disk buffer between `inbox` (what the pipeline sends sink `index`) and the sink: the
+/// returned inbox is what the sink reads. Threads: a writer (inbox to disk, then confirms to
+/// the sources), a reader (disk to the sink, each batch with an acknowledgement of its own) and
+/// one that records the sink's confirmations.
 pub fn start_disk(s: DiskStart<'_>, mut inbox: Inbox) -> Result<(Inbox, Vec<JoinHandle<()>>), String> {
     let id = s.id.to_string();
     let (mut writer, mut reader, shared, recovered) = disk::open(s.dir, disk::Options::new(s.max_size))
@@ -121,9 +122,9 @@ pub fn start_disk(s: DiskStart<'_>, mut inbox: Inbox) -> Result<(Inbox, Vec<Join
             corrupt_bytes = recovered.corrupt_bytes, "disk buffer reopened; its records go to the sink first");
     }
     let m = metrics::global();
-    let gauges = (m.disk_buffer_bytes.with_label_values(&[&id]), m.disk_buffer_events.with_label_values(&[&id]));
     let report = {
-        let (shared, gauges) = (shared.clone(), gauges.clone());
+        let shared = shared.clone();
+        let gauges = (m.disk_buffer_bytes.with_label_values(&[&id]), m.disk_buffer_events.with_label_values(&[&id]));
         move || {
             let (bytes, events) = shared.usage();
             gauges.0.set(bytes as i64);
@@ -219,8 +220,8 @@ pub fn start_disk(s: DiskStart<'_>, mut inbox: Inbox) -> Result<(Inbox, Vec<Join
                 }
                 Ok(disk::Next::Closed) => return,
                 Err(e) => {
-                    // A record damaged on disk after it was written: what follows in its
-                    // segment cannot be read. Logged; the buffer goes on with the next segment.
+                    // The disk refuses a read (a damaged record is skipped inside `next`):
+                    // try again, unless stopping.
                     tracing::error!(sink = %r_id, error = %e, "cannot read the disk buffer");
                     if r_shutdown.is_stopping() {
                         return;
