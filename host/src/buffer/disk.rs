@@ -373,8 +373,28 @@ impl Writer {
         sh.reclaim(&mut s)
     }
 
-    /// Write `records` durably, in order. They must fit ([`Shared::fits`]).
+    /// Write `records` durably, in order. They must fit ([`Shared::fits`]). On an error none of
+    /// them counts as written: segment files this call started are removed, and the next call
+    /// starts a new segment (the reader reads a segment by its count of published records, so
+    /// bytes left past them are never read).
     pub fn append(&mut self, records: &[&[u8]]) -> io::Result<()> {
+        let mut created = Vec::new();
+        let result = self.append_inner(records, &mut created);
+        if result.is_err() {
+            self.file = None;
+            for path in created {
+                let _ = fs::remove_file(path);
+            }
+            let sh = self.shared.clone();
+            let mut s = sh.lock();
+            if let Some(g) = s.segments.back_mut() {
+                g.sealed = true;
+            }
+        }
+        result
+    }
+
+    fn append_inner(&mut self, records: &[&[u8]], created: &mut Vec<PathBuf>) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -399,6 +419,7 @@ impl Writer {
                 }
                 let path = segment_path(&sh.dir, next);
                 let f = OpenOptions::new().create_new(true).append(true).open(&path)?;
+                created.push(path);
                 self.file = Some((f, next));
                 new_file = true;
                 open_bytes = 0;
