@@ -1,10 +1,13 @@
 //! A sink's buffer: where its events wait for it.
 //!
 //! ```toml
-//! [sinks.siem.buffer]
-//! type = "disk"            # "memory" (the default) or "disk"
-//! max_size = 1073741824    # bytes; required for "disk" (at least 1 MiB)
-//! when_full = "block"      # or "drop_newest"
+//! [sinks.siem]
+//! type = "http"
+//! inputs = ["tag"]
+//! uri = "https://collector.example.com/ingest"
+//! buffer.type = "disk"           # "memory" (the default) or "disk"
+//! buffer.max_size = 1073741824   # bytes; required for "disk" (at least 1 MiB)
+//! buffer.when_full = "block"     # or "drop_newest"
 //! ```
 //!
 //! - `memory`: the sink's inbox, bounded by 8 batches and `max_size` bytes (64 MiB by default).
