@@ -70,21 +70,25 @@ def sent(api: int, component: str) -> float:
         return 0.0
 
 
-def connections(work: Path, n: int) -> list[str]:
-    api, tcp, web, fwd = free_port(), free_port(), free_port(), free_port()
-    config = f'''data_dir = "{work / 'data'}"
+def api_head(work: Path, api: int) -> str:
+    """`data_dir` in `work` and the API on 127.0.0.1:`api`."""
+    return f'''data_dir = "{work / 'data'}"
 [api]
 address = "127.0.0.1:{api}"
-[sources.tcp]
-type = "tcp"
-address = "127.0.0.1:{tcp}"
-[sources.web]
-type = "http"
-address = "127.0.0.1:{web}"
-[sources.fwd]
-type = "fluent"
-address = "127.0.0.1:{fwd}"
-[sinks.nowhere]
+'''
+
+
+def listener(source: str, kind: str, port: int) -> str:
+    """A network source table listening on 127.0.0.1."""
+    return f'''[sources.{source}]
+type = "{kind}"
+address = "127.0.0.1:{port}"
+'''
+
+
+def connections(work: Path, n: int) -> list[str]:
+    api, tcp, web, fwd = free_port(), free_port(), free_port(), free_port()
+    config = api_head(work, api) + listener("tcp", "tcp", tcp) + listener("web", "http", web) + listener("fwd", "fluent", fwd) + '''[sinks.nowhere]
 type = "blackhole"
 inputs = ["tcp", "web", "fwd"]
 '''
@@ -273,13 +277,7 @@ def pipeline(work: Path, api: int, peer: Peer, source: str, port: int, buffer: s
     if source == "file":
         head = file_source_head(work / "data", api, work / "flows.jsonl") + 'read_from = "beginning"\n'
     else:
-        head = f'''data_dir = "{work / 'data'}"
-[api]
-address = "127.0.0.1:{api}"
-[sources.flows]
-type = "{source}"
-address = "127.0.0.1:{port}"
-'''
+        head = api_head(work, api) + listener("flows", source, port)
     disk = 'buffer.type = "disk"\nbuffer.max_size = 2147483648\n' if buffer == "disk" else ""
     return head + f'''[sinks.out]
 type = "http"

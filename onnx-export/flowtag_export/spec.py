@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -364,7 +364,8 @@ class FeatureSpec:
             if feat.required:
                 raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
             return np.full(len(df), absent, dtype=np.int64)
-        keys = [recode(entry, self.category_key(v)) for v in col.tolist()]
+        read = recoder(entry)
+        keys = [read(self.category_key(v)) for v in col.tolist()]
         return np.array([absent if k is None else index.get(k, unknown) for k in keys], dtype=np.int64)
 
     @staticmethod
@@ -421,7 +422,7 @@ class FeatureSpec:
             else:
                 if isinstance(value, (dict, list)):
                     raise RecordError(f"field {feat.names[0]!r}: expected a category, got {'an object' if isinstance(value, dict) else 'an array'}")
-                key = None if value is _ABSENT else recode(entry, self.category_key(value))
+                key = None if value is _ABSENT else recoder(entry)(self.category_key(value))
                 if key is None and feat.fill_category is not None:
                     key = feat.fill_category
                 code = feat.categories.index(key) if key in feat.categories else len(feat.categories)
@@ -461,10 +462,17 @@ def check_fields(spec: FeatureSpec, columns: Sequence[str]) -> list[str]:
     return [f.names[0] for f in spec.features if f.required and not any(_trim(n) in have for n in f.names)]
 
 
-def recode(entry: str | dict | None, key: str | None) -> str | None:
-    """A categorical value through its alias's map: mapped, else the alias's default, else as
-    it is (`None`, absent or null, stays `None`)."""
-    if key is None or not isinstance(entry, dict) or ("map" not in entry and "default" not in entry):
-        return key
+def recoder(entry: str | dict | None) -> Callable[[str | None], str | None]:
+    """How an alias reads a categorical value: through its map (keys trimmed, prepared once),
+    else its default, else as it is; `None` (absent or null) stays `None`."""
+    if not isinstance(entry, dict) or ("map" not in entry and "default" not in entry):
+        return lambda key: key
     mapped = {_trim(k): v for k, v in entry.get("map", {}).items()}
-    return mapped.get(key, entry.get("default", key))
+    default = entry.get("default")
+
+    def read(key: str | None) -> str | None:
+        if key is None:
+            return None
+        return mapped.get(key, key if default is None else default)
+
+    return read

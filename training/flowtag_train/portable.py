@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flowtag_export.spec import Feature, FeatureSpec, MissingRule, recode
+from flowtag_export.spec import Feature, FeatureSpec, MissingRule, recoder
 
 from .datasets import Dataset, Schema, load
 
@@ -118,7 +118,8 @@ def to_schema(frame: pd.DataFrame) -> pd.DataFrame:
             values = reader.numeric_values(frame, feat)
             cols[feat.name] = [None if np.isnan(v) else repr(float(v)) for v in values]
         else:
-            cols[feat.name] = [recode(entry, reader.category_key(v)) for v in col.tolist()]
+            read = recoder(entry)
+            cols[feat.name] = [read(reader.category_key(v)) for v in col.tolist()]
     return pd.DataFrame(cols, dtype=object)
 
 
