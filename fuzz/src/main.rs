@@ -320,6 +320,19 @@ fn targets() -> Vec<Target> {
             check: check_tar,
         },
         Target {
+            name: "text",
+            seeds: [
+                "/shop/item.jsp?id=7%27%20or%201=1--&q=a+b",
+                "/%c0%af%u0041/%252e%252e?x=%zz%4&&=&a",
+                "\u{1}q=1+union+select&c=%E2%82%AC",
+            ]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+            tokens: &[b"%", b"%25", b"%u", b"%c0", b"+", b"&", b"=", b"?", b"/", b"\xff", b"union", b"' or"],
+            check: check_text,
+        },
+        Target {
             name: "netflow",
             seeds: netflow_seeds(),
             tokens: &[
@@ -629,6 +642,47 @@ fn check_filter(input: &[u8]) -> Result<(), String> {
 
 fn check_wasm(input: &[u8]) -> Result<(), String> {
     tag_lines(&WASM, true, input)
+}
+
+/// The text featurizer (URL decoding, tokens, n-grams, keywords) and every reason it can show,
+/// on arbitrary bytes; the first byte picks the shape. The block must be finite and its counts
+/// whole, and decoding twice must not decode less than once.
+fn check_text(input: &[u8]) -> Result<(), String> {
+    use flowtag_plugin::manifest::{Hashing, KeywordGroup, TextShape, TextSpec};
+    use flowtag_plugin::text::TextReader;
+    let (shape, value) = match input.split_first() {
+        Some((b, rest)) if b % 2 == 1 => (TextShape::Form, rest),
+        Some((_, rest)) => (TextShape::Target, rest),
+        None => (TextShape::Target, input),
+    };
+    let spec = |rounds| TextSpec {
+        version: 1,
+        max_bytes: 512,
+        decode_rounds: rounds,
+        shape,
+        ngrams: Some(Hashing { n: 3, buckets: 31 }),
+        tokens: Some(Hashing { n: 2, buckets: 37 }),
+        keywords: vec![KeywordGroup { name: "k".into(), terms: vec!["union".into(), "' or".into(), "%".into()] }],
+    };
+    let mut once = TextReader::new(&spec(1));
+    let mut twice = TextReader::new(&spec(2));
+    let (mut a, mut b) = (vec![0f32; once.width()], vec![0f32; twice.width()]);
+    once.write(value, &mut a);
+    twice.write(value, &mut b);
+    if let Some(v) = a.iter().chain(&b).find(|v| !v.is_finite() || **v < 0.0) {
+        return Err(format!("a column is {v}"));
+    }
+    if b[6] < a[6] {
+        return Err(format!("two rounds decoded less than one: {} < {}", b[6], a[6]));
+    }
+    for c in 0..twice.width() {
+        if let Some(shown) = twice.explain(value, c, |c| c % 3 == 0) {
+            if shown.len() > 3 * 80 {
+                return Err(format!("column {c} shows {} bytes", shown.len()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_manifest(input: &[u8]) -> Result<(), String> {

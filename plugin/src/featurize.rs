@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::json::{self, Kind, Span};
 use crate::manifest::{Encoding, FeatureKind, Infinity, Manifest, Policy, Transform};
+use crate::text::TextReader;
 
 /// Where a record holds a feature's value, and which of the feature's `fields` named it.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +27,11 @@ pub type Slot = Option<Found>;
 #[derive(Clone, Debug)]
 enum Reader {
     /// `scales`: per entry of `fields`, the factor its values are multiplied by (1 for a plain name).
-    Numeric { fill: f64, transforms: Vec<Transform>, scales: Box<[f64]> },
+    Numeric {
+        fill: f64,
+        transforms: Vec<Transform>,
+        scales: Box<[f64]>,
+    },
     /// `recode`: per entry of `fields`, the alias's value map, if it has one.
     Categorical {
         index: FxHashMap<Box<[u8]>, u32>,
@@ -35,6 +40,7 @@ enum Reader {
         absent: u32,
         recode: Box<[Option<Recode>]>,
     },
+    Text(Box<TextReader>),
 }
 
 /// An alias's value map, as category codes: a value the map lacks takes `default`, or without
@@ -194,6 +200,7 @@ impl Featurizer {
                         recode,
                     }
                 }
+                FeatureKind::Text { text } => Reader::Text(Box::new(TextReader::new(text))),
             };
             features.push(FeatureReader { field: f.fields[0].name().into(), column, required: f.required, reader });
             column += f.width();
@@ -352,8 +359,36 @@ impl Featurizer {
                     row[column] = code as f32;
                 }
             }
+            Reader::Text(_) => {
+                let columns = self.columns(i);
+                let Featurizer { features, scratch, .. } = self;
+                let value = text_value(&features[i].field, slot, record, scratch)?;
+                let Reader::Text(t) = &mut features[i].reader else { unreachable!() };
+                t.write(value, &mut row[columns]);
+            }
         }
         Ok(())
+    }
+
+    /// Whether feature `i` is a text feature.
+    pub fn is_text(&self, i: usize) -> bool {
+        matches!(self.features[i].reader, Reader::Text(_))
+    }
+
+    /// For a reason: what column `c` of text feature `i`'s block shows in `record` (see
+    /// [`TextReader::explain`]).
+    pub fn explain(
+        &mut self,
+        i: usize,
+        slot: Slot,
+        record: &[u8],
+        c: usize,
+        unusual: impl Fn(usize) -> bool,
+    ) -> Option<String> {
+        let Featurizer { features, scratch, .. } = self;
+        let value = text_value(&features[i].field, slot, record, scratch).ok()?;
+        let Reader::Text(t) = &mut features[i].reader else { return None };
+        t.explain(value, c, unusual)
     }
 
     /// The number a field holds; `None` when it is missing (null, a token, NaN).
@@ -425,6 +460,24 @@ impl Featurizer {
             }
         }
         Ok(Some(index.get(key).copied().unwrap_or(*unknown)))
+    }
+}
+
+/// The bytes a text feature reads: a string unescaped (into `scratch` when it has escapes), a
+/// number or `true`/`false` as written; absent and `null` are empty.
+fn text_value<'a>(field: &str, slot: Slot, record: &'a [u8], scratch: &'a mut String) -> Result<&'a [u8], RecordError> {
+    let Some(Found { span, .. }) = slot else { return Ok(b"") };
+    match span.kind {
+        Kind::String { escaped: true } => {
+            json::unescape(span.inner(record), scratch);
+            Ok(scratch.as_bytes())
+        }
+        Kind::String { escaped: false } | Kind::Number | Kind::True | Kind::False => Ok(span.inner(record)),
+        Kind::Null => Ok(b""),
+        Kind::Object | Kind::Array => {
+            let what = if span.kind == Kind::Object { "an object" } else { "an array" };
+            Err(RecordError(format!("field `{field}`: expected text, got {what}")))
+        }
     }
 }
 

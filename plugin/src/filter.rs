@@ -233,8 +233,21 @@ impl Filter {
                                 None
                             };
                             let slots = &self.slots[i * n_features..(i + 1) * n_features];
-                            self.tagger.write_scored(out, raw, score, verdict, reasons, |f| {
-                                slots[f].map(|s| &record[s.span.start..s.span.end])
+                            let (tagger, featurizer) = (&self.tagger, &mut self.featurizer);
+                            let x = &self.x[row * width..(row + 1) * width];
+                            tagger.write_scored(out, raw, score, verdict, reasons, |r, out| {
+                                let slot = slots[r.feature];
+                                if tagger.is_text(r.feature) {
+                                    let unusual = |c| tagger.unusual(r.feature, x, c);
+                                    match featurizer.explain(r.feature, slot, record, r.column, unusual) {
+                                        Some(shown) => json::write_string(out, &shown),
+                                        None => out.extend_from_slice(b"null"),
+                                    }
+                                } else {
+                                    out.extend_from_slice(
+                                        slot.map_or(&b"null"[..], |s| &record[s.span.start..s.span.end]),
+                                    );
+                                }
                             });
                             let top_reason = reasons.and_then(|r| r.first()).map(|r| r.feature as u16);
                             self.results.push(RecordResult { verdict, score, raw, top_reason, tags: None });

@@ -29,6 +29,7 @@ pub mod signature;
 pub mod tagger;
 #[cfg(test)]
 mod test_rng;
+pub mod text;
 
 /// The version of the WASM plugin ABI (the exports in `abi`, see `docs/plugin-abi.md`) this
 /// crate builds and the host speaks.

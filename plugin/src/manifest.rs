@@ -43,6 +43,8 @@ pub enum Kind {
     IsolationForest,
     Autoencoder,
     Classifier,
+    /// A score that counts what normal traffic never showed (a linear model over hashed tokens).
+    Novelty,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::IsolationForest => "isolation_forest",
             Kind::Autoencoder => "autoencoder",
             Kind::Classifier => "classifier",
+            Kind::Novelty => "novelty",
         }
     }
 }
@@ -97,6 +100,64 @@ pub enum FeatureKind {
         #[serde(default)]
         fill: Option<String>,
     },
+    /// A URL, request target or form body, read by [`crate::text`].
+    Text { text: TextSpec },
+}
+
+/// How a text feature reads its field (`docs/bundle-format.md`, "Text features").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    /// The text-feature version this manifest was written for; only 1 exists.
+    pub version: u32,
+    /// Bytes of the value read; the rest is cut off (its length still counts).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Rounds of percent-decoding; a round that decodes nothing ends them early.
+    #[serde(default = "default_rounds")]
+    pub decode_rounds: u32,
+    #[serde(default)]
+    pub shape: TextShape,
+    /// Character n-grams of the normalised text, hashed into buckets.
+    #[serde(default)]
+    pub ngrams: Option<Hashing>,
+    /// The request's tokens (path segments, parameter names, value shapes), hashed into buckets.
+    #[serde(default)]
+    pub tokens: Option<Hashing>,
+    #[serde(default)]
+    pub keywords: Vec<KeywordGroup>,
+}
+
+fn default_max_bytes() -> usize {
+    8192
+}
+
+fn default_rounds() -> u32 {
+    2
+}
+
+/// `target`: `path?query`, as an access log's request line holds it; `form`: an
+/// `application/x-www-form-urlencoded` body, all parameters.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TextShape {
+    #[default]
+    Target,
+    Form,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hashing {
+    pub n: usize,
+    pub buckets: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordGroup {
+    pub name: String,
+    pub terms: Vec<String>,
 }
 
 fn onehot() -> Encoding {
@@ -166,6 +227,7 @@ impl Feature {
     pub fn width(&self) -> usize {
         match &self.kind {
             FeatureKind::Categorical { encoding: Encoding::Onehot, categories, .. } => categories.len() + 1,
+            FeatureKind::Text { text } => crate::text::width(text),
             _ => 1,
         }
     }
@@ -223,8 +285,18 @@ pub struct Calibration {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Reference {
-    Numeric { mean: f64, std: f64 },
-    Categorical { frequencies: Vec<f64> },
+    Numeric {
+        mean: f64,
+        std: f64,
+    },
+    Categorical {
+        frequencies: Vec<f64>,
+    },
+    /// A text feature: one mean and std per column.
+    Text {
+        mean: Vec<f64>,
+        std: Vec<f64>,
+    },
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -281,6 +353,9 @@ impl Manifest {
             let numeric = matches!(f.kind, FeatureKind::Numeric { .. });
             for (k, a) in f.fields.iter().enumerate().filter_map(|(k, f)| Some((k, f.alias()?))) {
                 let key = format!("features[{i}].fields[{k}]");
+                if matches!(f.kind, FeatureKind::Text { .. }) {
+                    return bad(key, "a text feature's fields are plain names".into());
+                }
                 match (numeric, a) {
                     (true, Alias { map: Some(_), .. } | Alias { default: Some(_), .. }) => {
                         return bad(
@@ -321,6 +396,11 @@ impl Manifest {
                         return bad(format!("features[{i}].categories"), format!("{dup:?} appears twice"));
                     }
                 }
+                FeatureKind::Text { text } => {
+                    if let Err((key, problem)) = crate::text::check(text) {
+                        return bad(format!("features[{i}].text.{key}"), problem);
+                    }
+                }
             }
         }
         if self.input.width != self.width() {
@@ -340,10 +420,15 @@ impl Manifest {
                 (Reference::Numeric { .. }, FeatureKind::Numeric { .. }) => {}
                 (Reference::Categorical { frequencies }, FeatureKind::Categorical { categories, .. })
                     if frequencies.len() == categories.len() + 1 => {}
+                (Reference::Text { mean, std }, FeatureKind::Text { .. })
+                    if mean.len() == f.width()
+                        && std.len() == f.width()
+                        && mean.iter().chain(std).all(|v| v.is_finite())
+                        && std.iter().all(|s| *s >= 0.0) => {}
                 _ => {
                     return bad(
                         format!("reference[{i}]"),
-                        format!("does not fit feature {:?} (numeric: mean/std; categorical: one frequency per category plus unknown)", f.name),
+                        format!("does not fit feature {:?} (numeric: mean/std; categorical: one frequency per category plus unknown; text: finite mean and std >= 0 arrays, one per column)", f.name),
                     )
                 }
             }

@@ -10,7 +10,8 @@
 //!   direction.
 
 use crate::json;
-use crate::manifest::{Encoding, FeatureKind, Kind, Manifest, Reference};
+use crate::manifest::{Encoding, FeatureKind, Kind, Manifest, Reference, TextSpec};
+use crate::text;
 
 /// Which records carry reasons: `anomalous` (the default), `all` scored records, or `none`.
 /// The one spelling of this choice: configs (serde), the command line and the WASM ABI
@@ -58,15 +59,25 @@ impl Verdict {
 enum Ref {
     Numeric { column: usize, mean: f64, std: f64 },
     Categorical { columns: std::ops::Range<usize>, onehot: bool, frequencies: Vec<f64> },
+    Text { columns: std::ops::Range<usize>, mean: Vec<f64>, std: Vec<f64>, spec: TextSpec },
 }
 
-/// One reason: feature index, how far it deviates, which way.
+/// One reason: feature index, how far it deviates, which way; for a text feature, which
+/// column of its block (else 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reason {
     pub feature: usize,
     pub deviation: f64,
     pub direction: Direction,
+    pub column: usize,
 }
+
+/// A text column's std below this counts as this, so a column normal traffic never set has a
+/// finite deviation.
+const MIN_TEXT_STD: f64 = 0.01;
+
+/// A text column whose |z| reaches this is unusual: shown with the reason's n-gram.
+const UNUSUAL_Z: f64 = 3.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -83,6 +94,16 @@ impl Direction {
             Direction::Rare => "rare",
         }
     }
+}
+
+/// A text column's z against its reference.
+fn text_z(x: f32, mean: f64, std: f64) -> f64 {
+    (f64::from(x) - mean) / std.max(MIN_TEXT_STD)
+}
+
+/// The index and value of the largest of `values` (the first of equals).
+fn top(values: impl Iterator<Item = f64>) -> (usize, f64) {
+    values.enumerate().fold((0, f64::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best })
 }
 
 /// Floor for category frequencies, so an unseen category has a finite rarity.
@@ -124,10 +145,14 @@ impl Tagger {
                         frequencies: frequencies.clone(),
                     }
                 }
-                // Manifest validation pairs numeric features with numeric references.
-                (Reference::Categorical { .. }, FeatureKind::Numeric { .. }) => {
-                    Ref::Numeric { column, mean: 0.0, std: 1.0 }
-                }
+                (Reference::Text { mean, std }, FeatureKind::Text { text }) => Ref::Text {
+                    columns: column..column + width,
+                    mean: mean.clone(),
+                    std: std.clone(),
+                    spec: text.clone(),
+                },
+                // Manifest validation pairs each kind of feature with its kind of reference.
+                _ => Ref::Numeric { column, mean: 0.0, std: 1.0 },
             });
             column += width;
         }
@@ -221,19 +246,42 @@ impl Tagger {
                         feature,
                         deviation: e * e,
                         direction: if e >= 0.0 { Direction::High } else { Direction::Low },
+                        column: 0,
                     }
                 }
                 (Ref::Categorical { columns, .. }, Some(res)) => Reason {
                     feature,
                     deviation: res[columns.clone()].iter().map(|&e| f64::from(e) * f64::from(e)).sum(),
                     direction: Direction::Rare,
+                    column: 0,
                 },
+                (Ref::Text { columns, .. }, Some(res)) => {
+                    let (c, e) = top(res[columns.clone()].iter().map(|&e| f64::from(e) * f64::from(e)));
+                    let signed = res[columns.start + c];
+                    Reason {
+                        feature,
+                        deviation: e,
+                        direction: if signed >= 0.0 { Direction::High } else { Direction::Low },
+                        column: c,
+                    }
+                }
+                (Ref::Text { columns, mean, std, .. }, None) => {
+                    let z = |c: usize| text_z(row[columns.start + c], mean[c], std[c]);
+                    let (c, dev) = top((0..columns.len()).map(|c| z(c).abs()));
+                    Reason {
+                        feature,
+                        deviation: dev,
+                        direction: if z(c) >= 0.0 { Direction::High } else { Direction::Low },
+                        column: c,
+                    }
+                }
                 (Ref::Numeric { column, mean, std }, None) => {
                     let z = (f64::from(row[*column]) - mean) / std;
                     Reason {
                         feature,
                         deviation: z.abs(),
                         direction: if z >= 0.0 { Direction::High } else { Direction::Low },
+                        column: 0,
                     }
                 }
                 (Ref::Categorical { columns, onehot, frequencies }, None) => {
@@ -243,7 +291,12 @@ impl Tagger {
                         (row[columns.start] as usize).min(frequencies.len() - 1)
                     };
                     let p = frequencies[code].max(MIN_FREQUENCY);
-                    Reason { feature, deviation: ((1.0 - p) / p).max(0.0).sqrt(), direction: Direction::Rare }
+                    Reason {
+                        feature,
+                        deviation: ((1.0 - p) / p).max(0.0).sqrt(),
+                        direction: Direction::Rare,
+                        column: 0,
+                    }
                 }
             };
             out.push(reason);
@@ -253,16 +306,33 @@ impl Tagger {
         out.truncate(self.max_reasons);
     }
 
-    /// Write the tag member of a scored record: `"anomaly":{...}`. `value(feature)` gives the
-    /// record's own JSON text for a feature's value, if it has one.
-    pub fn write_scored<'v>(
+    /// Whether column `c` of text feature `feature`'s block deviates in `row` (|z| of at
+    /// least 3), for showing a run of unusual n-grams whole.
+    pub fn unusual(&self, feature: usize, row: &[f32], c: usize) -> bool {
+        match &self.refs[feature] {
+            Ref::Text { columns, mean, std, .. } => {
+                c < columns.len() && text_z(row[columns.start + c], mean[c], std[c]).abs() >= UNUSUAL_Z
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `feature` is a text feature (its reasons name a column of its block).
+    pub fn is_text(&self, feature: usize) -> bool {
+        matches!(self.refs[feature], Ref::Text { .. })
+    }
+
+    /// Write the tag member of a scored record: `"anomaly":{...}`. `value(reason, out)` writes
+    /// the JSON value a reason shows: the record's own text for the feature (`null` when
+    /// absent), or for a text feature the decoded text behind the reason's column.
+    pub fn write_scored(
         &self,
         out: &mut Vec<u8>,
         raw: f32,
         score: f64,
         verdict: Verdict,
         reasons: Option<&[Reason]>,
-        value: impl Fn(usize) -> Option<&'v [u8]>,
+        mut value: impl FnMut(&Reason, &mut Vec<u8>),
     ) {
         out.extend_from_slice(&self.key_prefix);
         out.extend_from_slice(b"{\"score\":");
@@ -282,8 +352,12 @@ impl Tagger {
                 }
                 out.extend_from_slice(b"{\"feature\":");
                 out.extend_from_slice(&self.names[r.feature]);
+                if let Ref::Text { spec, .. } = &self.refs[r.feature] {
+                    out.extend_from_slice(b",\"part\":");
+                    json::write_string(out, text::part_name(spec, r.column));
+                }
                 out.extend_from_slice(b",\"value\":");
-                out.extend_from_slice(value(r.feature).unwrap_or(b"null"));
+                value(r, out);
                 out.extend_from_slice(if self.autoencoder { b",\"error\":" } else { b",\"z\":" });
                 push_rounded(out, round3(r.deviation), 3);
                 out.extend_from_slice(b",\"direction\":\"");

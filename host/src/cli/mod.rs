@@ -148,6 +148,9 @@ pub enum Command {
 pub enum ModelAction {
     /// Print a bundle's manifest summary (model, features, threshold, metrics) as JSON.
     Inspect { bundle: PathBuf },
+    /// Print the model input each record of FILE (default: standard input) becomes: one JSON
+    /// line per record, `{"nonzero": [[column, value], ...]}` or `{"error": "why"}`.
+    Features { bundle: PathBuf, file: Option<PathBuf> },
     /// sha256, signature (with --public-key), load and canaries (natively, and under WASM with
     /// --plugin); exit code 1 with the reason when a check fails.
     Verify {
@@ -217,6 +220,7 @@ pub fn main() -> i32 {
             init_logging(LogFormat::Text, "warn");
             match action {
                 ModelAction::Inspect { bundle } => model::inspect(&bundle),
+                ModelAction::Features { bundle, file } => model::features(&bundle, file.as_deref()),
                 ModelAction::Verify { bundle, public_key, plugin, data_dir } => {
                     model::verify(&bundle, public_key.as_deref(), plugin, &data_dir)
                 }

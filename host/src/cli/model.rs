@@ -53,6 +53,51 @@ pub fn inspect(path: &Path) -> i32 {
     0
 }
 
+/// Print the feature row of each record, sparse: what the model sees, for checking a
+/// featurizer against another (the Python twin's parity tests use it).
+pub fn features(path: &Path, file: Option<&Path>) -> i32 {
+    use std::io::{Read as _, Write as _};
+    let fail = |what: String| {
+        eprintln!("flowtag model features: {what}");
+        1
+    };
+    let bundle = match Bundle::read_path(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let mut featurizer = flowtag_plugin::featurize::Featurizer::new(&bundle.manifest);
+    let mut input = Vec::new();
+    let read = match file {
+        Some(f) => std::fs::File::open(f).and_then(|mut f| f.read_to_end(&mut input)),
+        None => std::io::stdin().read_to_end(&mut input),
+    };
+    if let Err(e) = read {
+        return fail(format!("reading input: {e}"));
+    }
+    let mut slots = vec![None; featurizer.n_features()];
+    let mut row = vec![0f32; featurizer.width()];
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let input = input.strip_suffix(b"\n").unwrap_or(&input);
+    for line in flowtag_plugin::lines(input) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let result = featurizer
+            .scan(line, &mut slots, "")
+            .and_then(|_| featurizer.fill(line, &slots, &mut row))
+            .map(|()| row.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(c, v)| (c, *v)).collect::<Vec<_>>());
+        let doc = match result {
+            Ok(nonzero) => serde_json::json!({ "nonzero": nonzero }),
+            Err(e) => serde_json::json!({ "error": e.0 }),
+        };
+        if writeln!(out, "{doc}").is_err() {
+            return 1;
+        }
+    }
+    if out.flush().is_err() {
+        return 1;
+    }
+    0
+}
+
 /// Run a node's checks on a bundle, printing each; exit code 0 when all pass.
 pub fn verify(path: &Path, public_key: Option<&Path>, plugin: Option<PathBuf>, data_dir: &Path) -> i32 {
     let fail = |what: String| {
