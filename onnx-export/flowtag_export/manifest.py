@@ -17,7 +17,7 @@ import numpy as np
 from . import FORMAT
 from .spec import FeatureSpec, JsonNumber
 
-KINDS = ("isolation_forest", "autoencoder", "classifier")
+KINDS = ("isolation_forest", "autoencoder", "classifier", "novelty")
 #: Calibration resolution: quantiles at 0, 1/K, ..., 1 of normal validation scores.
 CALIBRATION_STEPS = 1000
 #: Floor for reference standard deviations, so a feature constant on normal traffic still
@@ -61,6 +61,8 @@ def reference_statistics(spec: FeatureSpec, X_normal: np.ndarray) -> list[dict]:
         col += feat.width
         if feat.type == "numeric":
             refs.append({"mean": float(block.mean()), "std": float(max(block.std(), MIN_STD))})
+        elif feat.type == "text":
+            refs.append({"mean": [float(v) for v in block.mean(axis=0)], "std": [float(v) for v in block.std(axis=0)]})
         elif feat.encoding == "onehot":
             refs.append({"frequencies": [float(v) for v in block.mean(axis=0)]})
         else:
@@ -68,6 +70,21 @@ def reference_statistics(spec: FeatureSpec, X_normal: np.ndarray) -> list[dict]:
             freq = np.bincount(codes, minlength=len(feat.categories) + 1) / max(len(codes), 1)
             refs.append({"frequencies": [float(v) for v in freq]})
     return refs
+
+
+#: Text canaries, written here (never rows of a dataset): ordinary requests and the encodings and
+#: attacks a text featurizer must read the same on every side.
+TEXT_CANARIES = {
+    "target": [
+        "/", "/index.html", "/shop/cart.php?item=42&qty=3", "/search?q=red+shoes&page=2",
+        "/login.jsp?user=admin%27--&pass=x", "/static/../../etc/passwd", "/a?x=%253Cscript%253Ealert(1)%253C/script%253E",
+        "/api/v1/users/1234?fields=name,email&sort=-created", "/%c0%af%u0041?%zz=%4&&b",
+    ],
+    "form": [
+        "", "user=alice&pass=secret", "q=1+union+select+password+from+users", "comment=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E",
+        "a=1&b=2&c=%E2%82%AC",
+    ],
+}
 
 
 def synthesize_canaries(spec: FeatureSpec, raw_quantiles: dict[str, list[float]], seed: int, n: int = 8) -> list[dict]:
@@ -85,6 +102,9 @@ def synthesize_canaries(spec: FeatureSpec, raw_quantiles: dict[str, list[float]]
                 qs = raw_quantiles.get(feat.name) or [feat.fill]
                 v = float(qs[int(rng.integers(len(qs)))])
                 rec[key] = _clean_number(v)
+            elif feat.type == "text":
+                texts = TEXT_CANARIES[feat.text.shape]
+                rec[key] = texts[(i + int(rng.integers(len(texts)))) % len(texts)]
             else:
                 cats = feat.categories or ["-"]
                 rec[key] = cats[int(rng.integers(len(cats)))]

@@ -18,6 +18,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .text import TextSpec, TextSpecError, value_bytes
+from .text import featurize as featurize_text
+
 #: Values that mean "no value" in a numeric field, compared after trimming, ASCII-case-insensitively.
 DEFAULT_MISSING_TOKENS = ["", "-", "?", "nan", "null", "none", "(empty)"]
 
@@ -143,11 +146,14 @@ class Feature:
     encoding: str = "onehot"  # onehot | index (categorical only)
     categories: list[str] = field(default_factory=list)
     fill_category: str | None = None  # categorical only: the value of an absent or null field
+    text: TextSpec | None = None  # text only
 
     @property
     def width(self) -> int:
         if self.type == "categorical" and self.encoding == "onehot":
             return len(self.categories) + 1
+        if self.type == "text":
+            return self.text.width
         return 1
 
     @property
@@ -160,6 +166,8 @@ class Feature:
         return next(f for f in self.fields if _trim(field_name(f)) == _trim(name))
 
     def column_names(self) -> list[str]:
+        if self.type == "text":
+            return self.text.column_names(self.name)
         if self.type == "categorical" and self.encoding == "onehot":
             return [f"{self.name}={c}" for c in self.categories] + [f"{self.name}=<other>"]
         return [self.name]
@@ -169,6 +177,8 @@ class Feature:
         if self.type == "numeric":
             d["fill"] = self.fill
             d["transforms"] = [t.to_manifest() for t in self.transforms]
+        elif self.type == "text":
+            d["text"] = self.text.to_manifest()
         else:
             d["encoding"] = self.encoding
             d["categories"] = list(self.categories)
@@ -187,6 +197,8 @@ class Feature:
         if not isinstance(d["fields"][0], str):
             raise SpecError(f"{where}.fields[0]: the canonical name must be a plain name, not an alias object")
         for k, entry in enumerate(d["fields"]):
+            if kind == "text" and not isinstance(entry, str):
+                raise SpecError(f"{where}.fields[{k}]: a text feature's fields are plain names")
             _check_alias(entry, kind, f"{where}.fields[{k}]")
         f = cls(name=d["name"], fields=[e if isinstance(e, str) else dict(e) for e in d["fields"]], type=kind, required=bool(d.get("required", True)))
         if kind == "numeric":
@@ -200,8 +212,13 @@ class Feature:
             f.fill_category = None if d.get("fill") is None else str(d["fill"])
             if len(set(f.categories)) != len(f.categories):
                 raise SpecError(f"{where}.categories: duplicate category")
+        elif kind == "text":
+            try:
+                f.text = TextSpec.from_manifest(d.get("text"))
+            except TextSpecError as e:
+                raise SpecError(f"{where}.text.{e}") from None
         else:
-            raise SpecError(f"{where}.type: {kind!r} is not numeric or categorical")
+            raise SpecError(f"{where}.type: {kind!r} is not numeric, categorical or text")
         return f
 
 
@@ -368,6 +385,32 @@ class FeatureSpec:
         keys = [read(self.category_key(v)) for v in col.tolist()]
         return np.array([absent if k is None else index.get(k, unknown) for k in keys], dtype=np.int64)
 
+    def text_block(self, df: pd.DataFrame, feat: Feature) -> np.ndarray:
+        col, _ = self.column(df, feat)
+        if col is None:
+            if feat.required:
+                raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
+            values: list = [None] * len(df)
+        else:
+            values = [None if (isinstance(v, float) and math.isnan(v)) else v for v in col.tolist()]
+        out = np.zeros((len(df), feat.width), np.float32)
+        cache: dict[bytes, np.ndarray] = {}
+        for i, v in enumerate(values):
+            b = self._text_bytes(v, feat)
+            row = cache.get(b)
+            if row is None:
+                row = cache[b] = featurize_text(feat.text, b)
+            out[i] = row
+        return out
+
+    @staticmethod
+    def _text_bytes(v: Any, feat: Feature) -> bytes:
+        if isinstance(v, (dict, list)):
+            raise RecordError(f"field {feat.names[0]!r}: expected text, got {'an object' if isinstance(v, dict) else 'an array'}")
+        if isinstance(v, (np.integer, np.floating)):
+            v = v.item()
+        return value_bytes(v)
+
     @staticmethod
     def category_key(v: Any) -> str | None:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -387,6 +430,8 @@ class FeatureSpec:
         for feat in self.features:
             if feat.type == "numeric":
                 cols.append(self._finish_numeric(self.numeric_values(df, feat), feat)[:, None])
+            elif feat.type == "text":
+                cols.append(self.text_block(df, feat))
             else:
                 codes = self.category_codes(df, feat)
                 if feat.encoding == "index":
@@ -411,7 +456,9 @@ class FeatureSpec:
             entry = feat.entry(present[-1]) if present else None
             if value is _ABSENT and feat.required:
                 raise RecordError(f"missing field {feat.names[0]!r} (feature {feat.name!r})")
-            if feat.type == "numeric":
+            if feat.type == "text":
+                row.extend(featurize_text(feat.text, self._text_bytes(None if value is _ABSENT else value, feat)).tolist())
+            elif feat.type == "numeric":
                 if isinstance(value, (dict, list)):
                     raise RecordError(f"field {feat.names[0]!r}: expected a number, got {'an object' if isinstance(value, dict) else 'an array'}")
                 raw = math.nan if value is _ABSENT else self._parse_number(value, feat)
