@@ -9,7 +9,10 @@
 //! * `unsw`: UNSW-NB15/Argus CSV, with a header (the partitioned files) or without one (the raw
 //!   49-column `UNSW-NB15_*.csv` files, named as in `NUSW-NB15_features.csv`).
 //! * `combined` (or `common`): web server access logs in the Common or Combined Log Format,
-//!   nginx's and Apache's, with or without a leading vhost (see `access.rs`), or JSON lines.
+//!   nginx's and Apache's, with or without a leading vhost (see `access.rs`), or JSON access
+//!   logs as `json_access` reads them.
+//! * `json_access`: JSON access logs (nginx `escape=json`, Envoy/Istio, Traefik, or names a
+//!   source's `access_fields` gives) read into the same fields as `combined` (`json_access.rs`).
 //! * `zeek`: Zeek logs, TSV (`#separator`, `#fields`, `#types`, unset and empty markers; fields are
 //!   typed from `#types`, unset fields left out as Zeek's JSON writer does) or JSON lines.
 //!
@@ -20,7 +23,10 @@
 
 mod access;
 mod csv;
+mod json_access;
 mod zeek;
+
+pub use json_access::AccessFields;
 
 use serde::Deserialize;
 
@@ -39,6 +45,8 @@ pub enum Decoding {
     /// Web server access logs, Common or Combined Log Format (`common` is the same decoder).
     Combined,
     Common,
+    /// JSON access logs, mapped to the fields `combined` gives.
+    JsonAccess,
 }
 
 impl std::str::FromStr for Decoding {
@@ -52,9 +60,10 @@ impl std::str::FromStr for Decoding {
             "unsw" => Decoding::Unsw,
             "combined" => Decoding::Combined,
             "common" => Decoding::Common,
+            "json_access" => Decoding::JsonAccess,
             other => {
                 return Err(format!(
-                    "unknown format {other:?}: use json, csv, zeek, cicflowmeter, unsw, combined or common"
+                    "unknown format {other:?}: use json, csv, zeek, cicflowmeter, unsw, combined, common or json_access"
                 ))
             }
         })
@@ -83,6 +92,8 @@ pub struct Decoder {
     /// filter can skip it: the filter validates each record anyway (and wraps an invalid one),
     /// so JSON would be parsed twice.
     check_json: bool,
+    /// Extra field names for JSON access logs.
+    access: std::sync::Arc<AccessFields>,
 }
 
 impl Decoder {
@@ -93,7 +104,14 @@ impl Decoder {
             zeek: zeek::ZeekState::default(),
             first_line: true,
             check_json: true,
+            access: Default::default(),
         }
+    }
+
+    /// Extra names for the fields of JSON access logs (a source's `access_fields`).
+    pub fn with_access_fields(mut self, fields: std::sync::Arc<AccessFields>) -> Decoder {
+        self.access = fields;
+        self
     }
 
     /// See [`Decoder::check_json`]: `false` only checks that a JSON line is braced.
@@ -121,7 +139,10 @@ impl Decoder {
             Decoding::Json => json_object(line, out, check),
             Decoding::Cicflowmeter if json_line => json_object(line, out, check),
             Decoding::Zeek if json_line => json_object(line, out, check),
-            Decoding::Combined | Decoding::Common if json_line => json_object(line, out, check),
+            Decoding::Combined | Decoding::Common | Decoding::JsonAccess if json_line => {
+                json_access::decode(line, &self.access, out)
+            }
+            Decoding::JsonAccess => Err("not a JSON object".into()),
             Decoding::Combined | Decoding::Common => access::decode(line, out),
             Decoding::Csv | Decoding::Cicflowmeter | Decoding::Unsw => self.csv.decode(line, out),
             Decoding::Zeek => self.zeek.decode(line, out),

@@ -49,6 +49,9 @@ pub struct HttpConfig {
     pub path: String,
     #[serde(default)]
     pub decoding: Decoding,
+    /// Extra names for the fields of JSON access logs (`decoding = "json_access"`).
+    #[serde(default)]
+    pub access_fields: std::sync::Arc<crate::decode::AccessFields>,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     #[serde(default = "yes")]
@@ -200,7 +203,8 @@ async fn handle(
     } else {
         body
     };
-    let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
+    let mut decoder =
+        Decoder::new(cfg.decoding).with_json_check(ctx.check_json).with_access_fields(cfg.access_fields.clone());
     let (mut events, bad) = decode_lines(&mut decoder, &body, &ctx.metrics);
     let n = events.len();
     if n == 0 {

@@ -17,6 +17,7 @@ pub mod fluent;
 pub mod http;
 pub mod netflow;
 pub mod stdin;
+pub mod syslog;
 pub mod tcp;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ crate::component_types! {
         Http(http::HttpConfig),
         Fluent(fluent::FluentConfig),
         Netflow(netflow::NetflowConfig),
+        Syslog(syslog::SyslogConfig),
     }
     start(ctx: SourceContext) -> Pending => start_source;
 }

@@ -15,6 +15,9 @@ use crate::decode::{Decoder, Decoding};
 pub struct StdinConfig {
     #[serde(default)]
     pub decoding: Decoding,
+    /// Extra names for the fields of JSON access logs (`decoding = "json_access"`).
+    #[serde(default)]
+    pub access_fields: std::sync::Arc<crate::decode::AccessFields>,
 }
 
 impl crate::component::ComponentConfig for StdinConfig {
@@ -32,7 +35,9 @@ pub fn spawn(cfg: StdinConfig, ctx: SourceContext) -> std::thread::JoinHandle<()
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
+            let mut decoder = Decoder::new(cfg.decoding)
+                .with_json_check(ctx.check_json)
+                .with_access_fields(cfg.access_fields.clone());
             let stdin = std::io::stdin();
             let mut input = std::io::BufReader::with_capacity(256 * 1024, stdin.lock());
             let mut chunk = Vec::with_capacity(256 * 1024);

@@ -28,6 +28,9 @@ pub struct TcpConfig {
     pub address: SocketAddr,
     #[serde(default)]
     pub decoding: Decoding,
+    /// Extra names for the fields of JSON access logs (`decoding = "json_access"`).
+    #[serde(default)]
+    pub access_fields: std::sync::Arc<crate::decode::AccessFields>,
     /// A longer line is cut (its start goes on as a malformed record).
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
@@ -73,7 +76,8 @@ async fn connection(
     cfg: TcpConfig,
     ctx: &SourceContext,
 ) {
-    let mut decoder = Decoder::new(cfg.decoding).with_json_check(ctx.check_json);
+    let mut decoder =
+        Decoder::new(cfg.decoding).with_json_check(ctx.check_json).with_access_fields(cfg.access_fields.clone());
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {

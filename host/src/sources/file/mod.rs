@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub decoding: Decoding,
+    /// Extra names for the fields of JSON access logs (`decoding = "json_access"`).
+    #[serde(default)]
+    pub access_fields: std::sync::Arc<crate::decode::AccessFields>,
     /// Where to start in files found at start-up that have no checkpoint.
     #[serde(default)]
     pub read_from: ReadFrom,
@@ -294,7 +297,9 @@ impl Tailer {
             _ if !self.started && self.cfg.read_from == ReadFrom::End => (len, vec![len; self.paths.len()]),
             _ => (0, vec![0; self.paths.len()]),
         };
-        let mut decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
+        let mut decoder = Decoder::new(self.cfg.decoding)
+            .with_json_check(self.ctx.check_json)
+            .with_access_fields(self.cfg.access_fields.clone());
         if offset > 0 {
             prime_decoder(&mut file, &mut decoder, offset);
         }
@@ -357,7 +362,9 @@ impl Tailer {
                 let _ = f.file.seek(SeekFrom::Start(0));
                 f.offset = 0;
                 f.partial.clear();
-                f.decoder = Decoder::new(self.cfg.decoding).with_json_check(self.ctx.check_json);
+                f.decoder = Decoder::new(self.cfg.decoding)
+                    .with_json_check(self.ctx.check_json)
+                    .with_access_fields(self.cfg.access_fields.clone());
                 f.progress.reset();
                 f.prefix = prefix_of(&f.file);
                 let _ = f.file.seek(SeekFrom::Start(0));
