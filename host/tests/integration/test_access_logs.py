@@ -1,8 +1,11 @@
 """Web access logs written by real servers for requests this test sends on 127.0.0.1 (Debian's
-nginx-light with its default `combined` format; Debian's apache2 with `vhost_combined` and
-`common`), read by flowtag's `combined` decoder: every request comes out with its method,
-target, path, query, status, size and user agent, the odd ones too (quotes and backslashes,
-percent-encoding, a 400 before headers, a TLS handshake on the plain-text port)."""
+nginx-light with its default `combined` format, with a JSON `escape=json` format, and logging
+through syslog; Debian's apache2 with `vhost_combined` and `common`), read by flowtag's
+`combined` and `json_access` decoders and its `syslog` source: every request comes out with its
+method, target, path, query, status, size and user agent, the odd ones too (quotes and
+backslashes, percent-encoding, a 400 before headers, a TLS handshake on the plain-text port).
+Syslog over TCP (both RFC 6587 framings, RFC 5424 and 3164) is sent by this test, as no
+syslog daemon runs here."""
 
 from __future__ import annotations
 
@@ -18,16 +21,24 @@ from conftest import Flowtag, file_source_head, free_port, read_jsonl, wait_unti
 assert shutil.which("nginx") and shutil.which("apache2"), "nginx and apache2 are installed by scripts/setup.sh"
 
 
-def nginx(tmp: Path, port: int) -> subprocess.Popen:
+JSON_FORMAT = ("log_format jsonlog escape=json '{\"time_local\":\"$time_local\",\"remote_addr\":\"$remote_addr\",\"request\":\"$request\","
+               "\"request_method\":\"$request_method\",\"request_uri\":\"$request_uri\",\"server_protocol\":\"$server_protocol\","
+               "\"status\":\"$status\",\"body_bytes_sent\":\"$body_bytes_sent\",\"http_referer\":\"$http_referer\","
+               "\"http_user_agent\":\"$http_user_agent\",\"request_time\":\"$request_time\"}';")
+
+
+def nginx(tmp: Path, port: int, access_log: str | None = None) -> subprocess.Popen:
     (tmp / "logs").mkdir()
     conf = tmp / "nginx.conf"
+    access_log = access_log or f"access_log {tmp}/logs/access.log combined;"
     conf.write_text(f"""daemon off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/logs/error.log;
 events {{ worker_connections 64; }}
 http {{
-    access_log {tmp}/logs/access.log combined;
+    {JSON_FORMAT}
+    {access_log}
     client_body_temp_path {tmp}/body;
     server {{
         listen 127.0.0.1:{port};
@@ -83,11 +94,11 @@ def send_all(port: int) -> list[int]:
     return statuses
 
 
-def decoded(flowtag, tmp: Path, log: Path, n: int) -> list[dict]:
-    """The records flowtag's `combined` decoder makes of `log` (n lines), checked error-free."""
+def decoded(flowtag, tmp: Path, log: Path, n: int, decoding: str = "combined") -> list[dict]:
+    """The records flowtag's `decoding` makes of `log` (n lines), checked error-free."""
     api = free_port()
     out = tmp / f"{log.stem}.jsonl"
-    config = file_source_head(tmp / f"data-{log.stem}", api, log) + f'''decoding = "combined"
+    config = file_source_head(tmp / f"data-{log.stem}", api, log) + f'''decoding = "{decoding}"
 read_from = "beginning"
 [sinks.out]
 type = "file"
@@ -175,3 +186,91 @@ DocumentRoot {tmp_path}/www
     assert any('\\' in r.get("user_agent", "") for r in vhost), "Apache's \\\\ escape read back"
     check(vhost, statuses, agents=True, agents_on_400=True)
     check(decoded(flowtag, tmp_path, tmp_path / "logs" / "common.log", n), statuses, agents=False)
+
+
+def test_nginx_json_logs_decode_as_combined_ones_do(flowtag, tmp_path):
+    port = free_port()
+    server = nginx(tmp_path, port, f"access_log {tmp_path}/logs/access.json jsonlog;")
+    try:
+        statuses = send_all(port)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    log = tmp_path / "logs" / "access.json"
+    records = decoded(flowtag, tmp_path, log, len(SENT) + 1, decoding="json_access")
+    check(records, statuses, agents=True)
+    assert all("request_time" in r for r in records), "members the mapping does not read are kept"
+
+
+def syslog_flowtag(flowtag, tmp: Path, mode: str, port: int, out: Path, decoding: str | None = "combined") -> Flowtag:
+    api = free_port()
+    decoding_line = f'decoding = "{decoding}"' if decoding else ""
+    config = f'''data_dir = "{tmp}/data-{mode}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.flows]
+type = "syslog"
+mode = "{mode}"
+address = "127.0.0.1:{port}"
+{decoding_line}
+[sinks.out]
+type = "file"
+inputs = ["flows"]
+path = "{out}"
+'''
+    work = tmp / f"flowtag-{mode}"
+    work.mkdir()
+    return Flowtag(flowtag, work, config, api)
+
+
+def test_nginx_logging_through_syslog_over_udp(flowtag, tmp_path):
+    sport, port = free_port(), free_port()
+    out = tmp_path / "syslog.jsonl"
+    ft = syslog_flowtag(flowtag, tmp_path, "udp", sport, out)
+    try:
+        server = nginx(tmp_path, port, f"access_log syslog:server=127.0.0.1:{sport},tag=nginx combined;")
+        try:
+            statuses = send_all(port)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        wait_until(lambda: len(read_jsonl(out)) == len(SENT) + 1, 30, "the requests through syslog")
+        errors = ft.metric("flowtag_component_errors_total", component_id="flows")
+    finally:
+        assert ft.stop() == 0, ft.log()
+    records = read_jsonl(out)
+    assert errors == 0 and not [r for r in records if "decode_error" in r], records
+    check(records, statuses, agents=True)
+    for r in records:
+        s = r["syslog"]
+        assert (s["rfc"], s["app_name"], s["facility"], s["severity"]) == (3164, "nginx", 23, 6), s
+        assert s["peer"].startswith("127.0.0.1:")
+
+
+def test_syslog_over_tcp_in_both_framings_and_both_rfcs(flowtag, tmp_path):
+    sport = free_port()
+    out = tmp_path / "tcp.jsonl"
+    ft = syslog_flowtag(flowtag, tmp_path, "tcp", sport, out, decoding=None)
+    messages = [
+        b"<165>1 2026-12-05T10:41:07.003Z web1 nginx 4321 ID47 [origin ip=\"10.0.0.1\"] \xef\xbb\xbfoctet counted 5424",
+        b"<134>Dec  5 10:41:07 web2 apache2[812]: newline framed 3164",
+        b"<14>1 - - - - - - message with\nan embedded newline (octet counting keeps it)",
+        b"not syslog at all",
+    ]
+    try:
+        with socket.create_connection(("127.0.0.1", sport)) as s:
+            stream = (b"%d " % len(messages[0]) + messages[0] + messages[1] + b"\n" + b"%d " % len(messages[2]) + messages[2] + messages[3] + b"\n")
+            for i in range(0, len(stream), 7):  # in small pieces, split anywhere
+                s.sendall(stream[i:i + 7])
+                time.sleep(0.001)
+        wait_until(lambda: len(read_jsonl(out)) == 4, 30, "4 syslog messages")
+        errors = ft.metric("flowtag_component_errors_total", component_id="flows")
+    finally:
+        assert ft.stop() == 0, ft.log()
+    r = read_jsonl(out)
+    assert r[0]["message"] == "octet counted 5424" and r[0]["syslog"]["structured_data"] == '[origin ip="10.0.0.1"]', r[0]
+    assert (r[0]["syslog"]["rfc"], r[0]["syslog"]["procid"], r[0]["syslog"]["msgid"]) == (5424, "4321", "ID47")
+    assert (r[1]["message"], r[1]["syslog"]["hostname"], r[1]["syslog"]["procid"]) == ("newline framed 3164", "web2", "812")
+    assert r[2]["message"] == "message with\nan embedded newline (octet counting keeps it)"
+    assert r[3]["message"] == "not syslog at all" and "<PRI>" in r[3]["decode_error"], "a bad header goes on, with the reason"
+    assert errors == 1
