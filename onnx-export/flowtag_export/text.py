@@ -231,7 +231,9 @@ def split(spec: TextSpec, value: bytes) -> Pieces:
             if seg:
                 depth += 1
             if last or piece:
-                tokens.append(((b"F" if last else b"P") + piece, piece))
+                # A segment with a digit (an id, a date) is known by its shape.
+                known = piece.translate(_CLASS) if any(48 <= b <= 57 for b in piece) else piece
+                tokens.append(((b"F" if last else b"P") + known, piece))
     if query is not None:
         if path is not None:
             norm += b"?"

@@ -99,6 +99,8 @@ enum Step {
         bias: Option<Vec<f32>>,
         beta: f32,
         out: usize,
+        /// Every weight is finite: zero inputs are skipped.
+        finite: bool,
     },
     ReduceMean {
         x: usize,
@@ -171,9 +173,9 @@ impl DenseGraph {
                     }
                     self.buffers[*out] = dst;
                 }
-                Step::Gemm { x, w, k, m, alpha, bias, beta, out } => {
+                Step::Gemm { x, w, k, m, alpha, bias, beta, out, finite } => {
                     let mut dst = std::mem::take(&mut self.buffers[*out]);
-                    gemm(&self.buffers[*x], w, *k, *m, *alpha, bias.as_deref(), *beta, &mut dst, n);
+                    gemm(&self.buffers[*x], w, *k, *m, *alpha, bias.as_deref(), *beta, &mut dst, n, *finite);
                     self.buffers[*out] = dst;
                 }
                 Step::ReduceMean { x, out } => {
@@ -308,11 +310,18 @@ fn gemm(
     beta: f32,
     dst: &mut Vec<f32>,
     n: usize,
+    finite: bool,
 ) {
     dst.clear();
     dst.resize(n * m, 0.0);
     for (row_out, row) in dst.chunks_exact_mut(m).zip(x.chunks_exact(k)) {
         for (kk, &xv) in row.iter().enumerate() {
+            // A zero input adds nothing to sums of finite products (a hashed text block is
+            // mostly zeros); with a weight that is not finite it would make a NaN, so then
+            // every input counts.
+            if xv == 0.0 && finite {
+                continue;
+            }
             multiply_add(row_out, &w[kk * m..(kk + 1) * m], xv);
         }
         if alpha != 1.0 {
@@ -596,7 +605,8 @@ fn compile_node(
                 _ => None,
             };
             let out = new_value(widths, m);
-            steps.push(Step::Gemm { x: *x, w, k, m, alpha, bias, beta, out });
+            let finite = w.iter().all(|v| v.is_finite());
+            steps.push(Step::Gemm { x: *x, w, k, m, alpha, bias, beta, out, finite });
             out
         }
         "ReduceMean" => {

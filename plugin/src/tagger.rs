@@ -255,8 +255,16 @@ impl Tagger {
                     direction: Direction::Rare,
                     column: 0,
                 },
-                (Ref::Text { columns, .. }, Some(res)) => {
-                    let (c, e) = top(res[columns.clone()].iter().map(|&e| f64::from(e) * f64::from(e)));
+                (Ref::Text { columns, spec, .. }, Some(res)) => {
+                    let hashed = text::hashed_from(spec);
+                    let (c, e) = top(res[columns.clone()].iter().enumerate().map(|(c, &e)| {
+                        // A hashed column speaks only for what the record has.
+                        if c >= hashed && e < 0.0 {
+                            0.0
+                        } else {
+                            f64::from(e) * f64::from(e)
+                        }
+                    }));
                     let signed = res[columns.start + c];
                     Reason {
                         feature,
@@ -265,9 +273,13 @@ impl Tagger {
                         column: c,
                     }
                 }
-                (Ref::Text { columns, mean, std, .. }, None) => {
+                (Ref::Text { columns, mean, std, spec }, None) => {
                     let z = |c: usize| text_z(row[columns.start + c], mean[c], std[c]);
-                    let (c, dev) = top((0..columns.len()).map(|c| z(c).abs()));
+                    let hashed = text::hashed_from(spec);
+                    // A hashed column speaks only for what the record has: a token or n-gram
+                    // that is usual but absent names nothing an analyst could look at.
+                    let (c, dev) =
+                        top((0..columns.len()).map(|c| if c >= hashed { z(c).max(0.0) } else { z(c).abs() }));
                     Reason {
                         feature,
                         deviation: dev,

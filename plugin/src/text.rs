@@ -201,6 +201,11 @@ pub enum Part {
     Token(usize),
 }
 
+/// The first hashed column (n-grams, then tokens) of a text block.
+pub fn hashed_from(spec: &TextSpec) -> usize {
+    COUNTS.len() + spec.keywords.len()
+}
+
 /// What column `c` of a text block is.
 pub fn part(spec: &TextSpec, c: usize) -> Part {
     let k = spec.keywords.len();
@@ -334,7 +339,12 @@ impl TextReader {
                 if is_last || !piece.is_empty() {
                     token.clear();
                     token.push(if is_last { b'F' } else { b'P' });
-                    token.extend_from_slice(piece);
+                    // A segment with a digit (an id, a date) is known by its shape.
+                    if piece.iter().any(u8::is_ascii_digit) {
+                        token.extend(piece.iter().map(|&b| class(b)));
+                    } else {
+                        token.extend_from_slice(piece);
+                    }
                     each(Token { hashed: token, shown: Shown::Segment(piece) });
                 }
             }
