@@ -4,6 +4,7 @@
     flowtag-train train --dataset unsw_nb15 --model gradient_boosting --name unsw-supervised
     flowtag-train train --dataset unsw_nb15 --model autoencoder --holdout-family Exploits --name ae-heldout
     flowtag-train defaults --out models            # the shipped bundles, reproducibly (seeded)
+    flowtag-train web --out models                 # the web bundles (web-site, web-attacks) and every candidate's MLflow run
     flowtag-train compare --metric roc_auc --metric f1
     flowtag-train evaluate --bundle models/unsw-supervised --dataset unsw_nb15_raw   # on other data
     flowtag-train overlap --bundle models/unsw-supervised   # its errors: flows shaped like the other class
@@ -57,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--alias", default="challenger")
     t.add_argument("--no-mlflow", action="store_true")
 
+    w = sub.add_parser("web", help="train and compare the web models (per-site anomaly, attack classifiers); write web-site and web-attacks")
+    w.add_argument("--out", default="models")
+    w.add_argument("--quick", action="store_true", help="smaller searches and samples (for tests)")
+    w.add_argument("--no-mlflow", action="store_true")
+    w.add_argument("--only", choices=["site", "attacks"], action="append", help="train only this family (repeatable); the others' figures are kept")
+
     d = sub.add_parser("defaults", help="train the shipped default bundles into a folder (seeded, reproducible)")
     d.add_argument("--out", default="models")
     d.add_argument("--no-mlflow", action="store_true")
@@ -94,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--config", default="{}", help="retrain settings as JSON (see flowtag_train.retrain.RetrainConfig)")
 
     bl = sub.add_parser("baseline", help="an unsupervised bundle learned from a network's own records (no labels, no schema file)")
-    bl.add_argument("--format", required=True, choices=sorted(baseline.FORMATS))
+    bl.add_argument("--format", required=True, choices=sorted(baseline.FORMATS) + ["combined", "json_access"],
+                    help="combined and json_access: web access logs, read by `flowtag decode`, for a per-site token-novelty model")
     bl.add_argument("--input", required=True, nargs="+", help="record files (CSV with a header, JSON lines, Zeek logs)")
     bl.add_argument("--out", required=True, help="the bundle folder to write")
     bl.add_argument("--model", default="autoencoder", choices=sorted(models.UNSUPERVISED))
@@ -122,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         r = pipeline.train(cfg)
         print(json.dumps(r.to_dict(), indent=2, default=str))
+    elif a.cmd == "web":
+        from . import web
+
+        web.build(a.out, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow, quick=a.quick, families=tuple(a.only or ("site", "attacks")))
     elif a.cmd == "defaults":
         try:
             defaults.build_all(a.out, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow, only=a.only)
@@ -166,6 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         result = parity_on_file(Path(a.bundle), a.data, a.rows, a.flowtag)
         print(json.dumps(result, indent=2))
         return 0 if result["max_relative_diff"] <= parity.TOLERANCE and result["unscored"] == 0 else 1
+    elif a.cmd == "baseline" and a.format in ("combined", "json_access"):
+        from . import web
+
+        exe = tracking.REPO / "target" / "release" / "flowtag"
+        try:
+            records = web.decode_logs(a.input, a.format, exe)
+            out = web.baseline(records, a.out, a.name or Path(a.out).name, version=a.version, target_fpr=a.target_fpr, holdout=a.holdout, seed=a.seed)
+        except (ValueError, RuntimeError, FileNotFoundError) as e:
+            print(f"flowtag-train baseline: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"bundle": str(out), "requests": len(records)}))
     elif a.cmd == "baseline":
         if a.label and not a.normal:
             print("flowtag-train baseline: --label needs --normal VALUE...", file=sys.stderr)

@@ -92,6 +92,14 @@ pub enum Command {
         /// Input file (default: standard input).
         file: Option<PathBuf>,
     },
+    /// Decode the lines of a file or standard input with a source's decoder; JSON lines to
+    /// standard output (a line that cannot be decoded as `{"message", "decode_error"}`).
+    Decode {
+        #[arg(long, value_parser = parse_format)]
+        format: Decoding,
+        /// Input file (default: standard input).
+        file: Option<PathBuf>,
+    },
     /// Events in and out, errors, discards and buffers per component of a running flowtag,
     /// refreshed (like `vector top`), from its API's /metrics.
     Top {
@@ -226,6 +234,7 @@ pub fn main() -> i32 {
                 }
             }
         }
+        Command::Decode { format, file } => score::decode(format, file.as_deref()),
         Command::Gen { schema, count, rate, format, seed, attack_share } => {
             generate::run(generate::GenArgs { schema, count, rate, format, seed, attack_share })
         }

@@ -154,3 +154,42 @@ fn broken_pipe(e: std::io::Error) -> i32 {
         1
     }
 }
+
+/// `flowtag decode`: each line of `file` (or standard input) through the decoder, as the
+/// sources would make it; exit code 1 when a line could not be decoded.
+pub fn decode(format: Decoding, file: Option<&std::path::Path>) -> i32 {
+    let input: Box<dyn BufRead> = match file {
+        Some(f) => match std::fs::File::open(f) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("flowtag decode: {}: {e}", f.display());
+                return 2;
+            }
+        },
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut decoder = Decoder::new(format);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut record, mut malformed) = (Vec::new(), 0u64);
+    for line in input.split(b'\n') {
+        let Ok(line) = line else { return 2 };
+        record.clear();
+        match decoder.decode(&line, &mut record) {
+            Line::Skipped => continue,
+            Line::Record => {}
+            Line::Malformed(_) => malformed += 1,
+        }
+        record.push(b'\n');
+        if out.write_all(&record).is_err() {
+            return 1;
+        }
+    }
+    if out.flush().is_err() {
+        return 1;
+    }
+    if malformed > 0 {
+        eprintln!("flowtag decode: {malformed} lines could not be decoded");
+        return 1;
+    }
+    0
+}
