@@ -1,5 +1,5 @@
 # The project's entry points. `make demo` and `make test` are the README's first two commands.
-.PHONY: setup build wasm demo test test-rust test-python bench fixtures fmt
+.PHONY: setup build wasm demo demo-web test test-rust test-python bench fixtures fmt
 
 setup:
 	scripts/setup.sh
@@ -13,6 +13,10 @@ wasm:
 
 demo: setup
 	scripts/demo.sh
+
+# The web demo: a site baseline learned from a generated access log, requests through syslog.
+demo-web: setup
+	scripts/demo_web.sh
 
 test: setup
 	scripts/test.sh

@@ -248,6 +248,10 @@ fn targets() -> Vec<Target> {
             5,
             "127.0.0.1 - - [05/Dec/2026:10:41:07 +0000] \"GET /s?q=%27+or+1 HTTP/1.1\" 200 615 \"-\" \"curl/7.88\"\nwww:443 1.2.3.4 - bob [t] \"\\x16\\x03\" 400 - \"a\\\"b\" \"-\"\n",
         ),
+        lines(
+            6,
+            "{\"remote_addr\":\"1.2.3.4\",\"request\":\"GET /a?b=1 HTTP/1.1\",\"status\":\"200\",\"path\":\"/x\",\"uri\":\"/u\",\"args\":\"a=1\"}\n{\"RequestPath\":\"/p\",\"DownstreamStatus\":404,\"x\":[1,{}]}\n",
+        ),
     ];
     vec![
         Target { name: "json", seeds: json_seeds.clone(), tokens: JSON_TOKENS, check: check_json },
@@ -478,9 +482,15 @@ fn is_object(record: &[u8]) -> Result<(), String> {
 
 fn check_decode(input: &[u8]) -> Result<(), String> {
     let Some((&kind, text)) = input.split_first() else { return Ok(()) };
-    let kind =
-        [Decoding::Json, Decoding::Csv, Decoding::Unsw, Decoding::Cicflowmeter, Decoding::Zeek, Decoding::Combined]
-            [usize::from(kind % 6)];
+    let kind = [
+        Decoding::Json,
+        Decoding::Csv,
+        Decoding::Unsw,
+        Decoding::Cicflowmeter,
+        Decoding::Zeek,
+        Decoding::Combined,
+        Decoding::JsonAccess,
+    ][usize::from(kind % 7)];
     let mut decoder = Decoder::new(kind);
     let mut out = Vec::new();
     for line in text.split(|&b| b == b'\n') {

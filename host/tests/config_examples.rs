@@ -164,7 +164,7 @@ fn every_toml_example_in_the_docs_loads() {
 #[test]
 fn the_shipped_config_files_load() {
     let root = repo();
-    for file in ["examples/demo.toml", "daemonset/base/flowtag.toml"] {
+    for file in ["examples/demo.toml", "examples/web.toml", "daemonset/base/flowtag.toml"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         check_block(file, &text);
     }
