@@ -59,7 +59,9 @@ type Record = Vec<(&'static str, String)>;
 pub fn run(args: GenArgs) -> i32 {
     match (args.schema, args.format) {
         (Schema::AccessLog, Format::Csv) | (Schema::Unsw | Schema::Cicflowmeter, Format::Combined) => {
-            eprintln!("flowtag gen: --schema access-log writes --format combined or json; the flow schemas csv or json");
+            eprintln!(
+                "flowtag gen: --schema access-log writes --format combined or json; the flow schemas csv or json"
+            );
             return 2;
         }
         _ => {}
@@ -131,7 +133,20 @@ pub fn write(args: &GenArgs, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// Search words, product ids and agents of the generated shop.
-const WORDS: [&str; 12] = ["shoes", "red dress", "laptop", "coffee", "garden chair", "lamp", "kids", "sale", "phone case", "jeans", "tent", "mug"];
+const WORDS: [&str; 12] = [
+    "shoes",
+    "red dress",
+    "laptop",
+    "coffee",
+    "garden chair",
+    "lamp",
+    "kids",
+    "sale",
+    "phone case",
+    "jeans",
+    "tent",
+    "mug",
+];
 const AGENTS: [&str; 6] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
@@ -171,8 +186,20 @@ fn access_log(rng: &mut StdRng, i: u64, attack: bool) -> Record {
             40..=54 => ("GET", format!("/search?q={word}&page={}", rng.gen_range(1..5)), 200),
             55..=64 => ("POST", format!("/cart/add?item={item}&qty={}", rng.gen_range(1..4)), 302),
             65..=69 => ("POST", "/login".to_string(), if rng.gen_bool(0.2) { 401 } else { 302 }),
-            70..=89 => ("GET", ["/static/css/site.css", "/static/js/app.js", "/static/img/logo.png"][rng.gen_range(0..3)].to_string(), 200),
-            _ => ("GET", format!("/api/v1/items?limit={}&offset={}", [10, 20, 50][rng.gen_range(0..3)], rng.gen_range(0..20) * 10), 200),
+            70..=89 => (
+                "GET",
+                ["/static/css/site.css", "/static/js/app.js", "/static/img/logo.png"][rng.gen_range(0..3)].to_string(),
+                200,
+            ),
+            _ => (
+                "GET",
+                format!(
+                    "/api/v1/items?limit={}&offset={}",
+                    [10, 20, 50][rng.gen_range(0..3)],
+                    rng.gen_range(0..20) * 10
+                ),
+                200,
+            ),
         };
         ("-", method, target, status)
     };
@@ -181,7 +208,11 @@ fn access_log(rng: &mut StdRng, i: u64, attack: bool) -> Record {
     let client = format!("10.{}.{}.{}", rng.gen_range(0..4), rng.gen_range(0..32), rng.gen_range(1..255));
     let bytes = if status == 200 { around(rng, 5200.0, 0.9).round() as u64 } else { rng.gen_range(0..400) };
     let referrer = if rng.gen_bool(0.4) { "https://shop.example/".to_string() } else { "-".to_string() };
-    let agent = if attack && rng.gen_bool(0.5) { "sqlmap/1.7.11#stable (https://sqlmap.org)" } else { AGENTS[rng.gen_range(0..AGENTS.len())] };
+    let agent = if attack && rng.gen_bool(0.5) {
+        "sqlmap/1.7.11#stable (https://sqlmap.org)"
+    } else {
+        AGENTS[rng.gen_range(0..AGENTS.len())]
+    };
     let (path, query) = target.split_once('?').map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
     let mut rec: Record = vec![
         ("client_address", client),
