@@ -115,7 +115,7 @@ def test_every_real_request_featurizes_the_same(datasets, flowtag, tmp_path):
     bundle = probe_bundle(tmp_path, spec, "probe-text")
     data = web.load()
     rows = data.train_normal + data.valid + data.test
-    lines = [json.dumps(web.record(r, "full")) for r in rows] + [json.dumps(web.params_record(r)) for r in data.params_train + data.params_test]
+    lines = [json.dumps(web.record(r, "full")) for r in rows] + [json.dumps(web.params_record(r)) for r in data.params_train + data.params_valid + data.params_test]
     total = 0
     for start in range(0, len(lines), 20000):
         chunk = lines[start:start + 20000]
