@@ -370,11 +370,6 @@ impl Featurizer {
         Ok(())
     }
 
-    /// Whether feature `i` is a text feature.
-    pub fn is_text(&self, i: usize) -> bool {
-        matches!(self.features[i].reader, Reader::Text(_))
-    }
-
     /// For a reason: what column `c` of text feature `i`'s block shows in `record` (see
     /// [`TextReader::explain`]).
     pub fn explain(

@@ -252,16 +252,11 @@ impl TextReader {
         width(&self.spec)
     }
 
-    pub fn part(&self, c: usize) -> Part {
-        part(&self.spec, c)
-    }
-
     /// Write the block of `value` into `out` (`width()` columns).
     pub fn write(&mut self, value: &[u8], out: &mut [f32]) {
         debug_assert_eq!(out.len(), self.width());
         out.fill(0.0);
-        let k = self.spec.keywords.len();
-        let ngram_base = COUNTS.len() + k;
+        let ngram_base = hashed_from(&self.spec);
         let token_base = ngram_base + self.spec.ngrams.map_or(0, |h| h.buckets);
         let tokens = self.spec.tokens;
         let mut counts = [0u32; 9];
@@ -408,8 +403,8 @@ impl TextReader {
     /// or matched keyword behind it, at most `MAX_SHOWN` bytes (lossy UTF-8). `unusual(c)` says
     /// which other n-gram columns deviate, so a run of unusual n-grams is shown whole.
     pub fn explain(&mut self, value: &[u8], c: usize, unusual: impl Fn(usize) -> bool) -> Option<String> {
-        let part = self.part(c);
-        let ngram_base = COUNTS.len() + self.spec.keywords.len();
+        let part = part(&self.spec, c);
+        let ngram_base = hashed_from(&self.spec);
         match part {
             Part::Count(_) => {
                 self.tokens(value, |_| {});

@@ -168,10 +168,6 @@ impl Framer {
         self.pending.extend_from_slice(data);
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// The next whole frame, if the bytes so far hold one. `end` says the stream ended: what is
     /// left is the last message.
     pub fn next(&mut self, max: usize, end: bool) -> Option<Frame> {
