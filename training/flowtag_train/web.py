@@ -192,22 +192,20 @@ def _node(op, inputs, outputs, **attrs):
     return helper.make_node(op, inputs, outputs, **attrs)
 
 
-def novelty_weights(spec: FeatureSpec, X_normal: np.ndarray) -> np.ndarray:
-    """1 for every token bucket (and unknown method) normal traffic never set, else 0: the score
-    counts (log1p) what a site has never shown."""
-    w = np.zeros(spec.width, np.float32)
+def novelty_weights(spec: FeatureSpec, X_normal: np.ndarray, min_requests: int = 1) -> np.ndarray:
+    """1 for every token bucket (and unknown method) that fewer than `min_requests` normal
+    requests set, else 0: the score counts (log1p) what a site has never shown."""
+    from flowtag_export.text import COUNTS
+
+    novel = np.zeros(spec.width, bool)
     col = 0
     for f in spec.features:
         if f.type == "text":
-            from flowtag_export.text import COUNTS
-
-            start = col + len(COUNTS) + len(f.text.keywords) + (f.text.ngrams or {}).get("buckets", 0)
-            end = col + f.width
-            w[start:end] = (X_normal[:, start:end].max(axis=0) == 0).astype(np.float32)
+            novel[col + len(COUNTS) + len(f.text.keywords) + (f.text.ngrams or {}).get("buckets", 0):col + f.width] = True
         elif f.type == "categorical":
-            w[col + f.width - 1] = 1.0  # the unknown bucket
+            novel[col + f.width - 1] = True  # the unknown bucket
         col += f.width
-    return w
+    return (novel & ((X_normal > 0).sum(axis=0) < min_requests)).astype(np.float32)
 
 
 def threshold_at(normal_scores: np.ndarray, fpr: float) -> float:
@@ -496,11 +494,9 @@ def baseline(records: list[dict], out: str | Path, name: str, version: str = "1"
     methods = sorted({r["method"] for r in train if r["method"]})
     spec = site_spec("line", methods)
     X = _X(spec, train)
-    w = novelty_weights(spec, X)
     # Buckets set by fewer than `min_requests` training requests count as never seen.
     min_requests = max(2, int(np.ceil(min_share * len(train))))
-    w[(X > 0).sum(axis=0) < min_requests] = 1.0
-    w = _only_token_columns(spec, w)
+    w = novelty_weights(spec, X, min_requests)
     model_bytes, output = linear_model(w, 0.0, spec.width, False, f"token novelty baseline of {name}")
     score = _session_score(model_bytes, output)
     held_scores = score(_X(spec, held))
@@ -514,22 +510,6 @@ def baseline(records: list[dict], out: str | Path, name: str, version: str = "1"
         training={"dataset": "a site's own access log", "rows": len(rows), "min_requests": min_requests, "target_fpr": target_fpr, "seed": seed},
     )
     return bundle_io.write(out, model_bytes, doc)
-
-
-def _only_token_columns(spec: FeatureSpec, w: np.ndarray) -> np.ndarray:
-    """Weights outside the token blocks and the unknown-method bucket set to 0."""
-    from flowtag_export.text import COUNTS
-
-    keep = np.zeros_like(w)
-    col = 0
-    for f in spec.features:
-        if f.type == "text":
-            start = col + len(COUNTS) + len(f.text.keywords) + (f.text.ngrams or {}).get("buckets", 0)
-            keep[start:col + f.width] = 1
-        elif f.type == "categorical":
-            keep[col + f.width - 1] = 1
-        col += f.width
-    return w * keep
 
 
 def report(results: dict) -> str:
