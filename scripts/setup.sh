@@ -26,6 +26,8 @@ fi
 # decoder's.
 APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct fprobe iproute2 nfdump nginx-light apache2)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
+# Java 17 for Spark (pyspark 4 runs on 17 or 21): the preparation and batch-scoring tests.
+command -v java >/dev/null || APT_PACKAGES+=(openjdk-17-jre-headless)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -72,4 +74,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-say "ready: $ROOT/.venv, schema-check/node_modules, Rust targets, Debian packages"
+# --- Python bindings of the plugin ------------------------------------------------------------
+# flowtag_native (bindings/python, pyo3) into .venv, for Spark batch scoring: maturin runs cargo
+# on the workspace's target/, so it rebuilds only what changed since the last build.
+say "building the Python bindings (bindings/python) into .venv"
+VIRTUAL_ENV=$ROOT/.venv PATH="$ROOT/.venv/bin:$PATH" .venv/bin/maturin develop --release --quiet -m bindings/python/Cargo.toml
+
+say "ready: $ROOT/.venv (with flowtag_native), schema-check/node_modules, Rust targets, Debian packages"
