@@ -46,3 +46,16 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (`local[2]`, driver on 127.0.0.1, no web UI) for the tests that
+    need it. Files are cut into splits of 2 MiB, so even the shared datasets' files are read in
+    several parts, each by its own task, and the header priming of a split that starts inside a
+    file is exercised."""
+    from flowtag_train import spark as spark_mod
+
+    session = spark_mod.session("local[2]", app="flowtag-tests", conf={"spark.sql.files.maxPartitionBytes": "2m", "spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()

@@ -11,6 +11,9 @@
     flowtag-train promote --name unsw-supervised --version 3 --alias champion
     flowtag-train retrain --config '{"name": "unsw-supervised", "limit": 20000}'
     flowtag-train baseline --format netflow --input archive.jsonl --out bundles/site-a   # from local records
+    flowtag-train prepare --engine spark --dataset unsw_nb15 --input archive/ --out build/prepared/unsw
+    flowtag-train train --prepared build/prepared/unsw --model gradient_boosting --name unsw-supervised --limit 200000
+    flowtag-train score-batch --bundle models/unsw-supervised --format unsw --input archive/ --out build/scored
 
 The datasets folder is `FLOWTAG_DATASETS` (default `../shared/datasets`); the MLflow tracking URI
 is `--tracking-uri`, `MLFLOW_TRACKING_URI`, or a sqlite store in `.mlflow/`.
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=20261121)
     t.add_argument("--target-fpr", type=float, default=0.01)
     t.add_argument("--holdout-family")
-    t.add_argument("--limit", type=int, help="train on a random sample of this many rows")
+    t.add_argument("--limit", type=int, help="train on a random sample of this many rows (with --prepared: a stratified sample Spark draws)")
+    t.add_argument("--prepared", help="a folder `prepare` wrote: train on its rows and splits instead of the dataset's files")
     t.add_argument("--param", action="append", default=[], help="model parameter as key=JSON (repeatable)")
     t.add_argument("--out", default="build/bundles")
     t.add_argument("--experiment", default="flowtag")
@@ -119,6 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--private-key", default=None, help="Ed25519 private key (PEM) to sign the bundle with")
     bl.add_argument("--param", action="append", default=[], help="model parameter KEY=JSON, e.g. epochs=50")
 
+    pp = sub.add_parser("prepare", help="a dataset's files (or archives) to Parquet with labels, keys and splits, on pandas or Spark")
+    pp.add_argument("--engine", choices=["pandas", "spark"], default="pandas")
+    pp.add_argument("--dataset", required=True, help="the schema (unsw_nb15, cicids2017, zeek_conn, ...) the files follow")
+    pp.add_argument("--input", nargs="+", default=None, help="files, globs or folders (default: the schema's files); Spark also reads s3a://, hdfs://...")
+    pp.add_argument("--out", required=True, help="a new folder for the Parquet output")
+    pp.add_argument("--eval-buckets", type=int, default=16, help="1 in N row groups form the fixed evaluation set")
+    pp.add_argument("--valid", type=float, default=0.2)
+    pp.add_argument("--test", type=float, default=0.2)
+    pp.add_argument("--master", default=None, help="Spark master (default FLOWTAG_SPARK_MASTER, else local[2])")
+
+    sb = sub.add_parser("score-batch", help="tag archived records with a bundle on Spark, byte for byte as `flowtag score` would")
+    sb.add_argument("--engine", choices=["spark"], default="spark")
+    sb.add_argument("--bundle", required=True, help="a bundle folder or .tar")
+    sb.add_argument("--format", required=True, help="as `flowtag score --format`: json, csv, unsw, cicflowmeter, zeek, combined, json_access")
+    sb.add_argument("--input", required=True, nargs="+", help="files, globs or folders (Spark reads local paths, s3a://, hdfs://...)")
+    sb.add_argument("--out", required=True, help="a new folder for the JSON-lines output (Spark part files)")
+    sb.add_argument("--reasons", default="anomalous", choices=["anomalous", "all", "none"])
+    sb.add_argument("--key", default="anomaly", help="the member the tags go under")
+    sb.add_argument("--unordered", action="store_true", help="skip sorting the output into input order (saves a shuffle)")
+    sb.add_argument("--compression", default=None, help="gzip, zstd...: compress the part files")
+    sb.add_argument("--master", default=None, help="Spark master (default FLOWTAG_SPARK_MASTER, else local[2])")
+
     a = p.parse_args(argv)
     if a.cmd == "check-data":
         print(json.dumps(load(a.dataset, files=a.file).summary(), indent=2))
@@ -127,9 +153,37 @@ def main(argv: list[str] | None = None) -> int:
             dataset=a.dataset, model=a.model, name=a.name, version=a.version, files=a.file, use_leaky=not a.no_leaky,
             seed=a.seed, target_fpr=a.target_fpr, holdout_family=a.holdout_family, limit=a.limit, params=params(a.param), out=a.out,
             experiment=a.experiment, register=a.register, alias=a.alias, tracking_uri=a.tracking_uri, log_to_mlflow=not a.no_mlflow,
+            prepared=a.prepared,
         )
         r = pipeline.train(cfg)
         print(json.dumps(r.to_dict(), indent=2, default=str))
+    elif a.cmd == "prepare":
+        from .prepare import Shares, prepare
+
+        shares = Shares(eval_buckets=a.eval_buckets, valid=a.valid, test=a.test)
+        try:
+            print(json.dumps(prepare(engine=a.engine, dataset=a.dataset, inputs=a.input, out=a.out, shares=shares, master=a.master), indent=2))
+        except (ValueError, FileExistsError, FileNotFoundError) as e:
+            print(f"flowtag-train prepare: {e}", file=sys.stderr)
+            return 2
+    elif a.cmd == "score-batch":
+        from . import spark as spark_mod
+
+        try:
+            # The bundle and options are checked before Spark starts.
+            spark_mod.check_bundle(a.bundle, a.format, a.reasons, a.key)
+            if Path(a.out).exists() and any(Path(a.out).iterdir()):
+                raise FileExistsError(f"{a.out} exists and is not empty: score-batch writes a new folder")
+        except (ValueError, FileExistsError) as e:
+            print(f"flowtag-train score-batch: {e}", file=sys.stderr)
+            return 2
+        session = spark_mod.session(a.master, app="flowtag-score-batch")
+        try:
+            done = spark_mod.score_batch(session, bundle=a.bundle, fmt=a.format, inputs=a.input, out=a.out, reasons=a.reasons, key=a.key,
+                                         ordered=not a.unordered, compression=a.compression)
+        finally:
+            session.stop()
+        print(json.dumps(done, indent=2))
     elif a.cmd == "web":
         from . import web
 

@@ -17,6 +17,7 @@ so a node's archive is training data like the dataset it came from.
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import io
@@ -150,86 +151,158 @@ def _looks_like_header(fields: list[str]) -> bool:
     return not any(numeric_or_ip(f) for f in fields)
 
 
-def read_csv(path: Path, schema: Schema) -> pd.DataFrame:
-    text = decode_text(path.read_bytes())
-    first = text.split("\n", 1)[0].rstrip("\r")
-    header = _looks_like_header(first.split(","))
-    if not header and not schema.columns:
-        raise ValueError(f"{path}: no header line, and schema {schema.name!r} lists no columns")
-    frame = pd.read_csv(
-        io.StringIO(text),
+@dataclass
+class CsvLayout:
+    """How a CSV file's lines read: its header line as written (None when the file has none)
+    and the column names."""
+
+    header: str | None
+    columns: list[str]
+
+
+def csv_layout(first_line: str, schema: Schema, where: str = "") -> CsvLayout:
+    """From a file's first non-blank line: header names trimmed (CICIDS2017 writes
+    `" Flow Duration"`), a repeated name given `.1`, `.2`... (CICIDS2017 repeats
+    `Fwd Header Length`), as the host's `csv` decoder does; a file without a header takes the
+    schema's column list."""
+    first = first_line.lstrip("\ufeff").rstrip("\r")
+    fields = next(csv.reader([first]), [])
+    if not _looks_like_header(fields):
+        if not schema.columns:
+            raise ValueError(f"{where}: no header line, and schema {schema.name!r} lists no columns")
+        return CsvLayout(None, list(schema.columns))
+    names = [f.strip() for f in fields]
+    if schema.name.startswith("unsw"):
+        # The published raw header writes `ct_src_ ltm`.
+        names = [re.sub(r"\s+", "", c) for c in names]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}.{k}")
+    return CsvLayout(first, out)
+
+
+def parse_csv_lines(lines: list[str], layout: CsvLayout) -> pd.DataFrame:
+    """Records of CSV lines (any slice of a file, in order), every value a string. Blank lines
+    and lines equal to the header (files concatenated) are skipped, as the host's decoder skips
+    them. Both preparation engines read CSV through this function: pandas a whole file, Spark a
+    split of one."""
+    header = layout.header
+    keep = [ln for ln in lines if ln.strip() and ln.lstrip("\ufeff").rstrip("\r") != header]
+    if not keep:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in layout.columns})
+    return pd.read_csv(
+        io.StringIO("\n".join(keep)),
         dtype=str,
         keep_default_na=False,
         na_filter=False,
-        header=0 if header else None,
-        names=None if header else schema.columns,
+        header=None,
+        names=layout.columns,
+        index_col=False,
         skipinitialspace=False,
         low_memory=False,
     )
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if schema.name.startswith("unsw"):
-        # The published raw header writes `ct_src_ ltm`.
-        frame.columns = [re.sub(r"\s+", "", c) for c in frame.columns]
-    return frame
+
+
+def read_csv(path: Path, schema: Schema) -> pd.DataFrame:
+    lines = decode_text(path.read_bytes()).split("\n")
+    first = next((ln for ln in lines if ln.strip()), "")
+    return parse_csv_lines(lines, csv_layout(first, schema, str(path)))
+
+
+@dataclass
+class ZeekLayout:
+    """A Zeek TSV log's directives so far (`#separator`, `#unset_field`, `#empty_field`, `#fields`)."""
+
+    sep: str = "\t"
+    unset: str = "-"
+    empty: str = "(empty)"
+    fields: list[str] | None = None
+
+    def directive(self, line: str) -> None:
+        s = line.lstrip()
+        name, _, value = s[1:].partition(" " if s.startswith("#separator") else self.sep)
+        value = value.rstrip("\r")
+        if name == "separator":
+            self.sep = bytes(value.strip(), "ascii").decode("unicode_escape")
+        elif name == "unset_field":
+            self.unset = value
+        elif name == "empty_field":
+            self.empty = value
+        elif name == "fields":
+            self.fields = value.split(self.sep)
+
+
+def is_zeek_json(lines: list[str]) -> bool:
+    first = next((ln for ln in lines if ln.strip()), "")
+    return first.lstrip("\ufeff").lstrip().startswith("{")
+
+
+def parse_zeek_lines(lines: list[str], layout: ZeekLayout, where: str = "") -> pd.DataFrame:
+    """Records of Zeek TSV lines (any slice of a log, `layout` primed with the directives
+    before it). An unset field is None, as the plugin sees it; `(empty)` is an empty string."""
+    rows = []
+    for ln in lines:
+        if not ln.strip():
+            continue
+        if ln.lstrip("\ufeff").lstrip().startswith("#"):
+            layout.directive(ln.lstrip("\ufeff"))
+            continue
+        if layout.fields is None:
+            raise ValueError(f"{where}: a data line before the #fields line")
+        values = ln.rstrip("\r").split(layout.sep)
+        rows.append([None if v == layout.unset else "" if v == layout.empty else v for v in values])
+    if layout.fields is None:
+        return pd.DataFrame()
+    return pd.DataFrame(rows, columns=layout.fields, dtype=object)
 
 
 def read_zeek(path: Path) -> pd.DataFrame:
     """A Zeek log, TSV with `#fields` or JSON lines. An unset field (`-` in TSV, absent in JSON)
     is None, as the plugin sees it (absent: the feature's fill); `(empty)` is an empty string."""
-    text = decode_text(path.read_bytes())
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if lines and lines[0].lstrip().startswith("{"):
-        rows = [{k: None if v is None else _zeek_json_text(v) for k, v in json.loads(ln).items()} for ln in lines]
-        return pd.DataFrame(rows, dtype=object).replace({np.nan: None})
-    sep, unset, empty, fields = "\t", "-", "(empty)", None
-    rows = []
-    for ln in lines:
-        s = ln.lstrip()
-        if s.startswith("#"):
-            name, _, value = s[1:].partition(" " if s.startswith("#separator") else sep)
-            if name == "separator":
-                sep = bytes(value.strip(), "ascii").decode("unicode_escape")
-            elif name == "unset_field":
-                unset = value
-            elif name == "empty_field":
-                empty = value
-            elif name == "fields":
-                fields = value.split(sep)
-            continue
-        if fields is None:
-            raise ValueError(f"{path}: a data line before the #fields line")
-        values = ln.split(sep)
-        rows.append([None if v == unset else "" if v == empty else v for v in values])
-    return pd.DataFrame(rows, columns=fields, dtype=object)
+    lines = decode_text(path.read_bytes()).split("\n")
+    if is_zeek_json(lines):
+        return parse_json_lines(lines, str(path), nested="text")
+    return parse_zeek_lines(lines, ZeekLayout(), str(path))
 
 
 #: What `read_json_lines` puts in place of a nested value (an object or array) when asked to mark them.
 NESTED = object()
 
 
-def read_json_lines(path: Path, mark_nested: bool = False) -> pd.DataFrame:
-    """JSON lines (what flowtag's file sink archives): scalars as the text a CSV would hold, an
-    absent member as None. Nested values (the tags of a tagged archive) are left out, or kept as
-    `NESTED` with `mark_nested`."""
+def parse_json_lines(lines: list[str], where: str = "", first: int = 1, nested: str = "drop") -> pd.DataFrame:
+    """Records of JSON lines (what flowtag's file sink archives; any slice of a file, `first`
+    the number of its first line): scalars as the text a CSV would hold, an absent member as
+    None. Nested values (the tags of a tagged archive) are left out (`nested="drop"`), kept as
+    `NESTED` (`"mark"`), or written as text, a list joined by commas (`"text"`, Zeek's JSON)."""
     rows = []
-    for n, line in enumerate(decode_text(path.read_bytes()).splitlines(), 1):
+    for n, line in enumerate(lines, first):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+            raise ValueError(f"{where}:{n}: not JSON ({e})") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{n}: not a JSON object")
+            raise ValueError(f"{where}:{n}: not a JSON object")
         row = {}
         for k, v in obj.items():
-            if isinstance(v, (dict, list)):
-                if mark_nested:
-                    row[k] = NESTED
-            else:
-                row[k] = None if v is None else _zeek_json_text(v)
+            if v is None:
+                row[k] = None
+            elif not isinstance(v, (dict, list)) or nested == "text":
+                row[k] = _zeek_json_text(v)
+            elif nested == "mark":
+                row[k] = NESTED
         rows.append(row)
-    return pd.DataFrame(rows, dtype=object)
+    frame = pd.DataFrame(rows, dtype=object)
+    return frame.replace({np.nan: None}) if nested == "text" else frame
+
+
+def read_json_lines(path: Path, mark_nested: bool = False) -> pd.DataFrame:
+    """JSON lines (what flowtag's file sink archives): see `parse_json_lines`."""
+    return parse_json_lines(decode_text(path.read_bytes()).split("\n"), str(path), nested="mark" if mark_nested else "drop")
 
 
 def is_json_lines(path: Path, schema: Schema) -> bool:
@@ -265,8 +338,28 @@ def resolve_files(schema: Schema, files: list[str] | None = None, root: Path | N
             matches = sorted(glob.glob(str(root / p)))
         if not matches:
             raise FileNotFoundError(f"no file matches {pattern!r} under {root} (set FLOWTAG_DATASETS to the datasets folder)")
-        out += [Path(m) for m in matches]
+        for m in map(Path, matches):
+            # A folder (an archive partitioned by day and node) stands for the files under it.
+            out += sorted(f for f in m.rglob("*") if f.is_file() and not f.name.startswith((".", "_"))) if m.is_dir() else [m]
     return out
+
+
+def labels(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(y, family) of a frame's rows: 1 for an attack (a label not among the schema's normal
+    values, after trimming), 0 for normal; the attack family in one spelling, `Normal` for normal
+    rows and `Unknown` for an attack without one. Both preparation engines label through this."""
+    y = family = None
+    if schema.label:
+        col = schema.label["column"]
+        if col not in frame.columns:
+            raise ValueError(f"schema {schema.name}: label column {col!r} is not in the data (columns: {list(frame.columns)[:8]}...)")
+        normal = {str(v) for v in schema.label["normal"]}
+        y = (~frame[col].str.strip().isin(normal)).to_numpy(dtype=np.int64)
+    if schema.family and schema.family in frame.columns:
+        family = frame[schema.family].map(lambda v: "" if v is None else normalize_family(v)).to_numpy(dtype=object)
+        if y is not None:
+            family = np.where(y == 0, "Normal", np.where(family == "", "Unknown", family))
+    return y, family
 
 
 def load(schema: Schema | str, files: list[str] | None = None, root: Path | None = None, limit: int | None = None, seed: int = 0) -> Dataset:
@@ -294,16 +387,6 @@ def load(schema: Schema | str, files: list[str] | None = None, root: Path | None
         info.append({"path": str(path), "rows": len(frame), "sha256": _sha256(path)})
     common = [c for c in frames[0].columns if all(c in f.columns for f in frames)]
     frame = pd.concat([f[common] for f in frames], ignore_index=True)
-    y = family = None
-    if schema.label:
-        col = schema.label["column"]
-        if col not in frame.columns:
-            raise ValueError(f"schema {schema.name}: label column {col!r} is not in the data (columns: {list(frame.columns)[:8]}...)")
-        normal = {str(v) for v in schema.label["normal"]}
-        y = (~frame[col].str.strip().isin(normal)).to_numpy(dtype=np.int64)
-    if schema.family and schema.family in frame.columns:
-        family = frame[schema.family].map(normalize_family).to_numpy(dtype=object)
-        if y is not None:
-            family = np.where(y == 0, "Normal", np.where(family == "", "Unknown", family))
+    y, family = labels(frame, schema)
     ds = Dataset(schema=schema, frame=frame, y=y, family=family, files=info)
     return ds.sample(limit, seed) if limit is not None else ds

@@ -46,12 +46,17 @@ class TrainConfig:
     """Leave the fixed evaluation set (1/`reserve` of the rows, see `splits.evaluation_rows`) out
     of training, validation and test: the retraining gate judges models on it."""
     params: dict = field(default_factory=dict)
+    prepared: str | None = None
+    """A folder `flowtag-train prepare` wrote: its rows and splits instead of the dataset's files
+    (the fixed evaluation rows left out; `limit` draws a stratified sample with Spark)."""
     out: str = "build/bundles"
     experiment: str = "flowtag"
     register: bool = False
     alias: str | None = "challenger"
     tracking_uri: str | None = None
     log_to_mlflow: bool = True
+    sampling: dict | None = None
+    """Set by `prepare` for a prepared folder: what training read, and the sample Spark drew."""
 
 
 @dataclass
@@ -92,11 +97,18 @@ def check_parity(trained: models.Trained, X: np.ndarray, onnx: np.ndarray) -> No
 
 
 def prepare(cfg: TrainConfig) -> tuple[Dataset, splits.Split, FeatureSpec]:
-    ds = load(cfg.dataset, files=cfg.files, limit=cfg.limit, seed=cfg.seed)
-    if cfg.reserve:
-        ds = ds.without(splits.evaluation_rows(ds, evaluation_columns(ds), cfg.reserve))
-    numeric, categorical = features.feature_columns(ds, use_leaky=cfg.use_leaky, only=cfg.only)
-    sp = splits.split(ds, numeric + categorical, seed=cfg.seed, holdout_family=cfg.holdout_family)
+    if cfg.prepared:
+        from .prepare import load_prepared
+
+        got = load_prepared(cfg.prepared, limit=cfg.limit, seed=cfg.seed, holdout_family=cfg.holdout_family)
+        ds, sp = got.dataset, got.split
+        cfg.sampling = got.sampling
+    else:
+        ds = load(cfg.dataset, files=cfg.files, limit=cfg.limit, seed=cfg.seed)
+        if cfg.reserve:
+            ds = ds.without(splits.evaluation_rows(ds, evaluation_columns(ds), cfg.reserve))
+        numeric, categorical = features.feature_columns(ds, use_leaky=cfg.use_leaky, only=cfg.only)
+        sp = splits.split(ds, numeric + categorical, seed=cfg.seed, holdout_family=cfg.holdout_family)
     spec = features.fit_spec(ds, sp.train, use_leaky=cfg.use_leaky, only=cfg.only, extra_aliases=cfg.extra_aliases, optional=set(cfg.optional))
     return ds, sp, spec
 
@@ -138,7 +150,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     training = {
         "dataset": ds.schema.name,
-        "files": [{"path": Path(f["path"]).name, "rows": f["rows"], "sha256": f["sha256"]} for f in ds.files],
+        "files": [{"path": Path(f["path"]).name, "rows": f["rows"], "sha256": f.get("sha256")} for f in ds.files],
         "rows": {k: int(v) for k, v in sp.sizes().items()},
         "model": cfg.model,
         "params": trained.params,
@@ -170,7 +182,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_id = version = None
     if cfg.log_to_mlflow:
         params = {"dataset": ds.schema.name, "model": cfg.model, "use_leaky": cfg.use_leaky, "seed": cfg.seed, "target_fpr": cfg.target_fpr,
-                  "holdout_family": cfg.holdout_family, "limit": cfg.limit, "features": len(spec.features), **{f"model.{k}": v for k, v in trained.params.items()}}
+                  "holdout_family": cfg.holdout_family, "limit": cfg.limit, "features": len(spec.features),
+                  **{f"data.{k}": v for k, v in (cfg.sampling or {}).items()}, **{f"model.{k}": v for k, v in trained.params.items()}}
         run_id = tracking.log_run(
             experiment=cfg.experiment, run_name=cfg.name, params=params, metrics={k: v for k, v in m.items()}, bundle_dir=out,
             artifacts=[report_path, *plot_paths], tags={"flowtag.bundle": cfg.name, "flowtag.kind": trained.kind}, uri=cfg.tracking_uri,

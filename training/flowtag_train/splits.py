@@ -49,11 +49,33 @@ def evaluation_rows(ds: Dataset, columns: list[str], buckets: int) -> np.ndarray
     rows out of the candidate's training, validation and test splits and judges candidate and
     champion on them.
     """
+    return np.flatnonzero(evaluation_mask(groups(ds, columns), buckets))
+
+
+def evaluation_mask(keys: np.ndarray, buckets: int) -> np.ndarray:
+    """Which group keys fall in the fixed evaluation set (see `evaluation_rows`)."""
     if buckets < 2:
         raise ValueError(f"eval_buckets must be at least 2, got {buckets}")
-    keys = groups(ds, columns).astype(np.uint64)
-    mixed = (keys ^ np.uint64(EVALUATION_SALT)) * np.uint64(0x9E3779B97F4A7C15)
-    return np.flatnonzero((mixed >> np.uint64(33)) % np.uint64(buckets) == 0)
+    mixed = (keys.astype(np.uint64) ^ np.uint64(EVALUATION_SALT)) * np.uint64(0x9E3779B97F4A7C15)
+    return (mixed >> np.uint64(33)) % np.uint64(buckets) == 0
+
+
+#: Salt of `content_split`'s draw, independent of the evaluation set's.
+SPLIT_SALT = 0x73706C697473
+
+
+def content_split(keys: np.ndarray, *, eval_buckets: int, valid: float, test: float) -> np.ndarray:
+    """`eval`, `test`, `valid` or `train` per row, from its group key alone: identical rows land
+    in one split, a row keeps its split however the data is cut into files, chunks or Spark
+    partitions, and each class gets the shares in expectation (the draw is uniform whatever
+    the label). `eval` is the fixed evaluation set of `evaluation_rows`; the rest is drawn from
+    a second mix of the key."""
+    keys = keys.astype(np.uint64)
+    mixed = (keys ^ np.uint64(SPLIT_SALT)) * np.uint64(0x9E3779B97F4A7C15)
+    u = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    out = np.where(u < test, "test", np.where(u < test + valid, "valid", "train")).astype(object)
+    out[evaluation_mask(keys, eval_buckets)] = "eval"
+    return out
 
 
 def split(ds: Dataset, columns: list[str], *, seed: int, valid: float = 0.2, test: float = 0.2, holdout_family: str | None = None) -> Split:

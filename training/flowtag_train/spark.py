@@ -1,0 +1,250 @@
+"""Spark for the central side: the session flowtag's jobs run in, and batch scoring of archives.
+
+Batch scoring (`flowtag-train score-batch --engine spark`) tags historical records with a bundle
+as the edge would: each Spark task drives the plugin itself through its Python bindings
+(`flowtag_native`, built from `bindings/python` by `scripts/setup.sh`), the decoder, featurizer,
+model and tagger `flowtag score` runs, so a record scored here gets the bytes a node writes.
+
+How the work spreads: Spark reads the inputs (local files, HDFS, S3, any Hadoop file system;
+`.gz` archives whole, plain files in splits of `spark.sql.files.maxPartitionBytes`, 128 MiB by
+default); each split is one task, run in `mapInPandas` by a Python worker that loads the bundle
+once (it is shipped to the executors with `SparkContext.addFile`). A split that starts inside a
+file is primed with the file's header lines (a CSV header, Zeek's `#` lines), read once by the
+driver, so it decodes as the whole file would. Nothing moves between executors unless the output
+is asked for in input order (the default), which sorts the tagged lines by file and position: one
+shuffle of the output. `--unordered` skips it.
+
+The master is a setting: `--master`, else `FLOWTAG_SPARK_MASTER`, else `local[2]`; on a cluster
+the driver and executors need this package and `flowtag_native` installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+#: Formats whose decoder keeps state from the start of a file (a header line, `#` directives).
+HEADER_FORMATS = {"csv", "unsw", "cicflowmeter", "zeek"}
+#: Bytes read from the start of a file for its header lines.
+PREAMBLE_BYTES = 1 << 20
+#: Compressed inputs Spark reads whole (never split), so they need no preamble.
+WHOLE_SUFFIXES = (".gz", ".zst", ".lz4", ".snappy", ".deflate", ".xz")
+
+
+def master(value: str | None = None) -> str:
+    return value or os.environ.get("FLOWTAG_SPARK_MASTER") or "local[2]"
+
+
+def session(master_url: str | None = None, app: str = "flowtag", conf: dict | None = None):
+    """A Spark session. Local masters bind the driver to 127.0.0.1 and run no web UI; workers
+    run this Python (the virtual environment with flowtag's packages)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    url = master(master_url)
+    b = SparkSession.builder.master(url).appName(app)
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if url.startswith("local"):
+        settings |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false"}
+    settings |= conf or {}
+    for k, v in settings.items():
+        b = b.config(k, v)
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("FLOWTAG_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def preamble(head: bytes, fmt: str) -> list[bytes]:
+    """The header lines a stream that starts inside a file is primed with: for CSV formats the
+    first non-blank line (a header, or the first record of a header-less file, which sets the
+    decoder's column list), for Zeek the leading `#` lines."""
+    if fmt not in HEADER_FORMATS:
+        return []
+    lines = head.split(b"\n")
+    if len(head) >= PREAMBLE_BYTES:
+        lines = lines[:-1]  # the last one may be cut
+    out: list[bytes] = []
+    for line in lines:
+        bare = line.strip()
+        if not bare or bare == b"\xef\xbb\xbf":
+            continue
+        if fmt == "zeek":
+            if not bare.lstrip(b"\xef\xbb\xbf").startswith(b"#"):
+                break
+            out.append(line)
+        else:
+            return [line]
+    return out
+
+
+def file_key(uri: str) -> str:
+    """One spelling for a file Spark names two ways (`file:/a` from `inputFiles`, `file:///a`
+    from `input_file_name`)."""
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(uri)
+    return f"{u.scheme or 'file'}://{u.netloc}{unquote(u.path)}"
+
+
+def _read_head(spark, uri: str, limit: int) -> bytes:
+    """The first `limit` bytes of a file, through Spark's Hadoop file systems (works for any
+    scheme Spark reads)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    stream = fs.open(path)
+    try:
+        return bytes(stream.readNBytes(limit))
+    finally:
+        stream.close()
+
+
+def _ship(spark, bundle: Path) -> str:
+    """Send the bundle to the executors under a name made of its content hash (Spark refuses
+    to replace a file it has shipped, so a bundle changed at the same path gets a new name);
+    returns the name `SparkFiles.get` finds it by."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    h = hashlib.sha256()
+    files = sorted(p for p in bundle.rglob("*") if p.is_file()) if bundle.is_dir() else [bundle]
+    for f in files:
+        h.update(str(f.relative_to(bundle) if bundle.is_dir() else f.name).encode() + b"\0" + f.read_bytes())
+    name = f"{bundle.stem}-{h.hexdigest()[:16]}{'' if bundle.is_dir() else bundle.suffix}"
+    if (spark.sparkContext.applicationId, name) in _SHIPPED:
+        return name
+    staged = Path(tempfile.mkdtemp(prefix="flowtag-bundle-")) / name
+    if bundle.is_dir():
+        shutil.copytree(bundle, staged)
+    else:
+        shutil.copyfile(bundle, staged)
+    spark.sparkContext.addFile(str(staged), recursive=bundle.is_dir())
+    _SHIPPED.add((spark.sparkContext.applicationId, name))
+    return name
+
+
+_SHIPPED: set = set()
+
+
+def check_bundle(bundle: str | Path, fmt: str, reasons: str = "anomalous", key: str = "anomaly", batch: int = 256) -> str:
+    """Load the bundle on the driver as the tasks will (canaries checked): a bad bundle, format
+    or option fails here, in the plugin's words, before any task starts. Returns the model id."""
+    from flowtag_native import Scorer
+
+    return Scorer(str(bundle), format=fmt, reasons=reasons, key=key, batch=batch).model_id
+
+
+_SCORERS: dict = {}
+
+
+def _scorer(bundle: str, options: tuple):
+    """One loaded bundle per Python worker (workers are reused between tasks)."""
+    from flowtag_native import Scorer
+
+    key = (bundle, options)
+    if key not in _SCORERS:
+        fmt, reasons, tag_key, batch = options
+        _SCORERS[key] = Scorer(bundle, format=fmt, reasons=reasons, key=tag_key, batch=batch)
+    return _SCORERS[key]
+
+
+def _tag_partitions(bundle_name: str, options: tuple, preambles: dict):
+    """The `mapInPandas` function: each contiguous run of lines from one file split is one
+    decoder stream; out come the tagged lines with the split and their position in it."""
+
+    def run(batches):
+        import numpy as np
+        import pandas as pd
+        from pyspark import SparkFiles
+
+        scorer = _scorer(SparkFiles.get(bundle_name), options)
+        current = None
+        seq = 0
+        for pdf in batches:
+            files = pdf["file"].to_numpy()
+            blocks = pdf["block"].to_numpy()
+            values = pdf["value"].tolist()
+            # Run boundaries: where the file or the split changes.
+            change = np.flatnonzero((files[1:] != files[:-1]) | (blocks[1:] != blocks[:-1])) + 1
+            starts = [0, *change.tolist()]
+            ends = [*change.tolist(), len(values)]
+            out_file, out_block, out_seq, out_line = [], [], [], []
+            for s, e in zip(starts, ends):
+                key = (files[s], int(blocks[s]))
+                if key != current:
+                    scorer.new_stream(preambles.get(file_key(files[s]), []) if key[1] > 0 else [])
+                    current, seq = key, 0
+                lines = scorer.score(values[s:e]).split(b"\n")[:-1]
+                n = len(lines)
+                out_file += [files[s]] * n
+                out_block += [key[1]] * n
+                out_seq.extend(range(seq, seq + n))
+                out_line += lines
+                seq += n
+            for f in scorer.take_failures():
+                print(f"flowtag score-batch: a batch could not be scored: {f}", file=sys.stderr)
+            yield pd.DataFrame({"file": out_file, "block": np.asarray(out_block, dtype=np.int64), "seq": np.asarray(out_seq, dtype=np.int64), "line": out_line})
+
+    return run
+
+
+def score_batch(
+    spark,
+    *,
+    bundle: str | Path,
+    fmt: str,
+    inputs: list[str],
+    out: str,
+    reasons: str = "anomalous",
+    key: str = "anomaly",
+    batch: int = 256,
+    ordered: bool = True,
+    compression: str | None = None,
+) -> dict:
+    """Tag every record of `inputs` with `bundle`; JSON lines into the folder `out` (Spark's
+    part files; in input order when `ordered`, files by name). Returns figures of the run."""
+    from pyspark.sql import functions as F
+
+    bundle = Path(bundle).resolve()
+    model_id = check_bundle(bundle, fmt, reasons, key, batch)
+    options = (fmt, reasons, key, batch)
+    shipped = _ship(spark, bundle)
+    started = time.perf_counter()
+    # `lineSep` "\n" as `flowtag score` splits (the decoder drops a trailing "\r"); the value as
+    # raw bytes, not decoded text (CICIDS2017 writes Windows-1252).
+    df = spark.read.option("lineSep", "\n").option("recursiveFileLookup", "true").text(list(inputs))
+    files = sorted(df.inputFiles())
+    preambles = {}
+    if fmt in HEADER_FORMATS:
+        for f in files:
+            if not f.lower().endswith(WHOLE_SUFFIXES):
+                preambles[file_key(f)] = preamble(_read_head(spark, f, PREAMBLE_BYTES), fmt)
+    rows = df.select(
+        F.input_file_name().alias("file"),
+        F.input_file_block_start().alias("block"),
+        F.col("value").cast("binary").alias("value"),
+    )
+    schema = "file string, block long, seq long, line binary"
+    tagged = rows.mapInPandas(_tag_partitions(shipped, options, preambles), schema=schema)
+    if ordered:
+        tagged = tagged.orderBy("file", "block", "seq")
+    writer = tagged.select(F.col("line").cast("string").alias("value")).write.mode("errorifexists")
+    if compression:
+        writer = writer.option("compression", compression)
+    writer.text(str(out))
+    seconds = time.perf_counter() - started
+    written = spark.read.option("lineSep", "\n").text(str(out)).count()
+    return {"model": model_id, "files": len(files), "records": written, "seconds": round(seconds, 3), "out": str(out)}
+
+
+def part_files(out: str | Path) -> list[Path]:
+    """The part files of an output folder, in order."""
+    return sorted(p for p in Path(out).iterdir() if p.name.startswith("part-") and not p.name.endswith(".crc"))
