@@ -24,7 +24,8 @@ fi
 # the test makes with iproute2's `ip netns`) and nfdump (nfcapd, a reference collector) for the
 # netflow source's tests; nginx-light and apache2 write real access logs for the `combined`
 # decoder's.
-APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct fprobe iproute2 nfdump nginx-light apache2)
+# postgresql: the server MLflow's and Airflow's metadata live in for the tests that start one.
+APT_PACKAGES=(prometheus prometheus-alertmanager softflowd pmacct fprobe iproute2 nfdump nginx-light apache2 postgresql)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 # Java 17 for Spark (pyspark 4 runs on 17 or 21): the preparation and batch-scoring tests.
 command -v java >/dev/null || APT_PACKAGES+=(openjdk-17-jre-headless)
@@ -49,6 +50,7 @@ if ((${#missing[@]})); then
     $SUDO pkill -f 'pmacctd|nfacctd|sfacctd|uacctd' 2>/dev/null || true
     $SUDO pkill -x nginx 2>/dev/null || true
     $SUDO pkill -x apache2 2>/dev/null || true
+    $SUDO pkill -x postgres 2>/dev/null || true
 fi
 
 # --- Python ----------------------------------------------------------------------------------

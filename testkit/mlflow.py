@@ -1,5 +1,5 @@
-"""A real MLflow tracking server for tests: the pinned mlflow on 127.0.0.1, a sqlite store and
-proxied artifacts in a temporary folder."""
+"""A real MLflow tracking server for tests: the pinned mlflow on 127.0.0.1, a sqlite store (or a
+PostgreSQL database, `testkit.postgres`) and proxied artifacts in a temporary folder."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from testkit.flowtag import free_port, http_ok, wait_until
 
 
 @contextlib.contextmanager
-def mlflow_server(tmp: Path) -> Iterator[str]:
-    """Start a server whose store lives in `tmp`; yield its URI; stop it."""
+def mlflow_server(tmp: Path, backend: str | None = None) -> Iterator[str]:
+    """Start a server whose store lives in `tmp` (or in the `backend` database URI); yield its
+    URI; stop it."""
     port = free_port()
     log = open(tmp / "mlflow.log", "wb")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts")],
+         "--backend-store-uri", backend or f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:

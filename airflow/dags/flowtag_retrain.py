@@ -1,7 +1,15 @@
 """flowtag_retrain: retrain a flow model, promote it only if it beats the champion, publish it.
 
-    check_data -> candidate_models -> train_candidate (mapped, one per model kind) -> pick
-        -> evaluate -> gate -> publish
+    choose_preparation -> [prepare (Spark job)] -> check_data -> candidate_models
+        -> train_candidate (mapped, one per model kind) -> pick -> evaluate -> gate -> publish
+
+With `prepare_engine` "spark" (the default) the data is first prepared by a Spark job that
+`prepare` submits through the Apache Spark provider's SparkSubmitOperator
+(`flowtag_train/spark_prepare_job.py`); every later step reads the prepared Parquet. The Spark
+master is the Airflow connection FLOWTAG_SPARK_CONN_ID (default `flowtag_spark`; e.g.
+AIRFLOW_CONN_FLOWTAG_SPARK='{"conn_type": "spark", "host": "local[*]"}', or a `k8s://` or
+`spark://` master), extra Spark settings come from FLOWTAG_SPARK_CONF (JSON). "pandas" prepares
+inside check_data; null reads the files directly.
 
 Every task calls a function of `flowtag_train.retrain` (training/); this file holds only the
 wiring, the schedule and the failure handling. Settings are DAG params (trigger with a JSON conf
@@ -14,6 +22,8 @@ to override any); deployment-wide defaults come from the environment of the Airf
     FLOWTAG_RETRAIN_WORK     scratch folder for candidate bundles (default /tmp/flowtag-retrain)
     FLOWTAG_SLACK_WEBHOOK    where failures and missed deadlines are reported (else only logged)
     FLOWTAG_RETRAIN_DEADLINE_HOURS  deadline alert after the run was queued (default 4; 0: none)
+    FLOWTAG_SPARK_CONN_ID    the Spark connection the preparation job is submitted to
+    FLOWTAG_SPARK_CONF       extra Spark settings for it, as JSON
 
 Bad data or bad settings fail the run at once (no retries); anything else is retried twice with
 exponential back-off; a task that runs over 2 hours is failed, and so is a run over 8 hours
@@ -28,8 +38,14 @@ with FLOWTAG_RETRAIN_DEADLINE_HOURS=0 for that reason only, and check it separat
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
+
+import flowtag_train
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.callback import SyncCallback
@@ -79,7 +95,11 @@ PARAMS = {
     "private_key": Param(_env("FLOWTAG_SIGNING_KEY"), type=["null", "string"]),
     "publish_dir": Param(_env("FLOWTAG_PUBLISH_DIR"), type=["null", "string"]),
     "work_dir": Param(_env("FLOWTAG_RETRAIN_WORK") or "/tmp/flowtag-retrain", type="string"),
+    "prepare_engine": Param("spark", type=["null", "string"], enum=[None, "spark", "pandas"],
+                            description="prepare the data first: spark (a submitted job), pandas (in check_data), or null (read the files)"),
 }
+SPARK_CONN_ID = os.environ.get("FLOWTAG_SPARK_CONN_ID", "flowtag_spark")
+SPARK_JOB = str(Path(flowtag_train.__file__).parent / "spark_prepare_job.py")
 
 
 def _fail_fast(step):
@@ -115,9 +135,36 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
-    def check_data(params=None) -> dict:
+    @task.branch
+    def choose_preparation(params=None, ti=None, run_id=None) -> str:
         cfg = settings(params)
+        ti.xcom_push(key="settings", value=json.dumps(cfg))
+        if cfg["prepare_engine"] != "spark":
+            return "check_data"
+        # One folder per run; a retried job starts it afresh.
+        ti.xcom_push(key="prepared", value=str(Path(cfg["work_dir"]).resolve() / "prepared" / run_id.replace(":", "_").replace("+", "_")))
+        return "prepare"
+
+    prepare = SparkSubmitOperator(
+        task_id="prepare",
+        conn_id=SPARK_CONN_ID,
+        application=SPARK_JOB,
+        name="flowtag-prepare",
+        application_args=[
+            "{{ ti.xcom_pull(task_ids='choose_preparation', key='settings') }}",
+            "{{ ti.xcom_pull(task_ids='choose_preparation', key='prepared') }}",
+        ],
+        conf=json.loads(os.environ.get("FLOWTAG_SPARK_CONF") or "{}"),
+        env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+    )
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def check_data(ti=None) -> dict:
+        cfg = json.loads(ti.xcom_pull(task_ids="choose_preparation", key="settings"))
+        if cfg["prepare_engine"] == "spark":
+            cfg["prepared"] = ti.xcom_pull(task_ids="choose_preparation", key="prepared")
+        else:
+            cfg = _fail_fast(lambda: retrain.prepare_data(cfg))
         summary = _fail_fast(lambda: retrain.check_data(cfg))
         return {"settings": cfg, "data": summary}
 
@@ -147,7 +194,10 @@ with DAG(
         # Not retried: a half-done publish is reported, not repeated (registry versions).
         return retrain.publish(checked["settings"], candidate, decision)
 
+    choice = choose_preparation()
     checked = check_data()
+    choice >> [prepare, checked]
+    prepare >> checked
     trained = train_candidate.partial(checked=checked).expand(model=candidate_models(checked))
     best = pick(trained, checked)
     decision = gate(evaluate(best, checked), checked)

@@ -1,5 +1,5 @@
 """Run `flowtag_retrain` once with `dag.test()` (as `airflow dags test` does) and print the run's
-state and every task instance's state and try number as JSON on the last line.
+state and every task instance's state and try number as JSON on a line starting `RESULT `.
 
     python airflow/tests/run_dag.py '{"limit": 4000, ...}'
 
@@ -21,4 +21,5 @@ tasks = {}
 for ti in run.get_task_instances():
     key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
     tasks[key] = {"state": str(ti.state), "try_number": ti.try_number}
-print(json.dumps({"state": str(run.state), "tasks": tasks}))
+# Marked: a Spark session a task started logs its shutdown on stdout after this line.
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": tasks}), flush=True)

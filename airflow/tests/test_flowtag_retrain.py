@@ -35,6 +35,11 @@ def airflow_home(tmp_path_factory) -> dict:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # The preparation job's Spark: local mode on 127.0.0.1, spark-submit from .venv/bin.
+        "AIRFLOW_CONN_FLOWTAG_SPARK": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "FLOWTAG_SPARK_CONF": json.dumps({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false",
+                                          "spark.sql.shuffle.partitions": "4"}),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     return env
@@ -45,7 +50,7 @@ def run_dag(env: dict, conf: dict) -> dict:
     env = {**env, "FLOWTAG_RETRAIN_DEADLINE_HOURS": "0"}
     proc = subprocess.run([sys.executable, str(REPO / "airflow/tests/run_dag.py"), json.dumps(conf)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(next(ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT "))[len("RESULT "):])
 
 
 def test_dag_imports_with_schedule_retries_timeouts_deadline_and_callbacks(airflow_home):
@@ -77,7 +82,7 @@ print(json.dumps({
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
-    assert info["tasks"] == ["candidate_models", "check_data", "evaluate", "gate", "pick", "publish", "train_candidate"]
+    assert info["tasks"] == ["candidate_models", "check_data", "choose_preparation", "evaluate", "gate", "pick", "prepare", "publish", "train_candidate"]
     assert info["schedule"] == "0 3 * * 1" and info["catchup"] is False and info["max_active_runs"] == 1
     assert info["retries"] == 2 and info["publish_retries"] == 0
     assert info["execution_timeout"] == timedelta(hours=2).total_seconds()
@@ -85,7 +90,7 @@ print(json.dumps({
     assert info["task_failure_callback"] == ["on_task_failure"]
     assert info["run_failure_callback"] == ["on_run_failure"]
     assert info["deadline"] == [[4 * 3600.0, "DagRunQueuedAtDeadline", "flowtag_train.notify.on_deadline_missed"]]
-    assert {"models", "limit", "metric", "fpr_budget", "min_gain", "tracking_uri", "private_key", "publish_dir"} <= set(info["params"])
+    assert {"models", "limit", "metric", "fpr_budget", "min_gain", "tracking_uri", "private_key", "publish_dir", "prepare_engine"} <= set(info["params"])
 
 
 def test_full_run_promotes_then_a_worse_candidate_leaves_champion_untouched(airflow_home, datasets, tmp_path, flowtag):
@@ -95,9 +100,13 @@ def test_full_run_promotes_then_a_worse_candidate_leaves_champion_untouched(airf
     publish = tmp_path / "published"
     base = {"limit": 4000, "eval_rows": 3000, "tracking_uri": uri, "work_dir": str(tmp_path / "work"), "private_key": str(private), "publish_dir": str(publish)}
 
+    # The first run prepares the data with the Spark job (the default), the second reads the
+    # files directly: the gate compares both on the same evaluation rows.
     first = run_dag(airflow_home, {**base, "models": ["random_forest", "gradient_boosting"]})
     assert first["state"] == "success", first
-    assert set(first["tasks"]) >= {"train_candidate[0]", "train_candidate[1]", "publish"}
+    assert set(first["tasks"]) >= {"prepare", "train_candidate[0]", "train_candidate[1]", "publish"}
+    prepared = list((tmp_path / "work" / "prepared").glob("*/_prepared.json"))
+    assert len(prepared) == 1 and json.loads(prepared[0].read_text())["engine"] == "spark"
     assert all(t["state"] == "success" for t in first["tasks"].values()), first
     assert tracking.alias_version("unsw-supervised", "champion", uri=uri) == "1"
     assert tracking.alias_version("unsw-supervised", "previous", uri=uri) is None
@@ -114,8 +123,10 @@ def test_full_run_promotes_then_a_worse_candidate_leaves_champion_untouched(airf
     published = tar.read_bytes()
 
     # A weaker candidate (a tiny Isolation Forest) on the same data: the gate must refuse it.
-    second = run_dag(airflow_home, {**base, "models": ["isolation_forest"], "params": {"isolation_forest": {"n_estimators": 5}}, "fpr_budget": 0.2})
+    second = run_dag(airflow_home, {**base, "models": ["isolation_forest"], "params": {"isolation_forest": {"n_estimators": 5}}, "fpr_budget": 0.2,
+                                    "prepare_engine": None})
     assert second["state"] == "success", second
+    assert second["tasks"]["prepare"]["state"] == "skipped"
     assert tracking.alias_version("unsw-supervised", "champion", uri=uri) == "1"
     assert tracking.next_version("unsw-supervised", uri=uri) == "2", "the refused candidate was not registered"
     assert tar.read_bytes() == published, "the published bundle did not change"
@@ -126,7 +137,7 @@ def test_bad_data_fails_at_once_and_reaches_slack(airflow_home, datasets, tmp_pa
     try:
         env = {**airflow_home, "FLOWTAG_SLACK_WEBHOOK": slack.url}
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        result = run_dag(env, {"limit": 2000, "min_rows": 10**9, "tracking_uri": uri, "work_dir": str(tmp_path / "work")})
+        result = run_dag(env, {"limit": 2000, "min_rows": 10**9, "tracking_uri": uri, "work_dir": str(tmp_path / "work"), "prepare_engine": None})
     finally:
         slack.close()
     assert result["state"] == "failed", result

@@ -361,6 +361,8 @@ def prepare(*, engine: str, dataset: str, inputs: list[str] | None, out: str | P
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: prepare writes a new folder")
+    if out.exists():
+        out.rmdir()  # Spark writes only where nothing is
     started = time.perf_counter()
     if engine == "pandas":
         paths = resolve_files(schema, inputs)
@@ -420,6 +422,28 @@ class Prepared:
     sampling: dict
 
 
+def prepared_rows(out: str | Path, frame: pd.DataFrame | None = None) -> tuple[Dataset, np.ndarray]:
+    """A prepared folder (or rows of it already read) as a `Dataset`, sorted by key, and each
+    row's split."""
+    out = Path(out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    if frame is None:
+        frame = pd.read_parquet(out, ignore_prefixes=[".", "_SUCCESS", MANIFEST])
+    frame = frame.sort_values(["_key"], kind="stable").reset_index(drop=True)
+    text = [c for c in frame.columns if not c.startswith("_")]
+    y = frame["_label"].to_numpy(dtype=np.int64) if "_label" in frame.columns else None
+    family = frame["_family"].astype(str).to_numpy(dtype=object) if "_family" in frame.columns else None
+    data = frame[text].astype(object).where(frame[text].notna(), None)
+    # Provenance: the files the folder was prepared from, as `datasets.load` records its own.
+    files = [{**f, "rows": None} for f in manifest["inputs"]]
+    ds = Dataset(schema=Schema.load(manifest["dataset"]), frame=data, y=y, family=family, files=files)
+    return ds, frame["_split"].astype(str).to_numpy()
+
+
+def prepared_shares(out: str | Path) -> Shares:
+    return Shares(**json.loads((Path(out) / MANIFEST).read_text())["shares"])
+
+
 def load_prepared(out: str | Path, *, limit: int | None = None, seed: int = 0, holdout_family: str | None = None, spark=None, master: str | None = None) -> Prepared:
     """A prepared folder as a `Dataset` and its splits (the fixed evaluation rows left out).
 
@@ -429,7 +453,6 @@ def load_prepared(out: str | Path, *, limit: int | None = None, seed: int = 0, h
     """
     out = Path(out)
     manifest = json.loads((out / MANIFEST).read_text())
-    schema = Schema.load(manifest["dataset"])
     total = sum(v for k, v in manifest["rows"].items() if k != "eval")
     sampling = {"prepared": str(out), "engine": manifest["engine"], "rows": total, "sampled": False}
     if limit is not None and total > limit:
@@ -445,20 +468,12 @@ def load_prepared(out: str | Path, *, limit: int | None = None, seed: int = 0, h
         sampling |= {"sampled": True, "engine": "spark", "limit": limit, "sample_rows": len(frame), "fractions": fractions}
     else:
         frame = pd.read_parquet(out, filters=[("_split", "!=", "eval")], ignore_prefixes=[".", "_SUCCESS", MANIFEST])
-    frame["_split"] = frame["_split"].astype(str)
-    frame = frame.sort_values(["_key"], kind="stable").reset_index(drop=True)
-    text = [c for c in frame.columns if not c.startswith("_")]
-    y = frame["_label"].to_numpy(dtype=np.int64) if "_label" in frame.columns else None
-    family = frame["_family"].astype(str).to_numpy(dtype=object) if "_family" in frame.columns else None
-    data = frame[text].astype(object).where(frame[text].notna(), None)
-    # Provenance: the files the folder was prepared from, as `datasets.load` records its own.
-    ds = Dataset(schema=schema, frame=data, y=y, family=family, files=[{**f, "rows": None} for f in manifest["inputs"]])
-    part = frame["_split"].to_numpy()
+    ds, part = prepared_rows(out, frame)
     held = np.zeros(len(part), dtype=bool)
     if holdout_family is not None:
-        if family is None or not (family == holdout_family).any():
+        if ds.family is None or not (ds.family == holdout_family).any():
             raise ValueError(f"no attack family {holdout_family!r} in {out}")
-        held = family == holdout_family
+        held = ds.family == holdout_family
     sp = splits.Split(
         train=np.flatnonzero((part == "train") & ~held), valid=np.flatnonzero((part == "valid") & ~held),
         test=np.flatnonzero((part == "test") | held), holdout_family=holdout_family,

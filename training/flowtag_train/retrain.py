@@ -5,7 +5,12 @@ The steps of the Airflow DAG `flowtag_retrain` (airflow/) and of the Kubeflow pi
 and returns plain JSON-able values (a config dict, result dicts, paths), so they travel as XComs
 and pipeline parameters alike.
 
-    check_data -> train_candidate (one per model kind) -> pick -> evaluate -> gate -> publish
+    [prepare_data] -> check_data -> train_candidate (one per model kind) -> pick -> evaluate -> gate -> publish
+
+* **Preparation** (with `prepare_engine`): the data goes through `flowtag-train prepare` on Spark
+  (or pandas) first, and every later step reads the prepared Parquet: training its train and
+  validation splits (a stratified sample drawn by Spark when `limit` is below its rows), the
+  evaluation its `eval` rows, which are the rows `splits.evaluation_rows` would pick.
 
 * **The fixed evaluation set** is 1/`eval_buckets` of the data chosen by row content
   (`splits.evaluation_rows`): the same rows at every run, never trained on by a candidate,
@@ -93,6 +98,11 @@ class RetrainConfig:
     """Ed25519 private key (PEM) to sign published bundles; nodes with `public_key` refuse others."""
     publish_dir: str | None = None
     """Also write the published bundle to `<publish_dir>/<name>.tar` (atomically)."""
+    prepare_engine: str | None = None
+    """`spark` or `pandas`: prepare the data first (`flowtag-train prepare`) and train on the
+    prepared folder; None: read the dataset's files directly."""
+    prepared: str | None = None
+    """A folder `prepare` wrote (set by `prepare_data`): the steps read it instead of the files."""
 
     @classmethod
     def from_dict(cls, d: dict) -> "RetrainConfig":
@@ -122,6 +132,8 @@ class RetrainConfig:
             raise ConfigError(f"min_attack_share/max_attack_share: {self.min_attack_share}/{self.max_attack_share} is not a range in [0, 1]")
         if self.eval_buckets < 2:
             raise ConfigError(f"eval_buckets: {self.eval_buckets} (at least 2)")
+        if self.prepare_engine not in (None, "pandas", "spark"):
+            raise ConfigError(f"prepare_engine: {self.prepare_engine!r} (pandas, spark, or none)")
         if self.private_key and not Path(self.private_key).is_file():
             raise ConfigError(f"private_key: no file {self.private_key}")
 
@@ -130,11 +142,41 @@ def _config(cfg: RetrainConfig | dict) -> RetrainConfig:
     return cfg if isinstance(cfg, RetrainConfig) else RetrainConfig.from_dict(cfg)
 
 
-def _load(cfg: RetrainConfig, limit: int | None = None) -> Dataset:
-    return load(cfg.dataset, files=cfg.files, limit=limit, seed=cfg.seed)
+def _load(cfg: RetrainConfig) -> tuple[Dataset, np.ndarray]:
+    """The data and the rows of its fixed evaluation set."""
+    if cfg.prepared:
+        from .prepare import prepared_rows, prepared_shares
+
+        if prepared_shares(cfg.prepared).eval_buckets != cfg.eval_buckets:
+            raise ConfigError(f"{cfg.prepared} was prepared with eval_buckets {prepared_shares(cfg.prepared).eval_buckets}, not {cfg.eval_buckets}")
+        ds, part = prepared_rows(cfg.prepared)
+        return ds, np.flatnonzero(part == "eval")
+    ds = load(cfg.dataset, files=cfg.files, seed=cfg.seed)
+    return ds, evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets)
 
 
 # --- steps -----------------------------------------------------------------------------------
+
+
+def prepare_data(cfg: RetrainConfig | dict, out: str | Path | None = None, spark=None) -> dict:
+    """With `prepare_engine` set, prepare the data into `out` (default: a new folder under
+    `work_dir/prepared`); returns the settings with `prepared` pointing at it, for the next
+    steps. On Spark this is the job the DAG submits (`spark_prepare_job.py`)."""
+    cfg = _config(cfg)
+    if not cfg.prepare_engine:
+        return cfg.to_dict()
+    from .prepare import Shares, prepare
+
+    if out is None:
+        parent = Path(cfg.work_dir, "prepared")
+        parent.mkdir(parents=True, exist_ok=True)
+        out = tempfile.mkdtemp(prefix="run-", dir=parent)
+    out = Path(out)
+    try:
+        prepare(engine=cfg.prepare_engine, dataset=cfg.dataset, inputs=cfg.files, out=out, shares=Shares(eval_buckets=cfg.eval_buckets), spark=spark)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise DataCheckError(f"preparing {cfg.dataset}: {e}") from e
+    return {**cfg.to_dict(), "prepared": str(out)}
 
 
 def check_data(cfg: RetrainConfig | dict) -> dict:
@@ -142,14 +184,13 @@ def check_data(cfg: RetrainConfig | dict) -> dict:
     label balance of the training data and of the evaluation set. Raises DataCheckError naming
     every problem; returns the summary."""
     cfg = _config(cfg)
-    ds = _load(cfg)
+    ds, reserved = _load(cfg)
     problems = []
     if ds.y is None:
         raise DataCheckError(f"{ds.schema.name}: the data has no labels; retraining needs labelled flows")
     empty = [Path(f["path"]).name for f in ds.files if f["rows"] == 0]
     if empty:
         problems.append(f"files without rows: {empty}")
-    reserved = evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets)
     train_rows = len(ds) - len(reserved)
     train_y = np.delete(ds.y, reserved)
     if cfg.limit is not None:
@@ -183,6 +224,7 @@ def train_candidate(cfg: RetrainConfig | dict, model: str) -> dict:
         dataset=cfg.dataset, model=model, name=cfg.name, version=tracking.next_version(cfg.name, uri=cfg.tracking_uri), files=cfg.files,
         use_leaky=cfg.use_leaky, seed=cfg.seed, target_fpr=cfg.target_fpr, limit=cfg.limit, reserve=cfg.eval_buckets,
         params=cfg.params.get(model, {}), out=str(out), experiment=cfg.experiment, register=False, tracking_uri=cfg.tracking_uri,
+        prepared=cfg.prepared,
     )
     r = train(tcfg)
     return {"model": model, "bundle_dir": str(r.bundle_dir), "run_id": r.run_id, "version": tcfg.version, "metrics": _numbers(r.metrics)}
@@ -209,8 +251,8 @@ def candidate_bundle(cfg: RetrainConfig, candidate: dict) -> Path:
 
 
 def evaluation_set(cfg: RetrainConfig) -> Dataset:
-    ds = _load(cfg)
-    ev = ds.take(evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets))
+    ds, reserved = _load(cfg)
+    ev = ds.take(reserved)
     return ev.sample(cfg.eval_rows, EVALUATION_SEED) if cfg.eval_rows else ev
 
 
@@ -311,7 +353,7 @@ def write_atomically(bundle_dir: Path, tar_path: Path) -> Path:
 
 def run(cfg: RetrainConfig | dict) -> dict:
     """All steps in one process (what the orchestrators run as separate tasks)."""
-    cfg = _config(cfg)
+    cfg = _config(prepare_data(cfg))
     summary = check_data(cfg)
     best = pick(cfg, [train_candidate(cfg, m) for m in cfg.models])
     evaluation = evaluate_against_champion(cfg, best)

@@ -44,6 +44,12 @@ def session(master_url: str | None = None, app: str = "flowtag", conf: dict | No
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if master_url is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit (the Airflow DAG's SparkSubmitOperator, a SparkApplication):
+        # the master and settings are spark-submit's.
+        spark = SparkSession.builder.appName(app).getOrCreate()
+        spark.sparkContext.setLogLevel(os.environ.get("FLOWTAG_SPARK_LOG_LEVEL", "WARN"))
+        return spark
     url = master(master_url)
     b = SparkSession.builder.master(url).appName(app)
     settings = {
