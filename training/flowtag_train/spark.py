@@ -7,12 +7,14 @@ model and tagger `flowtag score` runs, so a record scored here gets the bytes a 
 
 How the work spreads: Spark reads the inputs (local files, HDFS, S3, any Hadoop file system;
 `.gz` archives whole, plain files in splits of `spark.sql.files.maxPartitionBytes`, 128 MiB by
-default); each split is one task, run in `mapInPandas` by a Python worker that loads the bundle
+default); each split is one task, run in `mapInArrow` by a Python worker that loads the bundle
 once (it is shipped to the executors with `SparkContext.addFile`). A split that starts inside a
 file is primed with the file's header lines (a CSV header, Zeek's `#` lines), read once by the
 driver, so it decodes as the whole file would. Nothing moves between executors unless the output
 is asked for in input order (the default), which sorts the tagged lines by file and position: one
 shuffle of the output. `--unordered` skips it.
+The lines cross from Spark to the plugin as Arrow buffers (`mapInArrow`, `Scorer.score_arrow`):
+no Python object per record on the way in or out.
 
 The master is a setting: `--master`, else `FLOWTAG_SPARK_MASTER`, else `local[2]`; on a cluster
 the driver and executors need this package and `flowtag_native` installed.
@@ -20,6 +22,7 @@ the driver and executors need this package and `flowtag_native` installed.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -39,7 +42,8 @@ def master(value: str | None = None) -> str:
 
 def session(master_url: str | None = None, app: str = "flowtag", conf: dict | None = None):
     """A Spark session. Local masters bind the driver to 127.0.0.1 and run no web UI; workers
-    run this Python (the virtual environment with flowtag's packages)."""
+    run this Python (the virtual environment with flowtag's packages). FLOWTAG_SPARK_CONF (JSON)
+    adds settings, e.g. `{"spark.driver.memory": "1g"}`; `conf` overrides them."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -59,6 +63,7 @@ def session(master_url: str | None = None, app: str = "flowtag", conf: dict | No
     }
     if url.startswith("local"):
         settings |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false"}
+    settings |= json.loads(os.environ.get("FLOWTAG_SPARK_CONF") or "{}")
     settings |= conf or {}
     for k, v in settings.items():
         b = b.config(k, v)
@@ -162,42 +167,54 @@ def _scorer(bundle: str, options: tuple):
     return _SCORERS[key]
 
 
-def _tag_partitions(bundle_name: str, options: tuple, preambles: dict):
-    """The `mapInPandas` function: each contiguous run of lines from one file split is one
-    decoder stream; out come the tagged lines with the split and their position in it."""
+def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, files: list[str]):
+    """The `mapInArrow` function: each contiguous run of lines from one file split is one
+    decoder stream; out come the tagged lines with their file (an index into `files`), split
+    and position. Lines cross into the plugin as the Arrow column's buffers, not one Python
+    object each."""
+    index = {file_key(f): i for i, f in enumerate(files)}
 
     def run(batches):
         import numpy as np
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
         from pyspark import SparkFiles
 
         scorer = _scorer(SparkFiles.get(bundle_name), options)
         current = None
         seq = 0
-        for pdf in batches:
-            files = pdf["file"].to_numpy()
-            blocks = pdf["block"].to_numpy()
-            values = pdf["value"].tolist()
+        for rb in batches:
+            n = rb.num_rows
+            if n == 0:
+                continue
+            names = rb.column("file")
+            blocks = rb.column("block").to_numpy()
+            values = rb.column("value")
             # Run boundaries: where the file or the split changes.
-            change = np.flatnonzero((files[1:] != files[:-1]) | (blocks[1:] != blocks[:-1])) + 1
-            starts = [0, *change.tolist()]
-            ends = [*change.tolist(), len(values)]
-            out_file, out_block, out_seq, out_line = [], [], [], []
-            for s, e in zip(starts, ends):
-                key = (files[s], int(blocks[s]))
+            changed = np.asarray(pc.not_equal(names.slice(1), names.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
+            change = np.flatnonzero(changed | (blocks[1:] != blocks[:-1])) + 1
+            parts = []
+            for s, e in zip([0, *change.tolist()], [*change.tolist(), n]):
+                name = names[s].as_py()
+                key = (name, int(blocks[s]))
                 if key != current:
-                    scorer.new_stream(preambles.get(file_key(files[s]), []) if key[1] > 0 else [])
+                    scorer.new_stream(preambles.get(file_key(name), []) if key[1] > 0 else [])
                     current, seq = key, 0
-                lines = scorer.score(values[s:e]).split(b"\n")[:-1]
-                n = len(lines)
-                out_file += [files[s]] * n
-                out_block += [key[1]] * n
-                out_seq.extend(range(seq, seq + n))
-                out_line += lines
-                seq += n
+                run_values = values.slice(s, e - s)
+                offsets = np.frombuffer(run_values.buffers()[1], dtype=np.int32, count=e - s + 1, offset=4 * run_values.offset)
+                data = run_values.buffers()[2]
+                out_offsets, out_data = scorer.score_arrow(offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
+                m = len(out_offsets) // 4 - 1
+                lines = pa.Array.from_buffers(pa.binary(), m, [None, pa.py_buffer(out_offsets), pa.py_buffer(out_data)])
+                parts.append(pa.RecordBatch.from_arrays(
+                    [pa.array(np.full(m, index[file_key(name)], dtype=np.int32)), pa.array(np.full(m, key[1], dtype=np.int64)),
+                     pa.array(np.arange(seq, seq + m, dtype=np.int64)), lines],
+                    names=["file", "block", "seq", "line"],
+                ))
+                seq += m
             for f in scorer.take_failures():
                 print(f"flowtag score-batch: a batch could not be scored: {f}", file=sys.stderr)
-            yield pd.DataFrame({"file": out_file, "block": np.asarray(out_block, dtype=np.int64), "seq": np.asarray(out_seq, dtype=np.int64), "line": out_line})
+            yield from parts
 
     return run
 
@@ -238,8 +255,8 @@ def score_batch(
         F.input_file_block_start().alias("block"),
         F.col("value").cast("binary").alias("value"),
     )
-    schema = "file string, block long, seq long, line binary"
-    tagged = rows.mapInPandas(_tag_partitions(shipped, options, preambles), schema=schema)
+    schema = "file int, block long, seq long, line binary"
+    tagged = rows.mapInArrow(_tag_partitions(shipped, options, preambles, files), schema=schema)
     if ordered:
         tagged = tagged.orderBy("file", "block", "seq")
     writer = tagged.select(F.col("line").cast("string").alias("value")).write.mode("errorifexists")

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -107,6 +108,54 @@ impl Scorer {
         Ok(PyBytes::new(py, &out))
     }
 
+    /// `score` for lines held as an Arrow binary column, without a Python object per line:
+    /// `offsets` (int32, one more than the lines) and `data` are the column's buffers, as
+    /// pyarrow gives them. Returns the tagged lines the same way, without their newlines:
+    /// (offsets as int32 bytes, data bytes), ready for `pyarrow.Array.from_buffers`.
+    fn score_arrow<'py>(&mut self, py: Python<'py>, offsets: PyBuffer<i32>, data: PyBuffer<u8>) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let offs = contiguous(&offsets, py)?;
+        let bytes = contiguous(&data, py)?;
+        let n = offs.len().saturating_sub(1);
+        let mut bounds = Vec::with_capacity(n);
+        for w in offs.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a < 0 || b < a || b as usize > bytes.len() {
+                return Err(PyValueError::new_err(format!("Arrow offsets {a}..{b} outside the data ({} bytes)", bytes.len())));
+            }
+            bounds.push((a as usize, b as usize));
+        }
+        let inner = &mut *self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let (result, failures, out) = py.detach(|| {
+            let mut out = Vec::with_capacity(bytes.len() * 2 + n * 160);
+            let mut failures = Vec::new();
+            let mut run = || -> std::io::Result<()> {
+                for &(a, b) in &bounds {
+                    failures.extend(inner.line(&bytes[a..b], &mut out)?);
+                }
+                failures.extend(inner.flush(&mut out)?);
+                Ok(())
+            };
+            (run(), failures, out)
+        });
+        self.failures.extend(failures);
+        result.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        // Each tagged line ends in '\n': the offsets are where lines start, the data drops
+        // the newlines.
+        let mut out_offsets: Vec<u8> = Vec::with_capacity(4 * (n + 1));
+        let mut out_data = Vec::with_capacity(out.len());
+        out_offsets.extend_from_slice(&0i32.to_le_bytes());
+        for line in out.split(|&c| c == b'\n') {
+            if out_data.len() + line.len() > i32::MAX as usize {
+                return Err(PyValueError::new_err("the tagged lines of one call exceed 2 GiB (an Arrow binary column's limit): score fewer at a time"));
+            }
+            out_data.extend_from_slice(line);
+            out_offsets.extend_from_slice(&(out_data.len() as i32).to_le_bytes());
+        }
+        // `split` yields an empty piece after the last newline: drop its offset.
+        out_offsets.truncate(out_offsets.len() - 4);
+        Ok((PyBytes::new(py, &out_offsets), PyBytes::new(py, &out_data)))
+    }
+
     /// Counts since the scorer was made: records, anomalous, unscored, malformed lines.
     fn counts(&self) -> (usize, usize, usize, usize) {
         let s = self.scorer();
@@ -117,6 +166,16 @@ impl Scorer {
     fn take_failures(&mut self) -> Vec<String> {
         std::mem::take(&mut self.failures)
     }
+}
+
+/// A read-only, C-contiguous buffer's items.
+fn contiguous<'a, T: pyo3::buffer::Element>(buf: &'a PyBuffer<T>, _py: Python<'_>) -> PyResult<&'a [T]> {
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("the buffer is not contiguous"));
+    }
+    // SAFETY: the buffer is C-contiguous with item type T (PyBuffer<T> checked the format),
+    // and the exporter keeps it alive and unchanged while `buf` holds it.
+    Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const T, buf.item_count()) })
 }
 
 impl Scorer {
