@@ -112,7 +112,12 @@ impl Scorer {
     /// `offsets` (int32, one more than the lines) and `data` are the column's buffers, as
     /// pyarrow gives them. Returns the tagged lines the same way, without their newlines:
     /// (offsets as int32 bytes, data bytes), ready for `pyarrow.Array.from_buffers`.
-    fn score_arrow<'py>(&mut self, py: Python<'py>, offsets: PyBuffer<i32>, data: PyBuffer<u8>) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    fn score_arrow<'py>(
+        &mut self,
+        py: Python<'py>,
+        offsets: PyBuffer<i32>,
+        data: PyBuffer<u8>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
         let offs = contiguous(&offsets, py)?;
         let bytes = contiguous(&data, py)?;
         let n = offs.len().saturating_sub(1);
@@ -120,7 +125,10 @@ impl Scorer {
         for w in offs.windows(2) {
             let (a, b) = (w[0], w[1]);
             if a < 0 || b < a || b as usize > bytes.len() {
-                return Err(PyValueError::new_err(format!("Arrow offsets {a}..{b} outside the data ({} bytes)", bytes.len())));
+                return Err(PyValueError::new_err(format!(
+                    "Arrow offsets {a}..{b} outside the data ({} bytes)",
+                    bytes.len()
+                )));
             }
             bounds.push((a as usize, b as usize));
         }
@@ -146,7 +154,9 @@ impl Scorer {
         out_offsets.extend_from_slice(&0i32.to_le_bytes());
         for line in out.split(|&c| c == b'\n') {
             if out_data.len() + line.len() > i32::MAX as usize {
-                return Err(PyValueError::new_err("the tagged lines of one call exceed 2 GiB (an Arrow binary column's limit): score fewer at a time"));
+                return Err(PyValueError::new_err(
+                    "the tagged lines of one call exceed 2 GiB (an Arrow binary column's limit): score fewer at a time",
+                ));
             }
             out_data.extend_from_slice(line);
             out_offsets.extend_from_slice(&(out_data.len() as i32).to_le_bytes());
