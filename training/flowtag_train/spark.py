@@ -11,8 +11,9 @@ default); each split is one task, run in `mapInArrow` by a Python worker that lo
 once (it is shipped to the executors with `SparkContext.addFile`). A split that starts inside a
 file is primed with the file's header lines (a CSV header, Zeek's `#` lines), read once by the
 driver, so it decodes as the whole file would. Nothing moves between executors unless the output
-is asked for in input order (the default), which sorts the tagged lines by file and position: one
-shuffle of the output. `--unordered` skips it.
+is asked for in input order (the default): then the input lines are range-partitioned by file
+and position before they are scored (one shuffle of the input; the sample that picks the ranges
+reads the input only), and each part file holds one range. `--unordered` skips it.
 The lines cross from Spark to the plugin as Arrow buffers (`mapInArrow`, `Scorer.score_arrow`):
 no Python object per record on the way in or out.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 HEADER_FORMATS = {"csv", "unsw", "cicflowmeter", "zeek"}
 #: Bytes read from the start of a file for its header lines.
 PREAMBLE_BYTES = 1 << 20
-#: Compressed inputs Spark reads whole (never split), so they need no preamble.
+#: Compressed inputs Spark reads whole (never split); `prepare` does not read them yet.
 WHOLE_SUFFIXES = (".gz", ".zst", ".lz4", ".snappy", ".deflate", ".xz")
 
 
@@ -105,12 +106,16 @@ def file_key(uri: str) -> str:
 
 
 def _read_head(spark, uri: str, limit: int) -> bytes:
-    """The first `limit` bytes of a file, through Spark's Hadoop file systems (works for any
-    scheme Spark reads)."""
+    """The first `limit` bytes of a file (decompressed, for a codec Hadoop knows by the file's
+    suffix), through Spark's Hadoop file systems (works for any scheme Spark reads)."""
     jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs = path.getFileSystem(conf)
     stream = fs.open(path)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+    if codec is not None:
+        stream = codec.createInputStream(stream)
     try:
         return bytes(stream.readNBytes(limit))
     finally:
@@ -167,12 +172,11 @@ def _scorer(bundle: str, options: tuple):
     return _SCORERS[key]
 
 
-def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, files: list[str]):
-    """The `mapInArrow` function: each contiguous run of lines from one file split is one
-    decoder stream; out come the tagged lines with their file (an index into `files`), split
-    and position. Lines cross into the plugin as the Arrow column's buffers, not one Python
-    object each."""
-    index = {file_key(f): i for i, f in enumerate(files)}
+def _tag_partitions(bundle_name: str, options: tuple, preambles: dict):
+    """The `mapInArrow` function: each contiguous run of lines from one file is one decoder
+    stream, primed with the file's header lines (harmless where the run starts at the top of
+    the file: the decoder skips a repeated header); out come the tagged lines. Lines cross into
+    the plugin as the Arrow column's buffers, not one Python object each."""
 
     def run(batches):
         import numpy as np
@@ -182,7 +186,6 @@ def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, files: li
 
         scorer = _scorer(SparkFiles.get(bundle_name), options)
         current = None
-        seq = 0
         for rb in batches:
             n = rb.num_rows
             if n == 0:
@@ -195,23 +198,17 @@ def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, files: li
             change = np.flatnonzero(changed | (blocks[1:] != blocks[:-1])) + 1
             parts = []
             for s, e in zip([0, *change.tolist()], [*change.tolist(), n]):
-                name = names[s].as_py()
-                key = (name, int(blocks[s]))
+                key = (names[s].as_py(), int(blocks[s]))
                 if key != current:
-                    scorer.new_stream(preambles.get(file_key(name), []) if key[1] > 0 else [])
-                    current, seq = key, 0
+                    scorer.new_stream(preambles.get(file_key(key[0]), []))
+                    current = key
                 run_values = values.slice(s, e - s)
                 offsets = np.frombuffer(run_values.buffers()[1], dtype=np.int32, count=e - s + 1, offset=4 * run_values.offset)
                 data = run_values.buffers()[2]
                 out_offsets, out_data = scorer.score_arrow(offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
                 m = len(out_offsets) // 4 - 1
                 lines = pa.Array.from_buffers(pa.binary(), m, [None, pa.py_buffer(out_offsets), pa.py_buffer(out_data)])
-                parts.append(pa.RecordBatch.from_arrays(
-                    [pa.array(np.full(m, index[file_key(name)], dtype=np.int32)), pa.array(np.full(m, key[1], dtype=np.int64)),
-                     pa.array(np.arange(seq, seq + m, dtype=np.int64)), lines],
-                    names=["file", "block", "seq", "line"],
-                ))
-                seq += m
+                parts.append(pa.RecordBatch.from_arrays([lines], names=["line"]))
             for f in scorer.take_failures():
                 print(f"flowtag score-batch: a batch could not be scored: {f}", file=sys.stderr)
             yield from parts
@@ -248,17 +245,19 @@ def score_batch(
     preambles = {}
     if fmt in HEADER_FORMATS:
         for f in files:
-            if not f.lower().endswith(WHOLE_SUFFIXES):
-                preambles[file_key(f)] = preamble(_read_head(spark, f, PREAMBLE_BYTES), fmt)
+            preambles[file_key(f)] = preamble(_read_head(spark, f, PREAMBLE_BYTES), fmt)
     rows = df.select(
         F.input_file_name().alias("file"),
         F.input_file_block_start().alias("block"),
+        F.monotonically_increasing_id().alias("pos"),
         F.col("value").cast("binary").alias("value"),
     )
-    schema = "file int, block long, seq long, line binary"
-    tagged = rows.mapInArrow(_tag_partitions(shipped, options, preambles, files), schema=schema)
     if ordered:
-        tagged = tagged.orderBy("file", "block", "seq")
+        # The lines (not the tagged records) are put in input order: the range partitioning's
+        # sample reads the input only, and the plugin scores each line once.
+        n = max(1, df.rdd.getNumPartitions())
+        rows = rows.repartitionByRange(n, "file", "block", "pos").sortWithinPartitions("file", "block", "pos")
+    tagged = rows.mapInArrow(_tag_partitions(shipped, options, preambles), schema="line binary")
     writer = tagged.select(F.col("line").cast("string").alias("value")).write.mode("errorifexists")
     if compression:
         writer = writer.option("compression", compression)

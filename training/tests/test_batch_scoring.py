@@ -3,6 +3,7 @@ on Spark write the bytes `flowtag score` writes, on real rows, with the inputs c
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 
@@ -71,7 +72,7 @@ def test_spark_scores_archives_byte_for_byte_as_flowtag_score(bundle, fmt, sourc
 
 
 def test_spark_scores_several_files_in_order_with_their_bytes_kept(datasets, shipped, flowtag, spark, tmp_path):
-    """Files in name order, each with its own header; CRLF line ends; a line that is not UTF-8
+    """Files in name order, each with its own header, one gzipped; CRLF line ends; a line that is not UTF-8
     (CICIDS2017's Windows-1252 dash) and a line that cannot be decoded go on tagged as
     `flowtag score` tags them; unordered output holds the same lines. The same bundle path added
     twice to one Spark session is copied under its content hash each time."""
@@ -80,17 +81,20 @@ def test_spark_scores_several_files_in_order_with_their_bytes_kept(datasets, shi
     cp1252 = rows[5].replace(b"Web Attack", b"Web Attack \x96", 1) if b"Web Attack" in rows[5] else rows[5] + b"\x96"
     files = {
         "a.csv": b"\n".join([header, *rows[:3000], cp1252, b"1,2"]) + b"\n",
-        "b.csv": b"\r\n".join([header, *rows[3000:]]) + b"\r\n",
+        "b.csv": b"\r\n".join([header, *rows[3000:5000]]) + b"\r\n",
+        "c.csv.gz": b"\n".join([header, *rows[5000:]]) + b"\n",
     }
-    folder = tmp_path / "in"
+    folder, plain = tmp_path / "in", tmp_path / "plain"
     folder.mkdir()
+    plain.mkdir()
     for name, data in files.items():
-        (folder / name).write_bytes(data)
-    want = b"".join(score_cli(flowtag, shipped["cicids2017"], "csv", folder / n) for n in sorted(files))
+        (folder / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        (plain / name).write_bytes(data)
+    want = b"".join(score_cli(flowtag, shipped["cicids2017"], "csv", plain / n) for n in sorted(files))
     spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "out"))
     got = b"".join(p.read_bytes() for p in spark_mod.part_files(tmp_path / "out"))
     assert got == want
-    assert got.count(b"\n") == 3000 + 2 + len(rows) - 3000 and b"decode_error" in got
+    assert got.count(b"\n") == len(rows) + 2 and b"decode_error" in got
     spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "loose"), ordered=False)
     loose = b"".join(p.read_bytes() for p in spark_mod.part_files(tmp_path / "loose"))
     assert sorted(loose.splitlines()) == sorted(want.splitlines())
