@@ -134,7 +134,7 @@ def generate(rows: int, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000], help="rows to prepare (none: only score)")
     p.add_argument("--cap", default="4G", help="memory cap of each run (cgroup)")
     p.add_argument("--score-rows", type=int, default=1_000_000)
     p.add_argument("--bundles", nargs="+", default=["unsw-unsupervised", "unsw-supervised"])

@@ -1,14 +1,19 @@
 """The Kubeflow Pipelines (v2) version of `flowtag_retrain`: the same steps as the Airflow DAG,
 as lightweight components that call `flowtag_train.retrain` and nothing else.
 
-    check_data -> train_candidate (ParallelFor over the model kinds) -> pick -> evaluate
-        -> gate -> publish (only when the gate says promote)
+    prepare_data -> check_data -> train_candidate (ParallelFor over the model kinds) -> pick
+        -> evaluate -> gate -> publish (only when the gate says promote)
     report_outcome: the exit handler, after all of them whatever happened
 
 A run that fails posts to the Slack incoming webhook in FLOWTAG_SLACK_WEBHOOK (`report_outcome`,
 `flowtag_train.notify`, as the Airflow DAG's callbacks do); give the exit task's pod that
 variable from a Secret (kfp-kubernetes `use_secret_as_env`, or a PodDefault), else the failure
 is only logged.
+
+`prepare_data` is the DAG's preparation step: with `prepare_engine` in the settings ("spark",
+Spark in the component's pod, `local[*]` or FLOWTAG_SPARK_MASTER; or "pandas") it prepares the
+data into its `prepared` Dataset artifact, which the later components take as an input (KFP
+copies it to their pods) and read instead of the files; without it the artifact stays empty.
 
 Values between components are JSON structs without nulls (`retrain.without_none`: KFP cannot
 carry None). Components do not share a disk on a cluster: each candidate bundle travels through MLflow (the
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import List
 
 from kfp import compiler, dsl
-from kfp.dsl import Model, Output
+from kfp.dsl import Dataset, Input, Model, Output
 
 IMAGE = "flowtag-train:0.1.0"
 YAML = Path(__file__).resolve().with_name("flowtag_retrain.yaml")
@@ -39,15 +44,32 @@ def component(fn):
 
 
 @component
-def check_data(settings: dict, models: List[str]) -> dict:
+def prepare_data(settings: dict, models: List[str], prepared: Output[Dataset]) -> dict:
+    import os
+
     from flowtag_train import retrain
 
     cfg = retrain.RetrainConfig.from_dict({**settings, "models": list(models)}).to_dict()
+    if cfg.get("prepare_engine"):
+        cfg = retrain.prepare_data(cfg, out=prepared.path)
+    else:
+        os.makedirs(prepared.path, exist_ok=True)
+    prepared.metadata.update({"engine": cfg.get("prepare_engine") or "none"})
+    return retrain.without_none(cfg)
+
+
+@component
+def check_data(settings: dict, models: List[str], prepared: Input[Dataset]) -> dict:
+    from flowtag_train import retrain
+
+    cfg = retrain.RetrainConfig.from_dict({**settings, "models": list(models)}).to_dict()
+    if cfg.get("prepare_engine"):
+        cfg["prepared"] = prepared.path
     return retrain.without_none({"settings": cfg, "data": retrain.check_data(cfg)})
 
 
 @component
-def train_candidate(settings: dict, models: List[str], model: str, bundle: Output[Model]) -> dict:
+def train_candidate(settings: dict, models: List[str], model: str, prepared: Input[Dataset], bundle: Output[Model]) -> dict:
     import shutil
     import tempfile
 
@@ -56,6 +78,8 @@ def train_candidate(settings: dict, models: List[str], model: str, bundle: Outpu
     # The pipeline's own inputs, not check_data's output: KFP's local runner hands a ParallelFor
     # body the loop item in place of any upstream task output.
     cfg = retrain.RetrainConfig.from_dict({**settings, "models": list(models)}).to_dict()
+    if cfg.get("prepare_engine"):
+        cfg["prepared"] = prepared.path
     # A scratch folder of this pod only: later steps fetch the bundle from the MLflow run.
     scratch = tempfile.mkdtemp(prefix="flowtag-train-")
     try:
@@ -75,10 +99,13 @@ def pick(checked: dict, candidates: List[dict]) -> dict:
 
 
 @component
-def evaluate(checked: dict, candidate: dict) -> dict:
+def evaluate(checked: dict, candidate: dict, prepared: Input[Dataset]) -> dict:
     from flowtag_train import retrain
 
-    return retrain.without_none(retrain.evaluate_against_champion(checked["settings"], candidate))
+    cfg = dict(checked["settings"])
+    if cfg.get("prepare_engine"):
+        cfg["prepared"] = prepared.path
+    return retrain.without_none(retrain.evaluate_against_champion(cfg, candidate))
 
 
 @component
@@ -113,12 +140,15 @@ def report_outcome(status: dsl.PipelineTaskFinalStatus) -> bool:
 def flowtag_retrain(settings: dict = {}, models: List[str] = ["gradient_boosting"]):
     outcome = report_outcome().set_caching_options(False)
     with dsl.ExitHandler(outcome, name="retrain"):
-        checked = check_data(settings=settings, models=models).set_caching_options(False).output
+        prepared = prepare_data(settings=settings, models=models).set_caching_options(False)
+        prepared.set_cpu_limit("4").set_memory_limit("16G")
+        data = prepared.outputs["prepared"]
+        checked = check_data(settings=settings, models=models, prepared=data).set_caching_options(False).output
         with dsl.ParallelFor(models) as model:
-            trained = train_candidate(settings=settings, models=models, model=model).after(checked.task).set_caching_options(False)
+            trained = train_candidate(settings=settings, models=models, model=model, prepared=data).after(checked.task).set_caching_options(False)
             trained.set_cpu_limit("2").set_memory_limit("8G")
         best = pick(checked=checked, candidates=dsl.Collected(trained.outputs["Output"])).set_caching_options(False)
-        evaluation = evaluate(checked=checked, candidate=best.output).set_caching_options(False)
+        evaluation = evaluate(checked=checked, candidate=best.output, prepared=data).set_caching_options(False)
         promote = gate(checked=checked, evaluation=evaluation.output).set_caching_options(False)
         with dsl.If(promote.output == True):  # noqa: E712 (a pipeline condition, not a Python comparison)
             publish(checked=checked, candidate=best.output, evaluation=evaluation.output).set_caching_options(False).set_retry(0)

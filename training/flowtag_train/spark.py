@@ -172,7 +172,7 @@ def _scorer(bundle: str, options: tuple):
     return _SCORERS[key]
 
 
-def _tag_partitions(bundle_name: str, options: tuple, preambles: dict):
+def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, counted):
     """The `mapInArrow` function: each contiguous run of lines from one file is one decoder
     stream, primed with the file's header lines (harmless where the run starts at the top of
     the file: the decoder skips a repeated header); out come the tagged lines. Lines cross into
@@ -209,6 +209,7 @@ def _tag_partitions(bundle_name: str, options: tuple, preambles: dict):
                 m = len(out_offsets) // 4 - 1
                 lines = pa.Array.from_buffers(pa.binary(), m, [None, pa.py_buffer(out_offsets), pa.py_buffer(out_data)])
                 parts.append(pa.RecordBatch.from_arrays([lines], names=["line"]))
+                counted.add(m)
             for f in scorer.take_failures():
                 print(f"flowtag score-batch: a batch could not be scored: {f}", file=sys.stderr)
             yield from parts
@@ -257,14 +258,16 @@ def score_batch(
         # sample reads the input only, and the plugin scores each line once.
         n = max(1, df.rdd.getNumPartitions())
         rows = rows.repartitionByRange(n, "file", "block", "pos").sortWithinPartitions("file", "block", "pos")
-    tagged = rows.mapInArrow(_tag_partitions(shipped, options, preambles), schema="line binary")
+    # Records written, counted by the tasks as they tag (a task Spark runs again after a failure
+    # counts again: the figure is for the report, the output is what Spark committed).
+    counted = spark.sparkContext.accumulator(0)
+    tagged = rows.mapInArrow(_tag_partitions(shipped, options, preambles, counted), schema="line binary")
     writer = tagged.select(F.col("line").cast("string").alias("value")).write.mode("errorifexists")
     if compression:
         writer = writer.option("compression", compression)
     writer.text(str(out))
     seconds = time.perf_counter() - started
-    written = spark.read.option("lineSep", "\n").text(str(out)).count()
-    return {"model": model_id, "files": len(files), "records": written, "seconds": round(seconds, 3), "out": str(out)}
+    return {"model": model_id, "files": len(files), "records": counted.value, "seconds": round(seconds, 3), "out": str(out)}
 
 
 def part_files(out: str | Path) -> list[Path]:
