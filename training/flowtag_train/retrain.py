@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from flowtag_export import bundle as bundle_io
 from flowtag_export import signing
@@ -142,14 +143,20 @@ def _config(cfg: RetrainConfig | dict) -> RetrainConfig:
     return cfg if isinstance(cfg, RetrainConfig) else RetrainConfig.from_dict(cfg)
 
 
-def _load(cfg: RetrainConfig) -> tuple[Dataset, np.ndarray]:
-    """The data and the rows of its fixed evaluation set."""
+def _load(cfg: RetrainConfig, *, labels_only: bool = False, evaluation_only: bool = False) -> tuple[Dataset, np.ndarray]:
+    """The data and the rows of its fixed evaluation set. From a prepared folder only what the
+    step needs is read (its labels, or its evaluation rows): the folder may not fit here."""
     if cfg.prepared:
-        from .prepare import prepared_rows, prepared_shares
+        from .prepare import MANIFEST, prepared_rows, prepared_shares
 
         if prepared_shares(cfg.prepared).eval_buckets != cfg.eval_buckets:
             raise ConfigError(f"{cfg.prepared} was prepared with eval_buckets {prepared_shares(cfg.prepared).eval_buckets}, not {cfg.eval_buckets}")
-        ds, part = prepared_rows(cfg.prepared)
+        read = {"ignore_prefixes": [".", "_SUCCESS", MANIFEST]}
+        if labels_only:
+            read["columns"] = ["_key", "_label", "_family", "_split"]
+        if evaluation_only:
+            read["filters"] = [("_split", "==", "eval")]
+        ds, part = prepared_rows(cfg.prepared, pd.read_parquet(cfg.prepared, **read))
         return ds, np.flatnonzero(part == "eval")
     ds = load(cfg.dataset, files=cfg.files, seed=cfg.seed)
     return ds, evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets)
@@ -184,7 +191,7 @@ def check_data(cfg: RetrainConfig | dict) -> dict:
     label balance of the training data and of the evaluation set. Raises DataCheckError naming
     every problem; returns the summary."""
     cfg = _config(cfg)
-    ds, reserved = _load(cfg)
+    ds, reserved = _load(cfg, labels_only=True)
     problems = []
     if ds.y is None:
         raise DataCheckError(f"{ds.schema.name}: the data has no labels; retraining needs labelled flows")
@@ -206,6 +213,11 @@ def check_data(cfg: RetrainConfig | dict) -> dict:
     if problems:
         raise DataCheckError(f"{ds.schema.name}: " + "; ".join(problems))
     summary = ds.summary()
+    if cfg.prepared:
+        from .prepare import MANIFEST
+
+        summary["columns"] = len([c for c in json.loads(Path(cfg.prepared, MANIFEST).read_text())["columns"] if not c.startswith("_")])
+        summary["prepared"] = cfg.prepared
     summary.update(training_rows=int(train_rows), attack_share=share, evaluation_rows=int(len(reserved)), evaluation_attacks=int(eval_y.sum()))
     # Reach the registry before hours of training (and create a fresh local store's tables once,
     # before candidates train in parallel).
@@ -251,7 +263,7 @@ def candidate_bundle(cfg: RetrainConfig, candidate: dict) -> Path:
 
 
 def evaluation_set(cfg: RetrainConfig) -> Dataset:
-    ds, reserved = _load(cfg)
+    ds, reserved = _load(cfg, evaluation_only=True)
     ev = ds.take(reserved)
     return ev.sample(cfg.eval_rows, EVALUATION_SEED) if cfg.eval_rows else ev
 
