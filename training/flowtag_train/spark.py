@@ -8,9 +8,10 @@ model and tagger `flowtag score` runs, so a record scored here gets the bytes a 
 How the work spreads: Spark reads the inputs (local files, HDFS, S3, any Hadoop file system;
 `.gz` archives whole, plain files in splits of `spark.sql.files.maxPartitionBytes`, 128 MiB by
 default); each split is one task, run in `mapInArrow` by a Python worker that loads the bundle
-once (it is shipped to the executors with `SparkContext.addFile`). A split that starts inside a
-file is primed with the file's header lines (a CSV header, Zeek's `#` lines), read once by the
-driver, so it decodes as the whole file would. Nothing moves between executors unless the output
+once (it is shipped to the executors with `SparkContext.addFile`). Each run of lines from one
+file is primed with the file's header lines (a CSV header, Zeek's `#` lines; read once by the
+driver), so a split that starts inside a file decodes as the whole file would (at the top of a
+file the header is simply seen twice, and the decoder skips a repeated header). Nothing moves between executors unless the output
 is asked for in input order (the default): then the input lines are range-partitioned by file
 and position before they are scored (one shuffle of the input; the sample that picks the ranges
 reads the input only), and each part file holds one range. `--unordered` skips it.
