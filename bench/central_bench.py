@@ -175,9 +175,9 @@ def main() -> None:
             out = work / "scored"
             shutil.rmtree(out, ignore_errors=True)
             cmd = [py, "-m", "flowtag_train.cli", "score-batch", "--bundle", str(REPO / "models" / bundle), "--format", "unsw", "--input", str(data), "--out", str(out)]
-            r = measure(cmd + ([] if ordered else ["--unordered"]), cap, spark_env)
+            r = measure(cmd + (["--ordered"] if ordered else []), cap, spark_env)
             status = "yes" if r["ok"] else ("killed at the cap" if r["killed"] else f"no (exit {r['returncode']})")
-            label = f"score-batch {bundle}{'' if ordered else ' --unordered'}"
+            label = f"score-batch {bundle}{' --ordered' if ordered else ''}"
             print(f"| {label} | {a.score_rows:,} | {data.stat().st_size / 2**30:.2f} GiB | spark | {status} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['peak'] / 2**30:.2f} GiB | {a.score_rows / r['wall']:,.0f} |", flush=True)
             if not r["ok"]:
                 print(f"<!-- {r['stderr']} -->")

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     sb.add_argument("--out", required=True, help="a new folder for the JSON-lines output (Spark part files)")
     sb.add_argument("--reasons", default="anomalous", choices=["anomalous", "all", "none"])
     sb.add_argument("--key", default="anomaly", help="the member the tags go under")
-    sb.add_argument("--unordered", action="store_true", help="skip sorting the output into input order (saves a shuffle)")
+    sb.add_argument("--ordered", action="store_true", help="part files in input order (files by name, lines as in each file): one shuffle of the input")
     sb.add_argument("--compression", default=None, help="gzip, zstd...: compress the part files")
     sb.add_argument("--master", default=None, help="Spark master (default FLOWTAG_SPARK_MASTER, else local[2])")
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         session = spark_mod.session(a.master, app="flowtag-score-batch")
         try:
             done = spark_mod.score_batch(session, bundle=a.bundle, fmt=a.format, inputs=a.input, out=a.out, reasons=a.reasons, key=a.key,
-                                         ordered=not a.unordered, compression=a.compression)
+                                         ordered=a.ordered, compression=a.compression)
         finally:
             session.stop()
         print(json.dumps(done, indent=2))

@@ -11,10 +11,11 @@ default); each split is one task, run in `mapInArrow` by a Python worker that lo
 once (it is shipped to the executors with `SparkContext.addFile`). Each run of lines from one
 file is primed with the file's header lines (a CSV header, Zeek's `#` lines; read once by the
 driver), so a split that starts inside a file decodes as the whole file would (at the top of a
-file the header is simply seen twice, and the decoder skips a repeated header). Nothing moves between executors unless the output
-is asked for in input order (the default): then the input lines are range-partitioned by file
-and position before they are scored (one shuffle of the input; the sample that picks the ranges
-reads the input only), and each part file holds one range. `--unordered` skips it.
+file the header is simply seen twice, and the decoder skips a repeated header). Nothing moves
+between executors: each part file holds the tagged lines of the splits one task read, in their
+order. With `--ordered` the part files, concatenated in name order, are the inputs in input
+order: the input lines are range-partitioned by file and position before they are scored (one
+shuffle of the input; the sample that picks the ranges reads the input only).
 The lines cross from Spark to the plugin as Arrow buffers (`mapInArrow`, `Scorer.score_arrow`):
 no Python object per record on the way in or out.
 
@@ -228,11 +229,12 @@ def score_batch(
     reasons: str = "anomalous",
     key: str = "anomaly",
     batch: int = 256,
-    ordered: bool = True,
+    ordered: bool = False,
     compression: str | None = None,
 ) -> dict:
     """Tag every record of `inputs` with `bundle`; JSON lines into the folder `out` (Spark's
-    part files; in input order when `ordered`, files by name). Returns figures of the run."""
+    part files; concatenated in name order, the inputs in input order when `ordered`, files by
+    name). Returns figures of the run."""
     from pyspark.sql import functions as F
 
     bundle = Path(bundle).resolve()

@@ -65,7 +65,7 @@ def test_spark_scores_archives_byte_for_byte_as_flowtag_score(bundle, fmt, sourc
     are `flowtag score`'s output."""
     path = datasets / source
     want = score_cli(flowtag, shipped[bundle], fmt, path)
-    done = spark_mod.score_batch(spark, bundle=shipped[bundle], fmt=fmt, inputs=[str(path)], out=str(tmp_path / "out"))
+    done = spark_mod.score_batch(spark, bundle=shipped[bundle], fmt=fmt, inputs=[str(path)], out=str(tmp_path / "out"), ordered=True)
     got = b"".join(p.read_bytes() for p in spark_mod.part_files(tmp_path / "out"))
     assert done["records"] == want.count(b"\n") and done["model"] == f"{bundle}@1"
     assert got == want
@@ -91,11 +91,11 @@ def test_spark_scores_several_files_in_order_with_their_bytes_kept(datasets, shi
         (folder / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
         (plain / name).write_bytes(data)
     want = b"".join(score_cli(flowtag, shipped["cicids2017"], "csv", plain / n) for n in sorted(files))
-    spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "out"))
+    spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "out"), ordered=True)
     got = b"".join(p.read_bytes() for p in spark_mod.part_files(tmp_path / "out"))
     assert got == want
     assert got.count(b"\n") == len(rows) + 2 and b"decode_error" in got
-    spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "loose"), ordered=False)
+    spark_mod.score_batch(spark, bundle=shipped["cicids2017"], fmt="csv", inputs=[str(folder)], out=str(tmp_path / "loose"))
     loose = b"".join(p.read_bytes() for p in spark_mod.part_files(tmp_path / "loose"))
     assert sorted(loose.splitlines()) == sorted(want.splitlines())
 
@@ -105,7 +105,7 @@ def test_score_batch_command(datasets, shipped, flowtag, tmp_path):
     path = datasets / "unsw-nb15" / "UNSW-NB15_1.head3500.csv"
     r = subprocess.run(
         [sys.executable, "-m", "flowtag_train.cli", "score-batch", "--bundle", str(shipped["unsw-unsupervised"]), "--format", "unsw", "--input", str(path),
-         "--out", str(tmp_path / "out"), "--reasons", "all"],
+         "--out", str(tmp_path / "out"), "--reasons", "all", "--ordered"],
         capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
