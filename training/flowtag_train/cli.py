@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--dataset", required=True, help="the schema (unsw_nb15, cicids2017, zeek_conn, ...) the files follow")
     pp.add_argument("--input", nargs="+", default=None, help="files, globs or folders (default: the schema's files); Spark also reads s3a://, hdfs://...")
     pp.add_argument("--out", required=True, help="a new folder for the Parquet output")
-    pp.add_argument("--eval-buckets", type=int, default=16, help="1 in N row groups form the fixed evaluation set")
+    pp.add_argument("--eval-buckets", type=int, default=5, help="1 in N row groups form the fixed evaluation set (retraining's default is 5)")
     pp.add_argument("--valid", type=float, default=0.2)
     pp.add_argument("--test", type=float, default=0.2)
     pp.add_argument("--master", default=None, help="Spark master (default FLOWTAG_SPARK_MASTER, else local[2])")

@@ -62,14 +62,12 @@ from .datasets import (
     _sha256,
 )
 
-#: Columns prepare adds (every name starts with `_`; a dataset column never does).
-DERIVED = ("_label", "_family", "_key", "_copies", "_split")
 MANIFEST = "_prepared.json"
 
 
 @dataclass
 class Shares:
-    eval_buckets: int = 16
+    eval_buckets: int = 5
     valid: float = 0.2
     test: float = 0.2
 
