@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import gzip
 import hashlib
 import io
 import json
@@ -207,7 +208,7 @@ def parse_csv_lines(lines: list[str], layout: CsvLayout) -> pd.DataFrame:
 
 
 def read_csv(path: Path, schema: Schema) -> pd.DataFrame:
-    lines = decode_text(path.read_bytes()).split("\n")
+    lines = decode_text(read_bytes(path)).split("\n")
     first = next((ln for ln in lines if ln.strip()), "")
     return parse_csv_lines(lines, csv_layout(first, schema, str(path)))
 
@@ -262,7 +263,7 @@ def parse_zeek_lines(lines: list[str], layout: ZeekLayout, where: str = "") -> p
 def read_zeek(path: Path) -> pd.DataFrame:
     """A Zeek log, TSV with `#fields` or JSON lines. An unset field (`-` in TSV, absent in JSON)
     is None, as the plugin sees it (absent: the feature's fill); `(empty)` is an empty string."""
-    lines = decode_text(path.read_bytes()).split("\n")
+    lines = decode_text(read_bytes(path)).split("\n")
     if is_zeek_json(lines):
         return parse_json_lines(lines, str(path), nested="text")
     return parse_zeek_lines(lines, ZeekLayout(), str(path))
@@ -302,11 +303,19 @@ def parse_json_lines(lines: list[str], where: str = "", first: int = 1, nested: 
 
 def read_json_lines(path: Path, mark_nested: bool = False) -> pd.DataFrame:
     """JSON lines (what flowtag's file sink archives): see `parse_json_lines`."""
-    return parse_json_lines(decode_text(path.read_bytes()).split("\n"), str(path), nested="mark" if mark_nested else "drop")
+    return parse_json_lines(decode_text(read_bytes(path)).split("\n"), str(path), nested="mark" if mark_nested else "drop")
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; a `.gz` file (a rotated archive) decompressed."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix.lower() == ".gz" else data
 
 
 def is_json_lines(path: Path, schema: Schema) -> bool:
-    return schema.format == "json" or path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+    """JSON lines by the schema, or by the name (`.jsonl`, `.ndjson`, `.json`, each maybe `.gz`)."""
+    name = path.name.lower().removesuffix(".gz")
+    return schema.format == "json" or name.endswith((".jsonl", ".ndjson", ".json"))
 
 
 def _zeek_json_text(v) -> str:

@@ -277,15 +277,13 @@ def prepare_spark(spark, schema: Schema, uris: list[str], shares: Shares):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from .spark import PREAMBLE_BYTES, WHOLE_SUFFIXES, _read_head, file_key, preamble
+    from .spark import PREAMBLE_BYTES, _read_head, file_key, preamble
 
     columns_per_file: dict[str, list[str]] = {}
     layouts: dict[str, FileLayout] = {}
     text_uris = [u for u in uris if file_kind(u, schema) != "parquet"]
     parquet_uris = [u for u in uris if file_kind(u, schema) == "parquet"]
     for u in text_uris:
-        if u.lower().endswith(WHOLE_SUFFIXES):
-            raise ValueError(f"{u}: compressed inputs are not read by prepare yet (decompress them, or give Parquet)")
         kind = file_kind(u, schema)
         head = b"" if kind == "json" else _read_head(spark, u, PREAMBLE_BYTES)
         if kind == "zeek" and decode_text(head).lstrip("\ufeff").lstrip().startswith("{"):

@@ -35,8 +35,6 @@ from pathlib import Path
 HEADER_FORMATS = {"csv", "unsw", "cicflowmeter", "zeek"}
 #: Bytes read from the start of a file for its header lines.
 PREAMBLE_BYTES = 1 << 20
-#: Compressed inputs Spark reads whole (never split); `prepare` does not read them yet.
-WHOLE_SUFFIXES = (".gz", ".zst", ".lz4", ".snappy", ".deflate", ".xz")
 
 
 def master(value: str | None = None) -> str:

@@ -7,6 +7,7 @@ than that is read in several parts."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 
@@ -69,8 +70,8 @@ def test_derived_columns_follow_the_training_rules(datasets, tmp_path):
 
 
 def test_an_edge_archive_partitioned_by_day_and_node(datasets, tmp_path, spark, flowtag):
-    """Records a node archived (tagged JSON lines, in day=/node= folders) prepare alike on both
-    engines; the tags are not data."""
+    """Records a node archived (tagged JSON lines, in day=/node= folders, one file rotated and
+    gzipped) prepare alike on both engines; the tags are not data."""
     src = datasets / "unsw-nb15" / "UNSW-NB15_1.head3500.csv"
     tagged = subprocess.run([str(flowtag), "score", "--model", "models/unsw-supervised", "--format", "unsw", str(src)],
                             capture_output=True, check=True, timeout=120).stdout.splitlines(keepends=True)
@@ -78,7 +79,11 @@ def test_an_edge_archive_partitioned_by_day_and_node(datasets, tmp_path, spark, 
     for i, (day, node) in enumerate([("2026-12-01", "a"), ("2026-12-01", "b"), ("2026-12-02", "a")]):
         d = archive / f"day={day}" / f"node={node}"
         d.mkdir(parents=True)
-        (d / "flows.jsonl").write_bytes(b"".join(tagged[i::3]))
+        data = b"".join(tagged[i::3])
+        if node == "b":
+            (d / "flows.jsonl.gz").write_bytes(gzip.compress(data))
+        else:
+            (d / "flows.jsonl").write_bytes(data)
     ma, mb, a, b = both("unsw_nb15_raw", tmp_path, spark, inputs=[str(archive)])
     assert len(ma["inputs"]) == len(mb["inputs"]) == 3 and all(len(i["sha256"]) == 64 for i in mb["inputs"])
     assert len(a) == 3500 and "anomaly" not in a.columns
