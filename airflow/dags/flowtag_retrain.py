@@ -47,7 +47,7 @@ from pathlib import Path
 import flowtag_train
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, BaseHook, Param, task
 from airflow.sdk.definitions.callback import SyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowFailException
@@ -141,6 +141,13 @@ with DAG(
         ti.xcom_push(key="settings", value=json.dumps(cfg))
         if cfg["prepare_engine"] != "spark":
             return "check_data"
+        try:
+            BaseHook.get_connection(SPARK_CONN_ID)
+        except Exception as e:  # the provider would fall back to a `yarn` master
+            raise AirflowFailException(
+                f"no Spark connection {SPARK_CONN_ID!r} for the preparation job ({e}): set e.g. "
+                f"AIRFLOW_CONN_{SPARK_CONN_ID.upper()}='{{\"conn_type\": \"spark\", \"host\": \"local[*]\"}}', or prepare_engine null"
+            ) from e
         # One folder per run; a retried job starts it afresh.
         ti.xcom_push(key="prepared", value=str(Path(cfg["work_dir"]).resolve() / "prepared" / run_id.replace(":", "_").replace("+", "_")))
         return "prepare"

@@ -147,3 +147,14 @@ def test_bad_data_fails_at_once_and_reaches_slack(airflow_home, datasets, tmp_pa
     assert tracking.alias_version("unsw-supervised", "champion", uri=uri) is None
     texts = [p["text"] for p in slack.posts]
     assert any("check_data" in t and "min_rows" in t for t in texts), texts
+
+
+def test_a_missing_spark_connection_fails_the_run_at_once(airflow_home, tmp_path):
+    """Without the Spark connection the provider would submit to a `yarn` master; the DAG
+    refuses before anything runs, without retries."""
+    env = {k: v for k, v in airflow_home.items() if k != "AIRFLOW_CONN_FLOWTAG_SPARK"}
+    result = run_dag(env, {"limit": 2000, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "work_dir": str(tmp_path / "work")})
+    assert result["state"] == "failed", result
+    choose = result["tasks"]["choose_preparation"]
+    assert choose["state"] == "failed" and choose["try_number"] == 1
+    assert result["tasks"]["prepare"]["state"] in ("upstream_failed", "None") and not (tmp_path / "work" / "prepared").exists()
