@@ -45,8 +45,13 @@ def session(master_url: str | None = None, app: str = "flowtag", conf: dict | No
     """A Spark session. Local masters bind the driver to 127.0.0.1 and run no web UI; workers
     run this Python (the virtual environment with flowtag's packages). FLOWTAG_SPARK_CONF (JSON)
     adds settings, e.g. `{"spark.driver.memory": "1g"}`; `conf` overrides them."""
+    import logging
+
     from pyspark.sql import SparkSession
 
+    # py4j logs each connection it closes at INFO, from finalizers too (at exit, into closed
+    # streams); its warnings and errors still show.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if master_url is None and "PYSPARK_GATEWAY_PORT" in os.environ:
