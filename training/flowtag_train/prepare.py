@@ -110,12 +110,24 @@ def file_kind(path: str, schema: Schema) -> str:
     return "zeek" if schema.format == "zeek" else "csv"
 
 
+def text_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame's dataset columns (those not starting with `_`) as text, a missing value as None."""
+    text = [c for c in frame.columns if not c.startswith("_")]
+    return frame[text].astype(object).where(frame[text].notna(), None)
+
+
+def read_folder(out: str | Path, **options) -> pd.DataFrame:
+    """A prepared folder's Parquet. Its `_split=...` folders start with `_`, which pyarrow skips
+    unless told which names to skip: Spark's `_SUCCESS` and our manifest."""
+    return pd.read_parquet(out, ignore_prefixes=[".", "_SUCCESS", MANIFEST], **options)
+
+
 def read_parquet(path: Path) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     bad = [c for c in frame.columns if not (pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object)]
     if bad:
         raise ValueError(f"{path}: column {bad[0]!r} is {frame[bad[0]].dtype}, not text: prepare reads Parquet whose columns are strings")
-    return frame.drop(columns=[c for c in frame.columns if c.startswith("_")]).astype(object).where(frame.notna(), None)
+    return text_of(frame)
 
 
 def _common(columns_per_file: list[list[str]]) -> list[str]:
@@ -253,8 +265,7 @@ def _derive_frames(schema_d: dict, common: list[str], keys: list[str], shares: S
 
     def run(batches):
         for pdf in batches:
-            frame = pdf.drop(columns=[c for c in pdf.columns if c.startswith("_")]).rename(columns=schema.rename)
-            frame = _finish(frame.astype(object).where(frame.notna(), None), common)
+            frame = _finish(text_of(pdf).rename(columns=schema.rename), common)
             yield derive(frame, schema, keys, shares)[text_columns]
 
     return run
@@ -401,11 +412,10 @@ def read_prepared(out: str | Path, split: str | None = None) -> pd.DataFrame:
     """A prepared folder's rows (one split, or all), sorted by key then every column: the
     same frame whichever engine wrote it."""
     out = Path(out)
-    # `_split=...` folders start with `_`, which pyarrow skips unless told which names to skip.
-    frame = pd.read_parquet(out, filters=[("_split", "==", split)] if split else None, ignore_prefixes=[".", "_SUCCESS", MANIFEST])
+    frame = read_folder(out, filters=[("_split", "==", split)] if split else None)
     frame["_split"] = frame["_split"].astype(str)
     text = [c for c in frame.columns if not c.startswith("_")]
-    frame[text] = frame[text].astype(object).where(frame[text].notna(), None)
+    frame[text] = text_of(frame)
     return frame.sort_values(["_key", *text], na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -424,12 +434,11 @@ def prepared_rows(out: str | Path, frame: pd.DataFrame | None = None) -> tuple[D
     out = Path(out)
     manifest = json.loads((out / MANIFEST).read_text())
     if frame is None:
-        frame = pd.read_parquet(out, ignore_prefixes=[".", "_SUCCESS", MANIFEST])
+        frame = read_folder(out)
     frame = frame.sort_values(["_key"], kind="stable").reset_index(drop=True)
-    text = [c for c in frame.columns if not c.startswith("_")]
     y = frame["_label"].to_numpy(dtype=np.int64) if "_label" in frame.columns else None
     family = frame["_family"].astype(str).to_numpy(dtype=object) if "_family" in frame.columns else None
-    data = frame[text].astype(object).where(frame[text].notna(), None)
+    data = text_of(frame)
     # Provenance: the files the folder was prepared from, as `datasets.load` records its own.
     files = [{**f, "rows": None} for f in manifest["inputs"]]
     ds = Dataset(schema=Schema.load(manifest["dataset"]), frame=data, y=y, family=family, files=files)
@@ -463,7 +472,7 @@ def load_prepared(out: str | Path, *, limit: int | None = None, seed: int = 0, h
                 spark.stop()
         sampling |= {"sampled": True, "engine": "spark", "limit": limit, "sample_rows": len(frame), "fractions": fractions}
     else:
-        frame = pd.read_parquet(out, filters=[("_split", "!=", "eval")], ignore_prefixes=[".", "_SUCCESS", MANIFEST])
+        frame = read_folder(out, filters=[("_split", "!=", "eval")])
     ds, part = prepared_rows(out, frame)
     held = np.zeros(len(part), dtype=bool)
     if holdout_family is not None:

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from flowtag_export import bundle as bundle_io
 from flowtag_export import signing
@@ -147,16 +146,16 @@ def _load(cfg: RetrainConfig, *, labels_only: bool = False, evaluation_only: boo
     """The data and the rows of its fixed evaluation set. From a prepared folder only what the
     step needs is read (its labels, or its evaluation rows): the folder may not fit here."""
     if cfg.prepared:
-        from .prepare import MANIFEST, prepared_rows, prepared_shares
+        from .prepare import prepared_rows, prepared_shares, read_folder
 
         if prepared_shares(cfg.prepared).eval_buckets != cfg.eval_buckets:
             raise ConfigError(f"{cfg.prepared} was prepared with eval_buckets {prepared_shares(cfg.prepared).eval_buckets}, not {cfg.eval_buckets}")
-        read = {"ignore_prefixes": [".", "_SUCCESS", MANIFEST]}
+        read = {}
         if labels_only:
             read["columns"] = ["_key", "_label", "_family", "_split"]
         if evaluation_only:
             read["filters"] = [("_split", "==", "eval")]
-        ds, part = prepared_rows(cfg.prepared, pd.read_parquet(cfg.prepared, **read))
+        ds, part = prepared_rows(cfg.prepared, read_folder(cfg.prepared, **read))
         return ds, np.flatnonzero(part == "eval")
     ds = load(cfg.dataset, files=cfg.files, seed=cfg.seed)
     return ds, evaluation_rows(ds, evaluation_columns(ds), cfg.eval_buckets)

@@ -17,7 +17,7 @@ import pytest
 
 from flowtag_train import pipeline, splits
 from flowtag_train.datasets import load
-from flowtag_train.prepare import MANIFEST, Shares, load_prepared, prepare, read_prepared
+from flowtag_train.prepare import MANIFEST, Shares, load_prepared, prepare, read_folder, read_prepared
 
 
 def both(dataset, tmp_path, spark, inputs=None, shares=None):
@@ -49,7 +49,7 @@ def test_derived_columns_follow_the_training_rules(datasets, tmp_path):
     """Labels, families and the fixed evaluation set are those `datasets.load` and
     `splits.evaluation_rows` give; identical rows share a key, a split and a count."""
     prepare(engine="pandas", dataset="unsw_nb15", inputs=None, out=tmp_path / "p")
-    got = pd.read_parquet(tmp_path / "p", ignore_prefixes=[".", "_SUCCESS", MANIFEST])
+    got = read_folder(tmp_path / "p")
     ds = load("unsw_nb15")
     want_eval = splits.evaluation_rows(ds, pipeline.evaluation_columns(ds), 5)
     keys = splits.groups(ds, pipeline.evaluation_columns(ds)).astype(np.uint64).view(np.int64)
