@@ -206,12 +206,11 @@ def _parse_chunk(lines: list[str], layout: FileLayout, state: dict, where: str) 
 
 def _runs(pdf: pd.DataFrame):
     """(file, block, start, end) of each contiguous run of one file split in a chunk."""
+    from .spark import split_runs
+
     files = pdf["file"].to_numpy()
     blocks = pdf["block"].to_numpy()
-    change = np.flatnonzero((files[1:] != files[:-1]) | (blocks[1:] != blocks[:-1])) + 1
-    starts = [0, *change.tolist()]
-    ends = [*change.tolist(), len(files)]
-    return [(files[s], int(blocks[s]), s, e) for s, e in zip(starts, ends)]
+    return [(files[s], int(blocks[s]), s, e) for s, e in split_runs(files[1:] != files[:-1], blocks)]
 
 
 def _json_columns(layouts: dict):
@@ -382,17 +381,12 @@ def prepare(*, engine: str, dataset: str, inputs: list[str] | None, out: str | P
     elif engine == "spark":
         from . import spark as spark_mod
 
-        own = spark is None
-        spark = spark or spark_mod.session(master, app="flowtag-prepare")
-        try:
+        with spark_mod.using(spark, master, app="flowtag-prepare") as spark:
             names = spark_files(spark, schema, inputs)
             df = prepare_spark(spark, schema, names, shares)
             df.write.mode("errorifexists").partitionBy("_split").parquet(str(out))
             rows = {r["_split"]: int(r["count"]) for r in spark.read.parquet(str(out)).groupBy("_split").count().collect()}
             columns = [c for c in df.columns if c != "_split"]
-        finally:
-            if own:
-                spark.stop()
     else:
         raise ValueError(f"--engine {engine!r}: use pandas or spark")
     manifest = {
@@ -463,13 +457,8 @@ def load_prepared(out: str | Path, *, limit: int | None = None, seed: int = 0, h
     if limit is not None and total > limit:
         from . import spark as spark_mod
 
-        own = spark is None
-        spark = spark or spark_mod.session(master, app="flowtag-sample")
-        try:
+        with spark_mod.using(spark, master, app="flowtag-sample") as spark:
             frame, fractions = _spark_sample(spark, out, limit, seed)
-        finally:
-            if own:
-                spark.stop()
         sampling |= {"sampled": True, "engine": "spark", "limit": limit, "sample_rows": len(frame), "fractions": fractions}
     else:
         frame = read_folder(out, filters=[("_split", "!=", "eval")])

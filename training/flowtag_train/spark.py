@@ -25,6 +25,7 @@ the driver and executors need this package and `flowtag_native` installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -76,6 +77,24 @@ def session(master_url: str | None = None, app: str = "flowtag", conf: dict | No
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("FLOWTAG_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+@contextlib.contextmanager
+def using(spark=None, master_url: str | None = None, app: str = "flowtag"):
+    """The session to run in: `spark` if given, else the one already running in this process
+    (a caller's), else a new one, stopped on leaving. A session this did not start is never
+    stopped here."""
+    from pyspark.sql import SparkSession
+
+    existing = spark or SparkSession.getActiveSession()
+    if existing is not None:
+        yield existing
+        return
+    own = session(master_url, app=app)
+    try:
+        yield own
+    finally:
+        own.stop()
 
 
 def preamble(head: bytes, fmt: str) -> list[bytes]:
@@ -163,6 +182,18 @@ def check_bundle(bundle: str | Path, fmt: str, reasons: str = "anomalous", key: 
     return Scorer(str(bundle), format=fmt, reasons=reasons, key=key, batch=batch).model_id
 
 
+def split_runs(file_changed, blocks) -> list[tuple[int, int]]:
+    """(start, end) of each contiguous run of lines from one file split in a chunk, given where
+    the file differs from the line before (`file_changed`, one shorter than the chunk) and each
+    line's split."""
+    import numpy as np
+
+    if len(blocks) == 0:
+        return []
+    change = (np.flatnonzero(np.asarray(file_changed, dtype=bool) | (blocks[1:] != blocks[:-1])) + 1).tolist()
+    return list(zip([0, *change], [*change, len(blocks)]))
+
+
 _SCORERS: dict = {}
 
 
@@ -198,11 +229,9 @@ def _tag_partitions(bundle_name: str, options: tuple, preambles: dict, counted):
             names = rb.column("file")
             blocks = rb.column("block").to_numpy()
             values = rb.column("value")
-            # Run boundaries: where the file or the split changes.
-            changed = np.asarray(pc.not_equal(names.slice(1), names.slice(0, n - 1)).to_numpy(zero_copy_only=False), dtype=bool)
-            change = np.flatnonzero(changed | (blocks[1:] != blocks[:-1])) + 1
+            changed = pc.not_equal(names.slice(1), names.slice(0, n - 1)).to_numpy(zero_copy_only=False)
             parts = []
-            for s, e in zip([0, *change.tolist()], [*change.tolist(), n]):
+            for s, e in split_runs(changed, blocks):
                 key = (names[s].as_py(), int(blocks[s]))
                 if key != current:
                     scorer.new_stream(preambles.get(file_key(key[0]), []))
